@@ -1,0 +1,39 @@
+# byzsim — the two commands of the README are `make fig2` and `make test`.
+# Every target installs what it needs into a local virtual environment (.venv).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+JOBS   ?= 2
+export OMP_NUM_THREADS ?= 1
+export OPENBLAS_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+
+.PHONY: install test test-all fig1 fig2 fig3 paper-a bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+## tests (quick hypothesis profile); `make test-all` includes the slow ones
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+## paper A (AsynRSA-VR): figures/figN.{png,pdf}, results/figN.csv
+fig1 fig2 fig3: %: $(STAMP)
+	$(PY) -m byzsim.experiment experiments/paper_a/$@.toml --jobs $(JOBS)
+
+paper-a: fig1 fig2 fig3
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf results figures .pytest_cache .hypothesis

@@ -1,0 +1,373 @@
+"""The two algorithm families as vectorized rounds.
+
+Shapes: n clients, J samples each, b = batch size, d = model dimension.
+
+**Gradient family** (DESIGN §2.1; SGD, Byrd-SGD/Gm, Med, Krum, Byrd-SAGA, FedSGD…)::
+
+    v_w   = estimator of ∇f_w at the server model x          (n, d)
+    v_B   ← attack(v)                                        Byzantine rows replaced
+    x     ← x − lr · (Agg(v, mask = participating) + server_l2 · x)
+
+**Penalty family** (DESIGN §2.2; RSA, AsynRSA-VR), round k with participation set S::
+
+    x_i   ← x_i − lr (g_i + λ ∂‖x_i − x0‖_p)                  regular i ∈ S
+    x0    ← x0 − lr (server_l2 x0 + λ Σ_{i∈R∩S} ∂‖x0 − x_i‖_p + λ Σ_{v∈B∩S} ∂‖x0 − z_v‖_p)
+
+with every right-hand side at the round-k values.  Byzantine clients hold no model;
+their honest message is taken to be the server model ``x0`` (so the ``none`` attack
+is harmless), and the attack replaces it by ``z_v``.
+
+One round is one call of ``step(state, rng)``: no Python loop over clients.  For speed
+``step`` updates the state's arrays in place (they are work buffers) and returns the
+same state; copy it to keep a snapshot.  All randomness comes from the ``rng`` passed
+in, drawn in a fixed order (participation, sample indices, attack), so a run is
+reproducible from its seed.
+
+SAGA (``estimator="saga"``): each client keeps one stored per-sample gradient per local
+sample, logically an ``(n, J, d)`` table (kept for the Byzantine clients too: they hold
+data and compute honest messages for attacks such as sign-flipping).  It is stored
+either *dense* or, when the model provides per-sample gradient factors, *factored*
+(:class:`SagaTable`); both give the same trajectory up to round-off.  The table is
+initialised with every sample's gradient at the initial model (paper A, Algorithm 1,
+line 3).  With a minibatch of b distinct indices the corrected gradient is
+``(1/b) Σ_{j∈batch} (∇f_{w,j}(x) − φ_{w,j}) + (1/J) Σ_j φ_{w,j}`` and every drawn
+entry is then replaced.  Clients that do not take part leave their table untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .attacks import apply_attack
+
+
+# --------------------------------------------------------------------------------------
+# l_p subgradients
+# --------------------------------------------------------------------------------------
+def lp_subgradient(u: np.ndarray, p: float) -> np.ndarray:
+    """A subgradient of ``‖u‖_p`` at ``u``, row-wise: ``(..., d) -> (..., d)``.
+
+    - ``p = 1``: ``sign(u)``;
+    - ``p = 2``: ``u / ‖u‖₂`` (0 at u = 0);
+    - ``1 < p < ∞``: ``sign(u) |u|^{p−1} / ‖u‖_p^{p−1}`` (0 at u = 0);
+    - ``p = ∞``: ``sign(u_k) e_k`` spread evenly over the arg-max coordinates k
+      (a convex combination of subgradients, so still a subgradient).
+
+    Its dual norm is ≤ 1 and ``⟨g, u⟩ = ‖u‖_p``.
+    """
+    u = np.asarray(u, dtype=np.float64)
+    if p == 1:
+        return np.sign(u)
+    if p == math.inf:
+        a = np.abs(u)
+        top = a == a.max(axis=-1, keepdims=True)
+        top &= a > 0
+        cnt = np.maximum(top.sum(axis=-1, keepdims=True), 1)
+        return np.sign(u) * top / cnt
+    if p == 2:
+        nrm = np.linalg.norm(u, axis=-1, keepdims=True)
+        return np.divide(u, nrm, out=np.zeros_like(u), where=nrm > 0)
+    if not p > 1:
+        raise ValueError(f"l_p subgradient: p must be >= 1 or inf, got {p!r}")
+    a = np.abs(u)
+    scale = a.max(axis=-1, keepdims=True)  # rescale against overflow of |u|^p
+    safe = np.where(scale > 0, scale, 1.0)
+    r = a / safe
+    nrm = np.sum(r**p, axis=-1, keepdims=True) ** (1.0 / p)
+    nrm = np.where(nrm > 0, nrm, 1.0)
+    return np.sign(u) * (r / nrm) ** (p - 1)
+
+
+# --------------------------------------------------------------------------------------
+# sampling
+# --------------------------------------------------------------------------------------
+def sample_batch(rng: np.random.Generator, n: int, J: int, b: int) -> np.ndarray:
+    """``(n, b)`` sample indices: per client, b distinct indices uniform over ``range(J)``
+    (uniform over b-subsets), each row sorted.
+
+    Vectorized rejection of rows with repeats when ``b² ≤ J`` (accepts with probability
+    ≳ 0.6), otherwise one random permutation per client.
+    """
+    if not 1 <= b <= J:
+        raise ValueError(f"batch size must be in [1, J] = [1, {J}], got {b}")
+    if b == 1:
+        return rng.integers(J, size=(n, 1))
+    if b * b > J:
+        return np.sort(np.argsort(rng.random((n, J)), axis=1)[:, :b], axis=1)
+    idx = np.sort(rng.integers(J, size=(n, b)), axis=1)
+    bad = (idx[:, 1:] == idx[:, :-1]).any(axis=1)
+    while bad.any():
+        k = int(bad.sum())
+        idx[bad] = np.sort(rng.integers(J, size=(k, b)), axis=1)
+        bad = (idx[:, 1:] == idx[:, :-1]).any(axis=1)
+    return idx
+
+
+def participation_mask(rng: np.random.Generator, n: int, gamma: float) -> np.ndarray | None:
+    """Bernoulli(γ) participation ``(n,)`` bool; ``None`` (everybody) when γ = 1."""
+    if gamma >= 1.0:
+        return None
+    return rng.random(n) < gamma
+
+
+# --------------------------------------------------------------------------------------
+# the problem: data stacked over clients
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    """Everything a run computes on.
+
+    ``X (n, J, p')`` prepared client features, ``y (n, J)``, ``byzantine (n,)`` bool,
+    ``X_test (M, p')``, ``y_test (M,)``, and the model.
+    """
+
+    model: object
+    X: np.ndarray
+    y: np.ndarray
+    byzantine: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def J(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def regular(self) -> np.ndarray:
+        return ~self.byzantine
+
+
+# --------------------------------------------------------------------------------------
+# gradient estimators
+# --------------------------------------------------------------------------------------
+@dataclass
+class SagaTable:
+    """SAGA memory of n clients.
+
+    ``entries``: tuple of ``(n, J, k)`` arrays, the stored per-sample gradient
+    (dense: one entry, k = d) or its factors (softmax: the residuals, k = C).
+    ``mean``: ``(n, d)`` = ``(1/J) Σ_j φ_{w,j}``, maintained exactly on every update.
+    """
+
+    entries: tuple[np.ndarray, ...]
+    mean: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return sum(e.nbytes for e in self.entries) + self.mean.nbytes
+
+
+class _Dense:
+    """Dense per-sample gradients: entries are the ``d``-vectors themselves."""
+
+    linear = True
+
+    def __init__(self, model):
+        self.model = model
+
+    def sample(self, w, X, y):
+        return (self.model.per_sample_grads(w, X, y),)
+
+    def grad_sum(self, X, factors):
+        return factors[0].sum(axis=-2)
+
+
+class _Factored:
+    """Per-sample gradient factors from the model (``sample_factors``/``grad_from_factors``)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.linear = bool(getattr(model, "factors_linear", False))
+
+    def sample(self, w, X, y):
+        return self.model.sample_factors(w, X, y)
+
+    def grad_sum(self, X, factors):
+        return self.model.grad_from_factors(X, factors)
+
+
+def _gather(X, y, idx):
+    ar = np.arange(X.shape[0])[:, None]
+    return X[ar, idx], y[ar, idx]
+
+
+class SGDEstimator:
+    """Minibatch stochastic gradient of the local empirical risk at ``w``: ``(n, d)``."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+
+    def init(self, w):
+        return None
+
+    def __call__(self, table, w, idx, active):
+        model = self.problem.model
+        Xb, yb = _gather(self.problem.X, self.problem.y, idx)
+        g = model.grad_from_factors(Xb, model.sample_factors(w, Xb, yb))
+        g /= idx.shape[1]
+        return model.add_regularizer_grad(g, w)
+
+
+class SagaEstimator:
+    """SAGA-corrected minibatch gradient at ``w`` (DESIGN §2.1/§4), updating the table in place.
+
+    ``table_kind``: ``"dense"``, ``"factored"`` or ``"auto"`` (factored when the model
+    provides ``sample_factors``).
+    """
+
+    def __init__(self, problem: Problem, table_kind: str = "auto"):
+        self.problem = problem
+        model = problem.model
+        has_factors = hasattr(model, "sample_factors")
+        if table_kind == "factored" and not has_factors:
+            raise ValueError(f"saga_table='factored' but model {type(model).__name__} has no sample_factors")
+        self.kind = "factored" if (table_kind == "factored" or (table_kind == "auto" and has_factors)) else "dense"
+        self.form = _Factored(model) if self.kind == "factored" else _Dense(model)
+
+    def init(self, w) -> SagaTable:
+        """Every sample's gradient at the initial model ``w`` (``(d,)`` or ``(n, d)``)."""
+        X, y = self.problem.X, self.problem.y
+        entries = tuple(np.array(e, order="C") for e in self.form.sample(w, X, y))
+        mean = self.form.grad_sum(X, entries) / X.shape[1]
+        return SagaTable(entries, np.array(np.broadcast_to(mean, (X.shape[0], mean.shape[-1]))))
+
+    def __call__(self, table: SagaTable, w, idx, active):
+        X, y = self.problem.X, self.problem.y
+        J, b = X.shape[1], idx.shape[1]
+        ar = np.arange(X.shape[0])[:, None]
+        Xb, yb = X[ar, idx], y[ar, idx]
+        new = self.form.sample(w, Xb, yb)
+        old = tuple(e[ar, idx] for e in table.entries)
+        if active is not None:
+            keep = ~active[:, None, None]
+            new = tuple(np.where(keep, o, nw) for nw, o in zip(new, old))
+        if self.form.linear:
+            diff = self.form.grad_sum(Xb, tuple(nw - o for nw, o in zip(new, old)))
+        else:
+            diff = self.form.grad_sum(Xb, new) - self.form.grad_sum(Xb, old)
+        g = diff / b
+        g += table.mean
+        diff /= J
+        table.mean += diff
+        for e, nw in zip(table.entries, new):
+            e[ar, idx] = nw
+        return self.problem.model.add_regularizer_grad(g, w)
+
+
+ESTIMATORS = {"sgd": SGDEstimator, "saga": SagaEstimator}
+
+
+def make_estimator(name: str, problem: Problem, saga_table: str = "auto"):
+    if name == "saga":
+        return SagaEstimator(problem, saga_table)
+    if name == "sgd":
+        return SGDEstimator(problem)
+    raise ValueError(f"unknown estimator {name!r}; valid choices: {', '.join(ESTIMATORS)}")
+
+
+# --------------------------------------------------------------------------------------
+# states and rounds
+# --------------------------------------------------------------------------------------
+@dataclass
+class State:
+    """``x (d,)`` server model; ``models (n, d)`` client models (penalty family, else
+    None); ``table`` SAGA memory (or None); ``round`` rounds done."""
+
+    x: np.ndarray
+    models: np.ndarray | None
+    table: SagaTable | None
+    round: int = 0
+
+
+Aggregate = Callable[[np.ndarray, "np.ndarray | None", np.random.Generator], np.ndarray]
+
+
+@dataclass
+class GradientMethod:
+    """Gradient aggregation: estimator × attack × aggregator × participation."""
+
+    problem: Problem
+    estimator: object
+    attack: Callable
+    aggregate: Aggregate  # (v (n, d), mask (n,) | None, rng) -> (d,)
+    lr: float
+    batch_size: int = 1
+    participation: float = 1.0
+    server_l2: float = 0.0
+
+    def init(self, x0: np.ndarray) -> State:
+        x = np.array(x0, dtype=np.float64)
+        return State(x=x, models=None, table=self.estimator.init(x))
+
+    def step(self, state: State, rng: np.random.Generator) -> State:
+        P = self.problem
+        active = participation_mask(rng, P.n, self.participation)
+        idx = sample_batch(rng, P.n, P.J, self.batch_size)
+        v = self.estimator(state.table, state.x, idx, active)
+        apply_attack(self.attack, v, P.byzantine, rng)
+        agg = self.aggregate(v, active, rng)
+        if self.server_l2:
+            agg = agg + self.server_l2 * state.x
+        state.x -= self.lr * agg
+        state.round += 1
+        return state
+
+
+@dataclass
+class PenaltyMethod:
+    """RSA / AsynRSA-VR: l_p-penalised model aggregation with participation γ."""
+
+    problem: Problem
+    estimator: object
+    attack: Callable
+    lr: float
+    penalty: float
+    p: float = 1.0
+    batch_size: int = 1
+    participation: float = 1.0
+    server_l2: float = 0.0
+
+    def __post_init__(self):
+        self._regular = self.problem.regular.astype(np.float64)
+
+    def init(self, x0: np.ndarray) -> State:
+        x = np.array(x0, dtype=np.float64)
+        models = np.repeat(x[None], self.problem.n, axis=0)
+        return State(x=x, models=models, table=self.estimator.init(models))
+
+    def step(self, state: State, rng: np.random.Generator) -> State:
+        P = self.problem
+        x0, W = state.x, state.models
+        active = participation_mask(rng, P.n, self.participation)
+        idx = sample_batch(rng, P.n, P.J, self.batch_size)
+        g = self.estimator(state.table, W, idx, active)  # (n, d) at the round-k models
+        byz = P.byzantine
+        W[byz] = x0  # a Byzantine client's "honest" message is the server model
+        pen = lp_subgradient(W - x0, self.p)  # ∂‖x_i − x0‖_p, (n, d)
+        # server direction at round-k values; ∂‖x0 − x_i‖ = −∂‖x_i − x0‖ (odd)
+        on = self._regular if active is None else self._regular * active
+        server = -(on @ pen)
+        if byz.any():
+            z = self.attack(W, byz, rng)  # (q, d) Byzantine models
+            zpen = lp_subgradient(x0 - z, self.p)
+            if active is not None:
+                zpen *= active[byz][:, None]
+            server += zpen.sum(axis=0)
+        server *= self.penalty
+        if self.server_l2:
+            server += self.server_l2 * x0
+        # client updates (regular and participating only)
+        g += self.penalty * pen
+        g *= (self.lr * on)[:, None]
+        W -= g
+        x0 -= self.lr * server
+        state.round += 1
+        return state

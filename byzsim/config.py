@@ -1,0 +1,207 @@
+"""Run configuration: a frozen dataclass, named method presets, validation, TOML loading.
+
+A :class:`Config` describes one simulation run completely.  Named methods of the
+papers are presets (:data:`METHODS`) that fill ``family``, ``estimator`` and
+``aggregator``; any other combination can be given explicitly.  :func:`make_config`
+builds and validates a config from keyword arguments (or a TOML table) and raises a
+``ValueError`` naming the bad field, the bad value and the valid choices *before* any
+data is loaded or any simulation work is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .registry import Registry
+
+FAMILIES = ("gradient", "penalty")
+ESTIMATORS = ("sgd", "saga")
+SAGA_TABLES = ("auto", "dense", "factored")
+
+#: Named methods of the papers as points of the (family, estimator, aggregator) space.
+METHODS: Registry = Registry("method")
+for _name, _aliases, _preset in [
+    ("asynrsa-vr", (), dict(family="penalty", estimator="saga")),
+    ("rsa", (), dict(family="penalty", estimator="sgd")),
+    ("sgd", ("fedsgd", "federated-sgd"), dict(family="gradient", estimator="sgd", aggregator="mean")),
+    ("saga", (), dict(family="gradient", estimator="saga", aggregator="mean")),
+    ("byrd-sgd", ("gm",), dict(family="gradient", estimator="sgd", aggregator="geometric_median")),
+    ("med", (), dict(family="gradient", estimator="sgd", aggregator="coordinate_median")),
+    ("krum", (), dict(family="gradient", estimator="sgd", aggregator="krum")),
+    ("trimmed-mean", (), dict(family="gradient", estimator="sgd", aggregator="trimmed_mean")),
+    ("byrd-saga", (), dict(family="gradient", estimator="saga", aggregator="geometric_median")),
+    ("custom", (), dict()),
+]:
+    METHODS.register(_name, *_aliases)(_preset)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One simulation run.  Field docs give shapes/units; see DESIGN.md §2 for the rules.
+
+    Gradient family: ``x ← x − lr · (Agg(messages) + server_l2 · x)``.
+    Penalty family (RSA/AsynRSA-VR): client ``x_i ← x_i − lr (g_i + penalty · ∂‖x_i − x0‖_p)``,
+    server ``x0 ← x0 − lr (server_l2 · x0 + penalty Σ_{i∈S} ∂‖x0 − m_i‖_p)``.
+    """
+
+    method: str = "custom"
+    family: str | None = None  # "gradient" | "penalty"
+    estimator: str | None = None  # "sgd" | "saga"
+    aggregator: str | None = None  # gradient family only
+    aggregator_params: Mapping[str, Any] = field(default_factory=dict)
+    attack: str = "none"
+    attack_params: Mapping[str, Any] = field(default_factory=dict)
+    dataset: str = "digits"
+    dataset_params: Mapping[str, Any] = field(default_factory=dict)
+    partition: str = "iid"
+    partition_params: Mapping[str, Any] = field(default_factory=dict)
+    model: str = "softmax"
+    model_params: Mapping[str, Any] = field(default_factory=dict)
+    n_clients: int = 10
+    n_byzantine: int = 0
+    byzantine_indices: tuple[int, ...] | None = None  # explicit; else drawn from the seed
+    lr: float = 0.01  # step size (α in paper A, γ in paper B)
+    batch_size: int = 1  # samples per client per round
+    participation: float = 1.0  # γ of paper A: Bernoulli probability of taking part
+    penalty: float = 0.05  # λ (penalty family)
+    p: float = 1.0  # l_p norm of the penalty, >= 1, or math.inf
+    server_l2: float = 0.0  # f0(x) = server_l2/2 ‖x‖² (paper A: 0.01)
+    saga_table: str = "auto"  # "auto" | "dense" | "factored"
+    rounds: int = 1000
+    eval_every: int = 50
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, Mapping):
+                d[k] = dict(v)
+            elif isinstance(v, tuple):
+                d[k] = list(v)
+        if d["p"] == math.inf:
+            d["p"] = "inf"
+        return d
+
+    def replace(self, **changes) -> "Config":
+        return make_config(**{**self.to_dict(), **changes})
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _fail(name: str, value: Any, valid: str) -> ValueError:
+    return ValueError(f"invalid config field {name!r} = {value!r}: {valid}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def make_config(**kw: Any) -> Config:
+    """Build a validated, resolved :class:`Config`.
+
+    The ``method`` preset fills ``family``/``estimator``/``aggregator`` unless given.
+    Raises ``ValueError`` (field, value, valid range) on any bad input.
+    """
+    unknown = sorted(set(kw) - set(FIELDS))
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, list(FIELDS), n=1)
+            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(
+            f"unknown config field(s) {', '.join(hints)}; valid fields: {', '.join(FIELDS)}"
+        )
+    kw = dict(kw)
+    preset = METHODS[kw.get("method", "custom")]
+    for k, v in preset.items():
+        if kw.get(k) is None:
+            kw[k] = v
+    if kw.get("p") in ("inf", "Infinity", "infinity"):
+        kw["p"] = math.inf
+    if isinstance(kw.get("byzantine_indices"), list):
+        kw["byzantine_indices"] = tuple(kw["byzantine_indices"])
+    for k in ("aggregator_params", "attack_params", "dataset_params", "partition_params", "model_params"):
+        if k in kw and not isinstance(kw[k], Mapping):
+            raise _fail(k, kw[k], "expected a table/dict of parameters")
+        if k in kw:
+            kw[k] = dict(kw[k])
+    cfg = Config(**kw)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Check every field of a config; raise ``ValueError`` naming the first bad one."""
+    # local imports: the registries live with their components
+    from .aggregators import AGGREGATORS
+    from .attacks import ATTACKS
+    from .data import DATASETS
+    from .models import MODELS
+    from .partition import PARTITIONS
+
+    if cfg.family not in FAMILIES:
+        raise _fail("family", cfg.family, f"valid choices: {', '.join(FAMILIES)} (or pick a method: {', '.join(METHODS)})")
+    if cfg.estimator not in ESTIMATORS:
+        raise _fail("estimator", cfg.estimator, f"valid choices: {', '.join(ESTIMATORS)}")
+    if cfg.family == "gradient":
+        if cfg.aggregator is None:
+            raise _fail("aggregator", None, f"the gradient family needs one of: {', '.join(AGGREGATORS)}")
+        AGGREGATORS[cfg.aggregator]
+    elif cfg.aggregator is not None:
+        raise _fail("aggregator", cfg.aggregator, "the penalty family (RSA, AsynRSA-VR) aggregates by the penalty; leave it unset")
+    ATTACKS[cfg.attack]
+    DATASETS[cfg.dataset]
+    PARTITIONS[cfg.partition]
+    MODELS[cfg.model]
+    if cfg.saga_table not in SAGA_TABLES:
+        raise _fail("saga_table", cfg.saga_table, f"valid choices: {', '.join(SAGA_TABLES)}")
+    for name in ("n_clients", "rounds", "eval_every", "batch_size"):
+        v = getattr(cfg, name)
+        if not (_is_int(v) and v >= 1):
+            raise _fail(name, v, "expected an integer >= 1")
+    if not (_is_int(cfg.n_byzantine) and 0 <= cfg.n_byzantine < cfg.n_clients):
+        raise _fail("n_byzantine", cfg.n_byzantine, f"expected an integer in [0, n_clients) = [0, {cfg.n_clients})")
+    if cfg.byzantine_indices is not None:
+        idx = cfg.byzantine_indices
+        if len(idx) != cfg.n_byzantine or len(set(idx)) != len(idx) or not all(
+            _is_int(i) and 0 <= i < cfg.n_clients for i in idx
+        ):
+            raise _fail(
+                "byzantine_indices", idx,
+                f"expected {cfg.n_byzantine} distinct integers in [0, {cfg.n_clients})",
+            )
+    if not (_is_num(cfg.participation) and 0 < cfg.participation <= 1):
+        raise _fail("participation", cfg.participation, "the participation probability γ must be in (0, 1]")
+    if not (_is_num(cfg.lr) and cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise _fail("lr", cfg.lr, "the step size must be a finite number > 0")
+    if cfg.family == "penalty" and not (_is_num(cfg.penalty) and cfg.penalty > 0 and math.isfinite(cfg.penalty)):
+        raise _fail("penalty", cfg.penalty, "the penalty λ must be a finite number > 0")
+    if not (_is_num(cfg.p) and cfg.p >= 1):
+        raise _fail("p", cfg.p, "the norm order p must be a number >= 1 or 'inf'")
+    if not (_is_num(cfg.server_l2) and cfg.server_l2 >= 0):
+        raise _fail("server_l2", cfg.server_l2, "expected a number >= 0")
+    if not (_is_int(cfg.seed) and cfg.seed >= 0):
+        raise _fail("seed", cfg.seed, "expected an integer >= 0")
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file (experiment spec) into a dict; clear error when missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"experiment spec not found: {path}")
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"malformed TOML in {path}: {e}") from None

@@ -1,0 +1,172 @@
+"""``run(config) -> RunResult``: the only round loop.  No plotting, no files.
+
+Randomness: ``np.random.SeedSequence(config.seed)`` is spawned into two independent
+streams, one for the data (Byzantine draw, partition) and one for the rounds, so the
+same config and seed give bit-identical metrics.
+
+A run that produces a non-finite model is stopped at the first evaluation that sees
+it and recorded as diverged (``RunResult.diverged``, ``diverged_round``); the metrics
+up to there are kept.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .aggregators import get_aggregator
+from .algorithms import GradientMethod, PenaltyMethod, Problem, State, make_estimator
+from .attacks import get_attack
+from .config import Config
+from .data import load_dataset
+from .models import make_model
+from .partition import draw_byzantine, partition
+from .registry import keyword_parameters
+
+METRICS = ("round", "test_accuracy", "train_loss", "distance")
+
+
+@dataclass
+class RunResult:
+    """Metrics of one run: columns of equal length (see :data:`METRICS`).
+
+    ``distance`` is the mean ‖x_i − x0‖₂ over regular clients (penalty family; NaN for
+    the gradient family).  ``train_loss`` is the server model's mean loss over the
+    regular clients' training data.
+    """
+
+    config: Config
+    columns: dict[str, np.ndarray]
+    diverged: bool = False
+    diverged_round: int | None = None
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    def rows(self) -> list[dict]:
+        keys = list(self.columns)
+        return [dict(zip(keys, vals)) for vals in zip(*(self.columns[k].tolist() for k in keys))]
+
+    @property
+    def final_accuracy(self) -> float:
+        return float(self.columns["test_accuracy"][-1])
+
+
+def build_problem(cfg: Config, rng: np.random.Generator) -> Problem:
+    """Load data, choose the Byzantine clients, partition, prepare features for the model."""
+    ds = load_dataset(cfg.dataset, **cfg.dataset_params)
+    byz = draw_byzantine(cfg.n_clients, cfg.n_byzantine, rng, indices=cfg.byzantine_indices)
+    Xc, yc = partition(cfg.partition, ds.X_train, ds.y_train, cfg.n_clients, byz, rng, **cfg.partition_params)
+    model = make_model(cfg.model, ds.X_train.shape[1], ds.n_classes, **cfg.model_params)
+    if cfg.batch_size > Xc.shape[1]:
+        raise ValueError(
+            f"invalid config field 'batch_size' = {cfg.batch_size}: at most the "
+            f"{Xc.shape[1]} samples each client holds"
+        )
+    return Problem(
+        model=model,
+        X=model.prepare(Xc),
+        y=yc,
+        byzantine=byz,
+        X_test=model.prepare(ds.X_test),
+        y_test=ds.y_test,
+    )
+
+
+def make_aggregate(cfg: Config, problem: Problem) -> Callable:
+    """The gradient family's ``aggregate(v, mask, rng) -> (d,)``.
+
+    Krum-style rules get ``f = n_byzantine`` unless the config sets it.
+    """
+    from .aggregators import AGGREGATORS
+
+    params = dict(cfg.aggregator_params)
+    if "f" in keyword_parameters(AGGREGATORS[cfg.aggregator]) and "f" not in params:
+        params["f"] = cfg.n_byzantine
+    agg = get_aggregator(cfg.aggregator, **params)
+    return lambda v, mask, rng: agg(v, mask)
+
+
+def make_method(cfg: Config, problem: Problem):
+    """The configured :class:`GradientMethod` or :class:`PenaltyMethod`."""
+    estimator = make_estimator(cfg.estimator, problem, cfg.saga_table)
+    attack = get_attack(cfg.attack, **cfg.attack_params)
+    common = dict(
+        problem=problem, estimator=estimator, attack=attack, lr=cfg.lr,
+        batch_size=cfg.batch_size, participation=cfg.participation, server_l2=cfg.server_l2,
+    )
+    if cfg.family == "penalty":
+        return PenaltyMethod(penalty=cfg.penalty, p=cfg.p, **common)
+    return GradientMethod(aggregate=make_aggregate(cfg, problem), **common)
+
+
+def evaluate(problem: Problem, state: State) -> dict[str, float]:
+    """Test accuracy and regular-client training loss of the server model, and the mean
+    distance of the regular client models to it (penalty family)."""
+    model, x = problem.model, state.x
+    acc = float(model.accuracy(x, problem.X_test, problem.y_test))
+    losses = model.loss(x, problem.X, problem.y)  # (n,) per-client mean loss (equal J)
+    loss = float(losses[problem.regular].mean())
+    dist = float("nan")
+    if state.models is not None:
+        dist = float(np.linalg.norm(state.models[problem.regular] - x, axis=1).mean())
+    return {"test_accuracy": acc, "train_loss": loss, "distance": dist}
+
+
+def _finite(state: State) -> bool:
+    ok = bool(np.isfinite(state.x).all())
+    if ok and state.models is not None:
+        ok = bool(np.isfinite(state.models).all())
+    return ok
+
+
+def run(cfg: Config, *, problem: Problem | None = None, callback: Callable | None = None) -> RunResult:
+    """Simulate ``cfg.rounds`` rounds, evaluating at round 0, every ``eval_every`` rounds
+    and at the end.  ``callback(round)`` is called after each evaluation (progress)."""
+    data_seq, run_seq = np.random.SeedSequence(cfg.seed).spawn(2)
+    if problem is None:
+        problem = build_problem(cfg, np.random.default_rng(data_seq))
+    rng = np.random.default_rng(run_seq)
+    method = make_method(cfg, problem)
+    t0 = time.perf_counter()
+    state = method.init(problem.model.init(rng))
+    cols: dict[str, list] = {k: [] for k in METRICS}
+    diverged_round = None
+
+    def record(r: int) -> bool:
+        nonlocal diverged_round
+        if not _finite(state):
+            diverged_round = r
+            return False
+        m = evaluate(problem, state)
+        cols["round"].append(r)
+        for k, v in m.items():
+            cols[k].append(v)
+        if callback is not None:
+            callback(r)
+        return True
+
+    ok = record(0)
+    while ok and state.round < cfg.rounds:
+        todo = min(cfg.eval_every - state.round % cfg.eval_every, cfg.rounds - state.round)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for _ in range(todo):
+                method.step(state, rng)
+        ok = record(state.round)
+    columns = {
+        "round": np.asarray(cols["round"], dtype=np.int64),
+        **{k: np.asarray(cols[k], dtype=np.float64) for k in METRICS[1:]},
+    }
+    info = {"J": problem.J, "d": problem.model.dim}
+    if state.table is not None:
+        info["saga_bytes"] = state.table.nbytes
+    return RunResult(
+        config=cfg,
+        columns=columns,
+        diverged=diverged_round is not None,
+        diverged_round=diverged_round,
+        seconds=time.perf_counter() - t0,
+        info=info,
+    )
