@@ -42,13 +42,32 @@ from typing import Callable
 
 import numpy as np
 
+from scipy.linalg.blas import daxpy
+
 from .attacks import apply_attack
+
+
+def axpy(a: float, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``y += a · x`` in place, in one fused pass (BLAS ``daxpy``) when both are
+    C-contiguous float64 arrays of the same shape; otherwise with NumPy.  Returns ``y``.
+
+    The hot path of a round is memory-bound: a fused ``y += a x`` reads two arrays and
+    writes one, where ``y += a * x`` also writes and re-reads a temporary.
+    """
+    if (
+        x.shape == y.shape and x.dtype == y.dtype == np.float64
+        and x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable and y.size
+    ):
+        daxpy(x.reshape(-1), y.reshape(-1), a=a)
+    else:
+        y += a * x
+    return y
 
 
 # --------------------------------------------------------------------------------------
 # l_p subgradients
 # --------------------------------------------------------------------------------------
-def lp_subgradient(u: np.ndarray, p: float) -> np.ndarray:
+def lp_subgradient(u: np.ndarray, p: float, out: np.ndarray | None = None) -> np.ndarray:
     """A subgradient of ``‖u‖_p`` at ``u``, row-wise: ``(..., d) -> (..., d)``.
 
     - ``p = 1``: ``sign(u)``;
@@ -57,11 +76,15 @@ def lp_subgradient(u: np.ndarray, p: float) -> np.ndarray:
     - ``p = ∞``: ``sign(u_k) e_k`` spread evenly over the arg-max coordinates k
       (a convex combination of subgradients, so still a subgradient).
 
-    Its dual norm is ≤ 1 and ``⟨g, u⟩ = ‖u‖_p``.
+    Its dual norm is ≤ 1 and ``⟨g, u⟩ = ‖u‖_p``.  ``out`` (may be ``u`` itself) receives
+    the result without a new allocation where the formula allows (p = 1).
     """
     u = np.asarray(u, dtype=np.float64)
     if p == 1:
-        return np.sign(u)
+        return np.sign(u, out=out)
+    if out is not None:
+        out[...] = lp_subgradient(u, p)
+        return out
     if p == math.inf:
         a = np.abs(u)
         top = a == a.max(axis=-1, keepdims=True)
@@ -122,7 +145,9 @@ class Problem:
     """Everything a run computes on.
 
     ``X (n, J, p')`` prepared client features, ``y (n, J)``, ``byzantine (n,)`` bool,
-    ``X_test (M, p')``, ``y_test (M,)``, and the model.
+    ``X_test (M, p')``, ``y_test (M,)``, the model, and ``X_eval (E, p')``, ``y_eval (E,)``
+    the regular clients' training samples the training loss is evaluated on (default:
+    all of them).
     """
 
     model: object
@@ -131,6 +156,14 @@ class Problem:
     byzantine: np.ndarray
     X_test: np.ndarray
     y_test: np.ndarray
+    X_eval: np.ndarray | None = None
+    y_eval: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.X_eval is None:
+            reg = ~self.byzantine
+            object.__setattr__(self, "X_eval", self.X[reg].reshape(-1, self.X.shape[-1]))
+            object.__setattr__(self, "y_eval", self.y[reg].ravel())
 
     @property
     def n(self) -> int:
@@ -176,8 +209,8 @@ class _Dense:
     def sample(self, w, X, y):
         return (self.model.per_sample_grads(w, X, y),)
 
-    def grad_sum(self, X, factors):
-        return factors[0].sum(axis=-2)
+    def grad_sum(self, X, factors, out=None):
+        return factors[0].sum(axis=-2, out=out)
 
 
 class _Factored:
@@ -190,8 +223,8 @@ class _Factored:
     def sample(self, w, X, y):
         return self.model.sample_factors(w, X, y)
 
-    def grad_sum(self, X, factors):
-        return self.model.grad_from_factors(X, factors)
+    def grad_sum(self, X, factors, out=None):
+        return self.model.grad_from_factors(X, factors, out=out)
 
 
 def _gather(X, y, idx):
@@ -208,10 +241,10 @@ class SGDEstimator:
     def init(self, w):
         return None
 
-    def __call__(self, table, w, idx, active):
+    def __call__(self, table, w, idx, active, out=None):
         model = self.problem.model
         Xb, yb = _gather(self.problem.X, self.problem.y, idx)
-        g = model.grad_from_factors(Xb, model.sample_factors(w, Xb, yb))
+        g = model.grad_from_factors(Xb, model.sample_factors(w, Xb, yb), out=out)
         g /= idx.shape[1]
         return model.add_regularizer_grad(g, w)
 
@@ -239,7 +272,10 @@ class SagaEstimator:
         mean = self.form.grad_sum(X, entries) / X.shape[1]
         return SagaTable(entries, np.array(np.broadcast_to(mean, (X.shape[0], mean.shape[-1]))))
 
-    def __call__(self, table: SagaTable, w, idx, active):
+    def __call__(self, table: SagaTable, w, idx, active, out=None):
+        """Corrected gradients ``(n, d)`` at ``w`` for the batch ``idx (n, b)``; rows of
+        inactive clients (``active`` False) are computed but their table is not touched.
+        ``out``: optional ``(n, d)`` buffer for the result."""
         X, y = self.problem.X, self.problem.y
         J, b = X.shape[1], idx.shape[1]
         ar = np.arange(X.shape[0])[:, None]
@@ -250,16 +286,24 @@ class SagaEstimator:
             keep = ~active[:, None, None]
             new = tuple(np.where(keep, o, nw) for nw, o in zip(new, old))
         if self.form.linear:
-            diff = self.form.grad_sum(Xb, tuple(nw - o for nw, o in zip(new, old)))
+            diff = self.form.grad_sum(Xb, tuple(nw - o for nw, o in zip(new, old)), out=out)
         else:
-            diff = self.form.grad_sum(Xb, new) - self.form.grad_sum(Xb, old)
-        g = diff / b
-        g += table.mean
-        diff /= J
-        table.mean += diff
+            diff = self.form.grad_sum(Xb, new, out=out)
+            diff -= self.form.grad_sum(Xb, old)
         for e, nw in zip(table.entries, new):
             e[ar, idx] = nw
-        return self.problem.model.add_regularizer_grad(g, w)
+        # table.mean += diff / J ; g = diff / b + old mean = diff (1/b − 1/J) + new mean
+        axpy(1.0 / J, diff, table.mean)
+        if not self.fused:
+            diff *= 1.0 / b - 1.0 / J
+            diff += table.mean
+            return self.problem.model.add_regularizer_grad(diff, w)
+        return diff
+
+    #: When True, ``__call__`` returns the raw ``diff = Σ_batch (∇ − φ)`` and leaves the
+    #: combination ``g = diff (1/b − 1/J) + table.mean (+ l2 w)`` to the caller (the
+    #: penalty round folds it into its fused model update, saving two passes).
+    fused = False
 
 
 ESTIMATORS = {"sgd": SGDEstimator, "saga": SagaEstimator}
@@ -337,37 +381,60 @@ class PenaltyMethod:
 
     def __post_init__(self):
         self._regular = self.problem.regular.astype(np.float64)
+        self._g = self._pen = None
+        # SAGA: let the estimator return the raw correction; the update below adds the mean
+        self._fuse = isinstance(self.estimator, SagaEstimator) and not getattr(
+            self.problem.model, "l2", 0.0
+        )
+        if self._fuse:
+            self.estimator.fused = True
 
     def init(self, x0: np.ndarray) -> State:
         x = np.array(x0, dtype=np.float64)
         models = np.repeat(x[None], self.problem.n, axis=0)
+        self._g, self._pen = np.empty_like(models), np.empty_like(models)  # work buffers
         return State(x=x, models=models, table=self.estimator.init(models))
 
     def step(self, state: State, rng: np.random.Generator) -> State:
         P = self.problem
         x0, W = state.x, state.models
+        lr, lam = self.lr, self.penalty
         active = participation_mask(rng, P.n, self.participation)
         idx = sample_batch(rng, P.n, P.J, self.batch_size)
-        g = self.estimator(state.table, W, idx, active)  # (n, d) at the round-k models
+        g = self.estimator(state.table, W, idx, active, out=self._g)  # (n, d) at round-k models
         byz = P.byzantine
         W[byz] = x0  # a Byzantine client's "honest" message is the server model
-        pen = lp_subgradient(W - x0, self.p)  # ∂‖x_i − x0‖_p, (n, d)
+        pen = np.subtract(W, x0, out=self._pen)
+        lp_subgradient(pen, self.p, out=pen)  # ∂‖x_i − x0‖_p, (n, d)
         # server direction at round-k values; ∂‖x0 − x_i‖ = −∂‖x_i − x0‖ (odd)
         on = self._regular if active is None else self._regular * active
-        server = -(on @ pen)
+        server = on @ pen
+        server *= -1.0
         if byz.any():
             z = self.attack(W, byz, rng)  # (q, d) Byzantine models
             zpen = lp_subgradient(x0 - z, self.p)
             if active is not None:
                 zpen *= active[byz][:, None]
             server += zpen.sum(axis=0)
-        server *= self.penalty
+        server *= lam
         if self.server_l2:
             server += self.server_l2 * x0
-        # client updates (regular and participating only)
-        g += self.penalty * pen
-        g *= (self.lr * on)[:, None]
-        W -= g
-        x0 -= self.lr * server
+        # client updates x_i −= lr (g_i + λ pen_i), regular and participating only.
+        # Rows of Byzantine clients may be updated too: they are reset to x0 every round.
+        if active is not None:
+            g *= on[:, None]
+            pen *= on[:, None]
+        if self._fuse:  # g = diff (1/b − 1/J) + mean, folded into the update
+            b, J = idx.shape[1], P.J
+            axpy(-lr * (1.0 / b - 1.0 / J), g, W)
+            mean = state.table.mean
+            if active is not None:
+                mean = mean * on[:, None]
+            axpy(-lr, mean, W)
+        else:
+            axpy(-lr, g, W)
+        axpy(-lr * lam, pen, W)
+        server *= lr
+        x0 -= server
         state.round += 1
         return state

@@ -75,6 +75,7 @@ class Config:
     saga_table: str = "auto"  # "auto" | "dense" | "factored"
     rounds: int = 1000
     eval_every: int = 50
+    train_eval_samples: int = 10000  # training loss on this many regular samples (0 = all)
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,6 +192,8 @@ def validate(cfg: Config) -> None:
         raise _fail("p", cfg.p, "the norm order p must be a number >= 1 or 'inf'")
     if not (_is_num(cfg.server_l2) and cfg.server_l2 >= 0):
         raise _fail("server_l2", cfg.server_l2, "expected a number >= 0")
+    if not (_is_int(cfg.train_eval_samples) and cfg.train_eval_samples >= 0):
+        raise _fail("train_eval_samples", cfg.train_eval_samples, "expected an integer >= 0 (0 = all samples)")
     if not (_is_int(cfg.seed) and cfg.seed >= 0):
         raise _fail("seed", cfg.seed, "expected an integer >= 0")
 

@@ -140,11 +140,16 @@ class SoftmaxRegression:
         """Per-sample gradient factors, a tuple of ``(..., m, k)`` arrays: here ``(r,)``, k = C."""
         return (self.residuals(w, X, y),)
 
-    def grad_from_factors(self, X: np.ndarray, factors: tuple[np.ndarray, ...]) -> np.ndarray:
-        """``Σ_j x_j ⊗ r_j`` flattened: ``(..., m, p'), ((..., m, C),) -> (..., d)`` (a sum, not a mean)."""
+    def grad_from_factors(self, X: np.ndarray, factors: tuple[np.ndarray, ...], out=None) -> np.ndarray:
+        """``Σ_j x_j ⊗ r_j`` flattened: ``(..., m, p'), ((..., m, C),) -> (..., d)`` (a sum,
+        not a mean).  ``out``: optional C-contiguous ``(..., d)`` buffer."""
         (R,) = factors
-        G = np.swapaxes(X, -1, -2) @ R
-        return G.reshape(G.shape[:-2] + (self.dim,))
+        Xt = np.swapaxes(X, -1, -2)
+        if out is None:
+            G = Xt @ R
+            return G.reshape(G.shape[:-2] + (self.dim,))
+        np.matmul(Xt, R, out=out.reshape(out.shape[:-1] + (self.n_inputs, self.n_classes)))
+        return out
 
     def per_sample_grads(self, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Data-term gradient of each sample, ``(..., m, d)`` (dense; the general SAGA path)."""

@@ -1,0 +1,45 @@
+import math
+
+import pytest
+
+from byzsim.config import METHODS, make_config
+
+
+def test_method_presets_fill_the_space():
+    c = make_config(method="byrd-saga")
+    assert (c.family, c.estimator, c.aggregator) == ("gradient", "saga", "geometric_median")
+    c = make_config(method="asynrsa-vr", participation=0.4)
+    assert (c.family, c.estimator, c.aggregator) == ("penalty", "saga", None)
+    c = make_config(method="custom", family="gradient", estimator="saga", aggregator="krum")
+    assert c.aggregator == "krum"
+    assert make_config(method="rsa", p="inf").p == math.inf
+    assert "asynrsa-vr" in METHODS
+
+
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        (dict(method="asynrsa"), ["method", "asynrsa-vr"]),
+        (dict(method="sgd", attack="bogus"), ["attack", "same_value"]),
+        (dict(method="custom", family="gradient", estimator="sgd", aggregator="medain"), ["aggregator", "median"]),
+        (dict(method="sgd", partition="noniid"), ["partition", "by_class"]),
+        (dict(method="sgd", dataset="cifar"), ["dataset", "mnist"]),
+        (dict(method="sgd", n_clients=5, n_byzantine=5), ["n_byzantine", "[0, 5)"]),
+        (dict(method="rsa", participation=0.0), ["participation", "(0, 1]"]),
+        (dict(method="rsa", participation=1.5), ["participation", "(0, 1]"]),
+        (dict(method="rsa", penalty=0.0), ["penalty", "> 0"]),
+        (dict(method="rsa", penalty=-1), ["penalty", "> 0"]),
+        (dict(method="rsa", p=0.5), ["'p'", ">= 1"]),
+        (dict(method="sgd", lr=0), ["lr"]),
+        (dict(method="sgd", rounds=0), ["rounds"]),
+        (dict(method="sgd", n_clients=4, n_byzantine=2, byzantine_indices=(0, 9)), ["byzantine_indices"]),
+        (dict(method="sgd", lrate=0.1), ["lrate", "did you mean 'lr'"]),
+        (dict(method="rsa", aggregator="mean"), ["aggregator", "penalty family"]),
+        (dict(method="custom", family="gradient", estimator="adam", aggregator="mean"), ["estimator", "saga"]),
+    ],
+)
+def test_bad_input_names_the_value_and_the_valid_choices(kw, words):
+    with pytest.raises(ValueError) as e:
+        make_config(**kw)
+    for w in words:
+        assert w in str(e.value)
