@@ -36,6 +36,8 @@ for _name, _aliases, _preset in [
     ("krum", (), dict(family="gradient", estimator="sgd", aggregator="krum")),
     ("trimmed-mean", (), dict(family="gradient", estimator="sgd", aggregator="trimmed_mean")),
     ("byrd-saga", (), dict(family="gradient", estimator="saga", aggregator="geometric_median")),
+    ("rs-byrd-sgd", (), dict(family="gradient", estimator="sgd", aggregator="geometric_median", resample=2)),
+    ("rs-byrd-saga", (), dict(family="gradient", estimator="saga", aggregator="geometric_median", resample=2)),
     ("custom", (), dict()),
 ]:
     METHODS.register(_name, *_aliases)(_preset)
@@ -55,6 +57,7 @@ class Config:
     estimator: str | None = None  # "sgd" | "saga"
     aggregator: str | None = None  # gradient family only
     aggregator_params: Mapping[str, Any] = field(default_factory=dict)
+    resample: int | None = None  # s of paper B's s-replacement resampling (1 = none)
     attack: str = "none"
     attack_params: Mapping[str, Any] = field(default_factory=dict)
     dataset: str = "digits"
@@ -118,7 +121,7 @@ def make_config(**kw: Any) -> Config:
     if unknown:
         hints = []
         for k in unknown:
-            close = difflib.get_close_matches(k, list(FIELDS), n=1)
+            close = difflib.get_close_matches(k, list(FIELDS), n=1, cutoff=0.5)
             hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ValueError(
             f"unknown config field(s) {', '.join(hints)}; valid fields: {', '.join(FIELDS)}"
@@ -128,6 +131,8 @@ def make_config(**kw: Any) -> Config:
     for k, v in preset.items():
         if kw.get(k) is None:
             kw[k] = v
+    if kw.get("resample") is None:
+        kw["resample"] = 1
     if kw.get("p") in ("inf", "Infinity", "infinity"):
         kw["p"] = math.inf
     if isinstance(kw.get("byzantine_indices"), list):
@@ -139,7 +144,28 @@ def make_config(**kw: Any) -> Config:
             kw[k] = dict(kw[k])
     cfg = Config(**kw)
     validate(cfg)
+    _warn_outside_theory(cfg)
     return cfg
+
+
+class TheoryWarning(UserWarning):
+    """A valid config outside the range where the papers' guarantees hold."""
+
+
+def _warn_outside_theory(cfg: Config) -> None:
+    """Warn (do not refuse) when resampling leaves the range of paper B's analysis:
+    the contaminated fraction s·B/W must stay below 1/2 (the paper itself runs s = 3, 4
+    beyond it)."""
+    import warnings
+
+    if cfg.family == "gradient" and cfg.n_byzantine and 2 * cfg.resample * cfg.n_byzantine >= cfg.n_clients:
+        warnings.warn(
+            f"s·B/W = {cfg.resample}·{cfg.n_byzantine}/{cfg.n_clients} = "
+            f"{cfg.resample * cfg.n_byzantine / cfg.n_clients:.3f} >= 1/2: outside the range where "
+            "paper B's bound holds (the geometric median may be dominated by contaminated messages)",
+            TheoryWarning,
+            stacklevel=3,
+        )
 
 
 def validate(cfg: Config) -> None:
@@ -161,6 +187,15 @@ def validate(cfg: Config) -> None:
         AGGREGATORS[cfg.aggregator]
     elif cfg.aggregator is not None:
         raise _fail("aggregator", cfg.aggregator, "the penalty family (RSA, AsynRSA-VR) aggregates by the penalty; leave it unset")
+    if not (_is_int(cfg.resample) and cfg.resample >= 1):
+        raise _fail("resample", cfg.resample, "the resampling size s must be an integer >= 1 (1 = no resampling)")
+    if cfg.resample > 1:
+        if cfg.family != "gradient":
+            raise _fail("resample", cfg.resample, "resampling applies to the gradient family only")
+        if cfg.resample > cfg.n_clients:
+            raise _fail("resample", cfg.resample, f"s must be in [1, n_clients] = [1, {cfg.n_clients}]")
+        if cfg.participation < 1:
+            raise _fail("resample", cfg.resample, "resampling with partial participation (participation < 1) is not supported")
     ATTACKS[cfg.attack]
     DATASETS[cfg.dataset]
     PARTITIONS[cfg.partition]

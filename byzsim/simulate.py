@@ -11,7 +11,7 @@ up to there are kept.
 
 from __future__ import annotations
 
-import functools
+import collections
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -73,16 +73,20 @@ def _data_key(cfg: Config) -> tuple:
     ))
 
 
-@functools.lru_cache(maxsize=2)
-def _cached_problem(key: tuple, cfg: Config) -> Problem:
-    data_seq, _ = np.random.SeedSequence(cfg.seed).spawn(2)
-    return _build_problem(cfg, np.random.default_rng(data_seq))
+_PROBLEMS: "collections.OrderedDict[tuple, Problem]" = collections.OrderedDict()
 
 
 def problem_for(cfg: Config) -> Problem:
     """The run's :class:`Problem`, shared between runs that differ only in the method
-    (a process-local cache of the last two; its arrays are read-only)."""
-    return _cached_problem(_data_key(cfg), cfg)
+    (a process-local cache of the last two; its client arrays are read-only)."""
+    key = _data_key(cfg)
+    if key not in _PROBLEMS:
+        data_seq, _ = np.random.SeedSequence(cfg.seed).spawn(2)
+        _PROBLEMS[key] = _build_problem(cfg, np.random.default_rng(data_seq))
+        while len(_PROBLEMS) > 2:
+            _PROBLEMS.popitem(last=False)
+    _PROBLEMS.move_to_end(key)
+    return _PROBLEMS[key]
 
 
 def build_problem(cfg: Config, rng: np.random.Generator) -> Problem:
@@ -118,17 +122,28 @@ def _build_problem(cfg: Config, rng: np.random.Generator) -> Problem:
 
 
 def make_aggregate(cfg: Config, problem: Problem) -> Callable:
-    """The gradient family's ``aggregate(v, mask, rng) -> (d,)``.
+    """The gradient family's ``aggregate(v, mask, rng) -> (d,)``, resampled when
+    ``cfg.resample = s > 1``.
 
-    Krum-style rules get ``f = n_byzantine`` unless the config sets it.
+    Rules with a number of Byzantine inputs ``f`` (Krum, trimmed mean) get
+    ``f = s · n_byzantine`` (at most that many resampled messages are contaminated),
+    capped to the rule's valid range, unless the config sets it.
     """
     from .aggregators import AGGREGATORS
+    from .resampling import resampled
 
     params = dict(cfg.aggregator_params)
     if "f" in keyword_parameters(AGGREGATORS[cfg.aggregator]) and "f" not in params:
-        params["f"] = cfg.n_byzantine
+        params["f"] = _default_f(cfg)
     agg = get_aggregator(cfg.aggregator, **params)
-    return lambda v, mask, rng: agg(v, mask)
+    return resampled(agg, cfg.resample)
+
+
+def _default_f(cfg: Config) -> int:
+    f = cfg.resample * cfg.n_byzantine
+    limit = {"krum": cfg.n_clients - 3, "multi_krum": cfg.n_clients - 3,
+             "trimmed_mean": (cfg.n_clients - 1) // 2}.get(cfg.aggregator, f)
+    return max(0, min(f, limit))
 
 
 def make_method(cfg: Config, problem: Problem):

@@ -43,3 +43,20 @@ def test_bad_input_names_the_value_and_the_valid_choices(kw, words):
         make_config(**kw)
     for w in words:
         assert w in str(e.value)
+
+
+def test_resampling_presets_and_checks():
+    from byzsim.config import TheoryWarning
+
+    c = make_config(method="rs-byrd-saga", n_clients=30, n_byzantine=6)
+    assert (c.estimator, c.aggregator, c.resample) == ("saga", "geometric_median", 2)
+    assert make_config(method="byrd-saga").resample == 1
+    assert make_config(method="rs-byrd-saga", resample=3, n_clients=30, n_byzantine=4).resample == 3
+    with pytest.raises(ValueError, match=r"resample.*>= 1"):
+        make_config(method="rs-byrd-saga", resample=0)
+    with pytest.raises(ValueError, match=r"\[1, n_clients\] = \[1, 10\]"):
+        make_config(method="rs-byrd-saga", resample=11, n_clients=10)
+    with pytest.raises(ValueError, match="partial participation"):
+        make_config(method="rs-byrd-saga", participation=0.5)
+    with pytest.warns(TheoryWarning, match="1/2"):
+        make_config(method="rs-byrd-saga", resample=4, n_clients=30, n_byzantine=6)
