@@ -42,23 +42,27 @@ from typing import Callable
 
 import numpy as np
 
-from scipy.linalg.blas import daxpy
+from scipy.linalg.blas import daxpy, saxpy
+
+_AXPY = {np.dtype(np.float64): daxpy, np.dtype(np.float32): saxpy}
 
 from .attacks import apply_attack
 
 
 def axpy(a: float, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``y += a · x`` in place, in one fused pass (BLAS ``daxpy``) when both are
-    C-contiguous float64 arrays of the same shape; otherwise with NumPy.  Returns ``y``.
+    """``y += a · x`` in place, in one fused pass (BLAS ``daxpy``/``saxpy``) when both are
+    C-contiguous float64/float32 arrays of the same shape and dtype; otherwise with NumPy.
+    Returns ``y``.
 
     The hot path of a round is memory-bound: a fused ``y += a x`` reads two arrays and
     writes one, where ``y += a * x`` also writes and re-reads a temporary.
     """
+    blas = _AXPY.get(y.dtype)
     if (
-        x.shape == y.shape and x.dtype == y.dtype == np.float64
+        blas is not None and x.shape == y.shape and x.dtype == y.dtype
         and x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable and y.size
     ):
-        daxpy(x.reshape(-1), y.reshape(-1), a=a)
+        blas(x.reshape(-1), y.reshape(-1), a=a)
     else:
         y += a * x
     return y
@@ -79,7 +83,9 @@ def lp_subgradient(u: np.ndarray, p: float, out: np.ndarray | None = None) -> np
     Its dual norm is ≤ 1 and ``⟨g, u⟩ = ‖u‖_p``.  ``out`` (may be ``u`` itself) receives
     the result without a new allocation where the formula allows (p = 1).
     """
-    u = np.asarray(u, dtype=np.float64)
+    u = np.asarray(u)
+    if not np.issubdtype(u.dtype, np.floating):
+        u = u.astype(np.float64)
     if p == 1:
         return np.sign(u, out=out)
     if out is not None:
@@ -348,7 +354,7 @@ class GradientMethod:
     server_l2: float = 0.0
 
     def init(self, x0: np.ndarray) -> State:
-        x = np.array(x0, dtype=np.float64)
+        x = np.array(x0, dtype=self.problem.X.dtype)
         return State(x=x, models=None, table=self.estimator.init(x))
 
     def step(self, state: State, rng: np.random.Generator) -> State:
@@ -380,7 +386,7 @@ class PenaltyMethod:
     server_l2: float = 0.0
 
     def __post_init__(self):
-        self._regular = self.problem.regular.astype(np.float64)
+        self._regular = self.problem.regular.astype(self.problem.X.dtype)
         self._g = self._pen = None
         # SAGA: let the estimator return the raw correction; the update below adds the mean
         self._fuse = isinstance(self.estimator, SagaEstimator) and not getattr(
@@ -390,7 +396,7 @@ class PenaltyMethod:
             self.estimator.fused = True
 
     def init(self, x0: np.ndarray) -> State:
-        x = np.array(x0, dtype=np.float64)
+        x = np.array(x0, dtype=self.problem.X.dtype)
         models = np.repeat(x[None], self.problem.n, axis=0)
         self._g, self._pen = np.empty_like(models), np.empty_like(models)  # work buffers
         return State(x=x, models=models, table=self.estimator.init(models))

@@ -23,6 +23,7 @@ from .registry import Registry
 FAMILIES = ("gradient", "penalty")
 ESTIMATORS = ("sgd", "saga")
 SAGA_TABLES = ("auto", "dense", "factored")
+DTYPES = ("float64", "float32")
 
 #: Named methods of the papers as points of the (family, estimator, aggregator) space.
 METHODS: Registry = Registry("method")
@@ -76,6 +77,7 @@ class Config:
     p: float = 1.0  # l_p norm of the penalty, >= 1, or math.inf
     server_l2: float = 0.0  # f0(x) = server_l2/2 ‖x‖² (paper A: 0.01)
     saga_table: str = "auto"  # "auto" | "dense" | "factored"
+    dtype: str = "float64"  # "float64" | "float32": arithmetic of the data, models and tables
     rounds: int = 1000
     eval_every: int = 50
     train_eval_samples: int = 10000  # training loss on this many regular samples (0 = all)
@@ -200,6 +202,8 @@ def validate(cfg: Config) -> None:
     DATASETS[cfg.dataset]
     PARTITIONS[cfg.partition]
     MODELS[cfg.model]
+    if cfg.dtype not in DTYPES:
+        raise _fail("dtype", cfg.dtype, f"valid choices: {', '.join(DTYPES)}")
     if cfg.saga_table not in SAGA_TABLES:
         raise _fail("saga_table", cfg.saga_table, f"valid choices: {', '.join(SAGA_TABLES)}")
     for name in ("n_clients", "rounds", "eval_every", "batch_size"):

@@ -15,7 +15,26 @@ exactly (this keeps dense and factored tables identical).
 Factored per-sample gradients (for exact, small SAGA tables, DESIGN §4): for softmax
 regression the gradient of sample j is the outer product ``x_j ⊗ r_j`` with the
 residual ``r_j = softmax(W x_j) − onehot(y_j)`` of shape ``(C,)``.  Storing ``r_j``
-instead of the ``d``-vector is exact and ``d/C`` times smaller.
+instead of the ``d``-vector is exact and ``d/C`` times smaller.  For the MLP the
+gradient of sample j is one outer product per layer, ``a_{l−1,j} ⊗ δ_{l,j}`` (plus the
+bias part ``δ_{l,j}``): the hidden activations and the back-propagated deltas are
+stored (the input ``a_0 = x_j`` is the data itself and is not), ``Σ_l h_l + Σ_l n_l``
+numbers per sample instead of ``d`` (784-50-50-10: 210 instead of 42,310).
+
+The model protocol (what :mod:`byzsim.algorithms` and :mod:`byzsim.simulate` use):
+
+==========================================  ==============================================
+``dim``                                     flat parameter size ``d``
+``prepare(X)``                              raw features -> what the model consumes
+``init(rng)``                               initial ``(d,)`` parameter, drawn from ``rng``
+``logits``/``predict``/``accuracy``/``loss``  forward pass, ``(..., d), (..., m, p')``
+``grad``                                    gradient of ``loss``, ``(..., d)``
+``add_regularizer_grad(g, w)``              ``g + l2·w``
+``sample_factors(w, X, y)``                 per-sample gradient factors, tuple of ``(..., m, k)``
+``grad_from_factors(X, factors, out=None)``  ``Σ_j`` per-sample gradients, ``(..., d)``
+``factors_linear``                          ``grad_from_factors`` is linear in the factors
+``per_sample_grads(w, X, y)``               dense ``(..., m, d)`` (reference, general SAGA)
+==========================================  ==============================================
 """
 
 from __future__ import annotations
@@ -82,10 +101,13 @@ class SoftmaxRegression:
 
     # -- data -----------------------------------------------------------------------
     def prepare(self, X: np.ndarray) -> np.ndarray:
-        """Features as the model consumes them: ``(..., p) -> (..., p + bias)``, C-contiguous float64."""
-        X = np.asarray(X, dtype=np.float64)
+        """Features as the model consumes them: ``(..., p) -> (..., p + bias)``, C-contiguous
+        (float32 stays float32, anything else becomes float64)."""
+        X = np.asarray(X)
+        if X.dtype != np.float32:
+            X = X.astype(np.float64, copy=False)
         if self.bias:
-            X = np.concatenate([X, np.ones(X.shape[:-1] + (1,))], axis=-1)
+            X = np.concatenate([X, np.ones(X.shape[:-1] + (1,), X.dtype)], axis=-1)
         return np.ascontiguousarray(X)
 
     def init(self, rng: np.random.Generator) -> np.ndarray:

@@ -69,7 +69,7 @@ def _data_key(cfg: Config) -> tuple:
     return _freeze((
         cfg.dataset, cfg.dataset_params, cfg.partition, cfg.partition_params, cfg.model,
         cfg.model_params, cfg.n_clients, cfg.n_byzantine, cfg.byzantine_indices, cfg.seed,
-        cfg.train_eval_samples,
+        cfg.train_eval_samples, cfg.dtype,
     ))
 
 
@@ -113,11 +113,14 @@ def _build_problem(cfg: Config, rng: np.random.Generator) -> Problem:
     cols = np.sort(rng.permuted(np.tile(np.arange(J), (len(reg), 1)), axis=1)[:, :per], axis=1)
     X_eval = Xc[reg[:, None], cols].reshape(-1, Xc.shape[2])
     y_eval = yc[reg[:, None], cols].ravel()
+    dtype = np.dtype(cfg.dtype)
+    Xc, X_eval = Xc.astype(dtype, copy=False), X_eval.astype(dtype, copy=False)
     for a in (Xc, yc):
         a.flags.writeable = False
     return Problem(
         model=model, X=Xc, y=yc, byzantine=byz,
-        X_test=model.prepare(ds.X_test), y_test=ds.y_test, X_eval=X_eval, y_eval=y_eval,
+        X_test=model.prepare(ds.X_test).astype(dtype, copy=False), y_test=ds.y_test,
+        X_eval=X_eval, y_eval=y_eval,
     )
 
 
@@ -211,7 +214,7 @@ def _run(cfg: Config, problem: Problem | None, callback: Callable | None) -> Run
     rng = np.random.default_rng(run_seq)
     method = make_method(cfg, problem)
     t0 = time.perf_counter()
-    state = method.init(problem.model.init(rng))
+    state = method.init(problem.model.init(rng).astype(problem.X.dtype))
     cols: dict[str, list] = {k: [] for k in METRICS}
     diverged_round = None
 
