@@ -10,7 +10,8 @@ export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: install test test-all fig1 fig2 fig3 paper-a bench clean
+.PHONY: install test test-all test-thorough fig1 fig2 fig3 paper-a b-fig3 b-fig4 b-fig5 b-fig6 \
+        b-fig4-6 b-fig7 b-fig8 b-fig9 paper-b bench clean
 
 install: $(STAMP)
 
@@ -26,11 +27,26 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
+test-thorough: $(STAMP)
+	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q
+
 ## paper A (AsynRSA-VR): figures/figN.{png,pdf}, results/figN.csv
 fig1 fig2 fig3: %: $(STAMP)
 	$(PY) -m byzsim.experiment experiments/paper_a/$@.toml --jobs $(JOBS)
 
 paper-a: fig1 fig2 fig3
+
+## paper B (RS-Byrd-SAGA): figures/b_figN.{png,pdf}, results/b_figN.csv
+b-fig3: $(STAMP)
+	$(PY) experiments/paper_b/fig3_theory.py
+
+b-fig4 b-fig5 b-fig6 b-fig4-6: $(STAMP)
+	$(PY) -m byzsim.experiment experiments/paper_b/fig4_6.toml --jobs $(JOBS)
+
+b-fig7 b-fig8 b-fig9: b-%: $(STAMP)
+	$(PY) -m byzsim.experiment experiments/paper_b/$*.toml --jobs $(JOBS)
+
+paper-b: b-fig3 b-fig4-6 b-fig7 b-fig8 b-fig9
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
