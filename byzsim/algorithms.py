@@ -71,6 +71,21 @@ def axpy(a: float, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 # l_p subgradients
 # --------------------------------------------------------------------------------------
+def sign_of_difference(a: np.ndarray, b: np.ndarray, out: np.ndarray, work=None) -> np.ndarray:
+    """``out = sign(a − b)`` (0 where equal) via two comparisons: ``(a > b) − (a < b)``.
+
+    Several times faster than ``np.sign(a − b)`` (NumPy's ``sign`` is slow on arrays
+    with many zeros, which the penalty family has: coordinates that no gradient moves
+    stay exactly equal).  ``work``: optional pair of bool buffers shaped like ``out``.
+    """
+    if work is None:
+        work = (np.empty(out.shape, bool), np.empty(out.shape, bool))
+    gt, lt = work
+    np.greater(a, b, out=gt)
+    np.less(a, b, out=lt)
+    return np.subtract(gt, lt, out=out, dtype=out.dtype)
+
+
 def lp_subgradient(u: np.ndarray, p: float, out: np.ndarray | None = None) -> np.ndarray:
     """A subgradient of ``‖u‖_p`` at ``u``, row-wise: ``(..., d) -> (..., d)``.
 
@@ -87,7 +102,9 @@ def lp_subgradient(u: np.ndarray, p: float, out: np.ndarray | None = None) -> np
     if not np.issubdtype(u.dtype, np.floating):
         u = u.astype(np.float64)
     if p == 1:
-        return np.sign(u, out=out)
+        if out is None:
+            out = np.empty_like(u)
+        return sign_of_difference(u, 0, out)
     if out is not None:
         out[...] = lp_subgradient(u, p)
         return out
@@ -399,6 +416,7 @@ class PenaltyMethod:
         x = np.array(x0, dtype=self.problem.X.dtype)
         models = np.repeat(x[None], self.problem.n, axis=0)
         self._g, self._pen = np.empty_like(models), np.empty_like(models)  # work buffers
+        self._bools = (np.empty(models.shape, bool), np.empty(models.shape, bool))
         return State(x=x, models=models, table=self.estimator.init(models))
 
     def step(self, state: State, rng: np.random.Generator) -> State:
@@ -410,8 +428,11 @@ class PenaltyMethod:
         g = self.estimator(state.table, W, idx, active, out=self._g)  # (n, d) at round-k models
         byz = P.byzantine
         W[byz] = x0  # a Byzantine client's "honest" message is the server model
-        pen = np.subtract(W, x0, out=self._pen)
-        lp_subgradient(pen, self.p, out=pen)  # ∂‖x_i − x0‖_p, (n, d)
+        pen = self._pen  # ∂‖x_i − x0‖_p, (n, d)
+        if self.p == 1:
+            sign_of_difference(W, x0, pen, self._bools)
+        else:
+            lp_subgradient(np.subtract(W, x0, out=pen), self.p, out=pen)
         # server direction at round-k values; ∂‖x0 − x_i‖ = −∂‖x_i − x0‖ (odd)
         on = self._regular if active is None else self._regular * active
         server = on @ pen
