@@ -13,10 +13,17 @@ Contract: an attack is a pure function
 
 It returns the q Byzantine messages; the caller writes them into the Byzantine rows
 (:func:`apply_attack`).  Add an attack with ``@ATTACKS.register("name")``.
+
+Attacks that need the server's aggregation (``alie_opt``, ``ipm_opt``) take a keyword
+``aggregator``: the simulate layer binds the run's ``aggregate(v, mask, rng)`` when the
+config leaves it unset.  Data attacks (``label_flipping``) carry a ``data_attack``
+attribute ``(y, byzantine, n_classes) -> y'`` that the simulate layer applies to the
+client labels when it builds the problem (:func:`apply_data_attack`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -84,6 +91,267 @@ def zero_gradient(v, byzantine, rng):
     q = int(byzantine.sum())
     s = -v[..., ~byzantine, :].sum(axis=-2, keepdims=True) / q
     return np.broadcast_to(s, v.shape[:-2] + (q, v.shape[-1])).copy()
+
+
+def _honest_stats(v, byzantine):
+    """Mean and (population) standard deviation of the regular clients' messages over the
+    client axis: ``(..., 1, d)`` each."""
+    reg = v[..., ~byzantine, :]
+    mu = reg.mean(axis=-2, keepdims=True)
+    sd = reg.std(axis=-2, keepdims=True)
+    return mu, sd
+
+
+def _rows(row, v, byzantine):
+    """``q`` copies of ``row (..., 1, d)`` as a new array ``(..., q, d)``."""
+    q = int(byzantine.sum())
+    return np.broadcast_to(row, v.shape[:-2] + (q, v.shape[-1])).copy()
+
+
+def alie_z(n: int, q: int) -> float:
+    """Default ALIE scale of Baruch et al. (2019): ``s = ⌊n/2 + 1⌋ − q`` supporters
+    needed, ``z = Φ⁻¹((n − q − s)/(n − q))`` (the probability clipped to ``[0.5, 0.9999]``;
+    as in Karimireddy et al.'s reference implementation)."""
+    from scipy.stats import norm
+
+    s = math.floor(n / 2 + 1) - q
+    p = (n - q - s) / max(n - q, 1)
+    return float(norm.ppf(min(max(p, 0.5), 0.9999)))
+
+
+@ATTACKS.register("alie", "a_little_is_enough")
+def alie(v, byzantine, rng, *, z: float | None = None):
+    """A little is enough (ALIE; Baruch, Baruch & Goldberg, 2019).
+
+    Every Byzantine client sends :math:`\\mu - z\\,\\sigma`, with ``μ`` and ``σ`` the
+    coordinate-wise mean and standard deviation of the *regular* clients' messages
+    (omniscient attacker) and ``z`` by default :func:`alie_z` ``(n, q)``: just enough to
+    stay within the spread that the ``s`` supporters an attacker needs can hide in.
+
+    Parameters
+    ----------
+    z : float or None, default None
+        Scale; ``None``: :func:`alie_z` of the client counts.
+
+    References
+    ----------
+    G. Baruch, M. Baruch, Y. Goldberg, "A Little Is Enough: Circumventing Defenses For
+    Distributed Learning", NeurIPS 2019.
+    """
+    mu, sd = _honest_stats(v, byzantine)
+    if z is None:
+        z = alie_z(byzantine.shape[0], int(byzantine.sum()))
+    return _rows(mu - float(z) * sd, v, byzantine)
+
+
+@ATTACKS.register("ipm", "inner_product_manipulation")
+def ipm(v, byzantine, rng, *, eps: float = 0.1):
+    """Inner-product manipulation (IPM; Xie, Koyejo & Gupta, 2019).
+
+    Every Byzantine client sends :math:`-\\varepsilon\\, \\bar v_R`, the mean of the
+    regular clients' messages scaled by ``−eps`` (small ``eps`` hides among the honest
+    messages yet makes the inner product of the aggregate with the true gradient
+    negative for median- and Krum-type rules).
+
+    Parameters
+    ----------
+    eps : float, default 0.1
+
+    References
+    ----------
+    C. Xie, O. Koyejo, I. Gupta, "Fall of Empires: Breaking Byzantine-tolerant SGD by
+    Inner Product Manipulation", UAI 2019.
+    """
+    mu, _ = _honest_stats(v, byzantine)
+    return _rows(-float(eps) * mu, v, byzantine)
+
+
+#: Default grid of attack scales searched by the optimized attacks.
+SCALES = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
+def _server_aggregate(aggregator, aggregator_params):
+    """The callable ``(v, mask, rng) -> (..., d)`` an optimized attack evaluates."""
+    if aggregator is None:
+        aggregator = "mean"
+    if isinstance(aggregator, str):
+        from .aggregators import get_aggregator
+
+        agg = get_aggregator(aggregator, **dict(aggregator_params or {}))
+        return lambda v, mask, rng: agg(v, mask)
+    if aggregator_params:
+        raise ValueError("aggregator_params only apply when aggregator is a registry name")
+    if not callable(aggregator):
+        raise ValueError(f"aggregator must be None, a registry name or a callable (v, mask, rng), got {aggregator!r}")
+    return aggregator
+
+
+def _optimize_scale(v, byzantine, rng, make_rows, scales, aggregator, aggregator_params):
+    """Pick, per leading batch element, the scale whose Byzantine rows move the server's
+    aggregate farthest from the mean of the regular messages.
+
+    All candidates are evaluated in **one** batched call of the aggregate on
+    ``(G,) + v.shape`` (one random draw shared by the candidates, e.g. bucketing)."""
+    scales = np.asarray(scales, dtype=float)
+    if scales.ndim != 1 or scales.size == 0 or not np.isfinite(scales).all():
+        raise ValueError(f"scales must be a non-empty 1-D sequence of finite numbers, got {scales!r}")
+    agg = _server_aggregate(aggregator, aggregator_params)
+    mu, _ = _honest_stats(v, byzantine)
+    cand = np.stack([make_rows(s) for s in scales])  # (G, ..., q, d)
+    V = np.broadcast_to(v, (scales.size,) + v.shape).copy()
+    V[..., byzantine, :] = cand
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = np.asarray(agg(V, None, rng))  # (G, ..., d)
+        dev = np.linalg.norm(out - mu[..., 0, :], axis=-1)  # (G, ...)
+    dev = np.where(np.isnan(dev), -np.inf, dev)
+    best = np.argmax(dev, axis=0)  # first maximum: the smallest such scale
+    return np.take_along_axis(cand, best[None, ..., None, None], axis=0)[0]
+
+
+@ATTACKS.register("alie_opt", "alie-opt")
+def alie_opt(v, byzantine, rng, *, aggregator=None, aggregator_params=None, scales=SCALES):
+    """ALIE with its scale optimized against the server's aggregation every round.
+
+    Byzantine rows :math:`\\mu - \\tau\\sigma` (see :func:`alie`) with
+
+    .. math:: \\tau = \\arg\\max_{\\tau \\in \\text{scales}}
+        \\big\\lVert \\mathrm{Agg}(v_\\tau) - \\bar v_R \\big\\rVert,
+
+    searched on the grid ``scales`` (one batched call of the aggregate on all
+    candidates; the objective is ByzFL's ``LineMaximize`` one, which explores the scale
+    sequentially instead).
+
+    **Which aggregation.**  ``aggregator`` is the server's ``aggregate(v, mask, rng)``
+    callable; :func:`byzsim.simulate.make_method` binds the run's own (pre-aggregators,
+    resampling and rule included) when the config leaves it unset.  A registry name
+    (with ``aggregator_params``) also works, e.g. in TOML ``attack_params = {aggregator =
+    "krum", aggregator_params = {f = 4}}``.  ``None`` (standalone default): the mean.
+    The evaluation draws from ``rng`` like the server would (bucketing, resampling).
+
+    Parameters
+    ----------
+    aggregator : None, str or callable ``(v, mask, rng) -> (..., d)``
+    aggregator_params : dict or None
+        Parameters of a named aggregator.
+    scales : sequence of float, default :data:`SCALES`
+        Candidate ``τ`` (ties go to the first, i.e. the smallest).
+    """
+    mu, sd = _honest_stats(v, byzantine)
+    return _optimize_scale(
+        v, byzantine, rng, lambda t: _rows(mu - t * sd, v, byzantine), scales, aggregator, aggregator_params
+    )
+
+
+@ATTACKS.register("ipm_opt", "ipm-opt")
+def ipm_opt(v, byzantine, rng, *, aggregator=None, aggregator_params=None, scales=SCALES):
+    """IPM with ``eps`` optimized against the server's aggregation every round.
+
+    Byzantine rows :math:`-\\varepsilon \\bar v_R` (see :func:`ipm`) with
+    ``ε = argmax_{ε ∈ scales} ‖Agg(v_ε) − v̄_R‖``; the aggregator is chosen as in
+    :func:`alie_opt`.
+
+    Parameters
+    ----------
+    aggregator : None, str or callable ``(v, mask, rng) -> (..., d)``
+    aggregator_params : dict or None
+    scales : sequence of float, default :data:`SCALES`
+        Candidate ``ε``.
+    """
+    mu, _ = _honest_stats(v, byzantine)
+    return _optimize_scale(
+        v, byzantine, rng, lambda e: _rows(-e * mu, v, byzantine), scales, aggregator, aggregator_params
+    )
+
+
+@ATTACKS.register("mimic")
+def mimic(v, byzantine, rng, *, target: int | None = None):
+    """Mimic (Karimireddy, He & Jaggi, 2022): every Byzantine client copies one regular
+    client, chosen to over-represent the direction of largest heterogeneity.
+
+    ``target=None`` picks, every round, the regular client ``i`` maximizing
+    :math:`|\\langle v_i - \\bar v_R, u\\rangle|` with ``u`` the top principal direction
+    of the regular messages (computed exactly from their ``r × r`` centered Gram
+    matrix).  The paper learns ``u`` online over the first rounds (a stateful attacker);
+    attacks here are stateless, so ``u`` is the current round's.  An integer ``target``
+    copies that regular client (like ``sample_duplicating``).
+
+    Parameters
+    ----------
+    target : int or None, default None
+
+    References
+    ----------
+    S. P. Karimireddy, L. He, M. Jaggi, "Byzantine-Robust Learning on Heterogeneous
+    Datasets via Bucketing", ICLR 2022.
+    """
+    regular = np.flatnonzero(~byzantine)
+    if target is not None:
+        if not (0 <= target < byzantine.shape[0]) or byzantine[target]:
+            raise ValueError(
+                f"mimic: target must be a regular client index, got {target!r}; "
+                f"regular clients: {regular.tolist()}"
+            )
+        return _rows(v[..., target : target + 1, :], v, byzantine)
+    reg = v[..., regular, :]
+    rc = reg - reg.mean(axis=-2, keepdims=True)
+    G = rc @ np.swapaxes(rc, -1, -2)
+    lam, U = np.linalg.eigh(0.5 * (G + np.swapaxes(G, -1, -2)))
+    # projection of client i on the top direction: (G u)_i / sqrt(λ) = sqrt(λ) u_i
+    pick = np.argmax(np.abs(U[..., :, -1]), axis=-1)  # (...,)
+    row = np.take_along_axis(reg, pick[..., None, None], axis=-2)
+    return _rows(row, v, byzantine)
+
+
+@ATTACKS.register("inf")
+def inf_attack(v, byzantine, rng, *, value: float = math.inf):
+    """Every Byzantine message is ``value`` in every coordinate (default ``+inf``): tests
+    that an aggregator does not let non-finite messages through."""
+    q = int(byzantine.sum())
+    return np.full(v.shape[:-2] + (q, v.shape[-1]), float(value))
+
+
+def flip_labels(y: np.ndarray, byzantine: np.ndarray, n_classes: int) -> np.ndarray:
+    """Label flipping ``y → C − 1 − y`` on the Byzantine clients' rows of ``y (n, J)``
+    (a copy; the regular clients' labels are unchanged)."""
+    y = np.array(y, copy=True)
+    y[byzantine] = n_classes - 1 - y[byzantine]
+    return y
+
+
+@ATTACKS.register("label_flipping", "label-flipping")
+def label_flipping(v, byzantine, rng):
+    """Label flipping (a *data* attack): the Byzantine clients train on flipped labels
+    ``y → C − 1 − y`` and send their honest messages computed on them.
+
+    The flip happens when the problem is built (:func:`apply_data_attack`, called by
+    :mod:`byzsim.simulate` for attacks with a ``data_attack``); as a message attack it
+    returns the Byzantine rows unchanged.  In the penalty family the Byzantine clients'
+    honest message is the server model, so the attack has no effect there.
+
+    References
+    ----------
+    The standard data-poisoning baseline, e.g. in Karimireddy, He & Jaggi (ICLR 2022) and
+    Allouah et al. (AISTATS 2023).
+    """
+    return v[..., byzantine, :].copy()
+
+
+label_flipping.data_attack = flip_labels
+
+
+def data_attack_of(name: str) -> Callable | None:
+    """The data transform ``(y, byzantine, n_classes) -> y'`` of attack ``name``, or
+    ``None`` for a pure message attack."""
+    return getattr(ATTACKS[name], "data_attack", None)
+
+
+def apply_data_attack(name: str, y: np.ndarray, byzantine: np.ndarray, n_classes: int) -> np.ndarray:
+    """Apply attack ``name``'s data transform to the client labels ``y (n, J)`` (``y``
+    itself when the attack has none)."""
+    fn = data_attack_of(name)
+    if fn is None or not np.any(byzantine):
+        return y
+    return fn(y, byzantine, n_classes)
 
 
 def get_attack(name: str, **params) -> Callable:

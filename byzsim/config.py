@@ -58,6 +58,9 @@ class Config:
     estimator: str | None = None  # "sgd" | "saga"
     aggregator: str | None = None  # gradient family only
     aggregator_params: Mapping[str, Any] = field(default_factory=dict)
+    # gradient family: applied in order before the aggregator, e.g. [{name = "nnm"},
+    # {name = "bucketing", s = 2}] (byzsim.preaggregators; a bare name is accepted)
+    preaggregators: tuple[Mapping[str, Any], ...] = ()
     resample: int | None = None  # s of paper B's s-replacement resampling (1 = none)
     attack: str = "none"
     attack_params: Mapping[str, Any] = field(default_factory=dict)
@@ -144,6 +147,13 @@ def make_config(**kw: Any) -> Config:
             raise _fail(k, kw[k], "expected a table/dict of parameters")
         if k in kw:
             kw[k] = dict(kw[k])
+    if "preaggregators" in kw:
+        from .preaggregators import normalize_preaggregators
+
+        try:
+            kw["preaggregators"] = normalize_preaggregators(kw["preaggregators"])
+        except ValueError as e:
+            raise _fail("preaggregators", kw["preaggregators"], str(e)) from None
     cfg = Config(**kw)
     validate(cfg)
     _warn_outside_theory(cfg)
@@ -198,6 +208,15 @@ def validate(cfg: Config) -> None:
             raise _fail("resample", cfg.resample, f"s must be in [1, n_clients] = [1, {cfg.n_clients}]")
         if cfg.participation < 1:
             raise _fail("resample", cfg.resample, "resampling with partial participation (participation < 1) is not supported")
+    if cfg.preaggregators:
+        names = [p["name"] for p in cfg.preaggregators]
+        if cfg.family != "gradient":
+            raise _fail("preaggregators", names, "pre-aggregators apply to the gradient family only")
+        if cfg.participation < 1 and any(
+            p["name"] in ("resample", "resampling") and p.get("s", 2) > 1 for p in cfg.preaggregators
+        ):
+            raise _fail("preaggregators", names,
+                        "resampling with partial participation (participation < 1) is not supported")
     ATTACKS[cfg.attack]
     DATASETS[cfg.dataset]
     PARTITIONS[cfg.partition]

@@ -18,9 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from .aggregators import get_aggregator
 from .algorithms import GradientMethod, PenaltyMethod, Problem, State, make_estimator
-from .attacks import get_attack
+from .attacks import ATTACKS, apply_data_attack, data_attack_of, get_attack
 from .config import Config
 from .data import load_dataset
 from .models import make_model
@@ -65,11 +64,12 @@ def _freeze(obj):
 
 
 def _data_key(cfg: Config) -> tuple:
-    """The config fields that determine a run's data (everything :func:`build_problem` reads)."""
+    """The config fields that determine a run's data (everything :func:`build_problem` reads;
+    the attack only when it is a data attack such as label flipping)."""
     return _freeze((
         cfg.dataset, cfg.dataset_params, cfg.partition, cfg.partition_params, cfg.model,
         cfg.model_params, cfg.n_clients, cfg.n_byzantine, cfg.byzantine_indices, cfg.seed,
-        cfg.train_eval_samples, cfg.dtype,
+        cfg.train_eval_samples, cfg.dtype, cfg.attack if data_attack_of(cfg.attack) else None,
     ))
 
 
@@ -101,6 +101,8 @@ def _build_problem(cfg: Config, rng: np.random.Generator) -> Problem:
     # prepare (e.g. append the bias feature) before partitioning: one big copy, not two
     Xc, yc = partition(cfg.partition, model.prepare(ds.X_train), ds.y_train, cfg.n_clients, byz, rng,
                        **cfg.partition_params)
+    # data attacks (label flipping) change the Byzantine clients' own labels; no randomness
+    yc = apply_data_attack(cfg.attack, yc, byz, ds.n_classes)
     if cfg.batch_size > Xc.shape[1]:
         raise ValueError(
             f"invalid config field 'batch_size' = {cfg.batch_size}: at most the "
@@ -125,41 +127,42 @@ def _build_problem(cfg: Config, rng: np.random.Generator) -> Problem:
 
 
 def make_aggregate(cfg: Config, problem: Problem) -> Callable:
-    """The gradient family's ``aggregate(v, mask, rng) -> (d,)``, resampled when
-    ``cfg.resample = s > 1``.
+    """The gradient family's ``aggregate(v, mask, rng) -> (d,)``: s-replacement resampling
+    (``cfg.resample = s > 1``), then ``cfg.preaggregators`` in order, then the aggregator
+    (:func:`byzsim.preaggregators.build_aggregate`).
 
-    Rules with a number of Byzantine inputs ``f`` (Krum, trimmed mean) get
-    ``f = s · n_byzantine`` (at most that many resampled messages are contaminated),
-    capped to the rule's valid range, unless the config sets it.
+    Rules with a number of Byzantine inputs ``f`` (Krum, trimmed mean, Bulyan, MDA, NNM,
+    ARC, …) get it unless the config sets it: ``n_byzantine`` propagated through the chain
+    (``s · n_byzantine`` after resampling; at most ``n_byzantine`` of the ``⌈n/s⌉``
+    buckets after bucketing), capped to the rule's ``max_f`` (e.g. ``n − 3`` for Krum,
+    ``(n − 1) // 2`` for trimmed mean).  Without pre-aggregators this is exactly
+    ``resampled(get_aggregator(aggregator, f=...), s)``.
     """
-    from .aggregators import AGGREGATORS
-    from .resampling import resampled
+    from .preaggregators import build_aggregate
 
-    params = dict(cfg.aggregator_params)
-    if "f" in keyword_parameters(AGGREGATORS[cfg.aggregator]) and "f" not in params:
-        params["f"] = _default_f(cfg)
-    agg = get_aggregator(cfg.aggregator, **params)
-    return resampled(agg, cfg.resample)
-
-
-def _default_f(cfg: Config) -> int:
-    f = cfg.resample * cfg.n_byzantine
-    limit = {"krum": cfg.n_clients - 3, "multi_krum": cfg.n_clients - 3,
-             "trimmed_mean": (cfg.n_clients - 1) // 2}.get(cfg.aggregator, f)
-    return max(0, min(f, limit))
+    return build_aggregate(
+        cfg.aggregator, cfg.aggregator_params, cfg.preaggregators,
+        n=cfg.n_clients, n_byzantine=cfg.n_byzantine, resample=cfg.resample,
+    )
 
 
 def make_method(cfg: Config, problem: Problem):
     """The configured :class:`GradientMethod` or :class:`PenaltyMethod`."""
     estimator = make_estimator(cfg.estimator, problem, cfg.saga_table)
-    attack = get_attack(cfg.attack, **cfg.attack_params)
+    aggregate = make_aggregate(cfg, problem) if cfg.family == "gradient" else None
+    attack_params = dict(cfg.attack_params)
+    # attacks tuned against the server's aggregation (alie_opt, ipm_opt) get the run's own
+    if (aggregate is not None and "aggregator" in keyword_parameters(ATTACKS[cfg.attack])
+            and attack_params.get("aggregator") is None):
+        attack_params["aggregator"] = aggregate
+    attack = get_attack(cfg.attack, **attack_params)
     common = dict(
         problem=problem, estimator=estimator, attack=attack, lr=cfg.lr,
         batch_size=cfg.batch_size, participation=cfg.participation, server_l2=cfg.server_l2,
     )
     if cfg.family == "penalty":
         return PenaltyMethod(penalty=cfg.penalty, p=cfg.p, **common)
-    return GradientMethod(aggregate=make_aggregate(cfg, problem), **common)
+    return GradientMethod(aggregate=aggregate, **common)
 
 
 def evaluate(problem: Problem, state: State) -> dict[str, float]:
