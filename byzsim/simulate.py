@@ -4,9 +4,9 @@ Randomness: ``np.random.SeedSequence(config.seed)`` is spawned into two independ
 streams, one for the data (Byzantine draw, partition) and one for the rounds, so the
 same config and seed give bit-identical metrics.
 
-A run that produces a non-finite model is stopped at the first evaluation that sees
-it and recorded as diverged (``RunResult.diverged``, ``diverged_round``); the metrics
-up to there are kept.
+A run whose server model becomes non-finite (checked every round) or whose client
+models do (checked at evaluations) is stopped and recorded as diverged
+(``RunResult.diverged``, ``diverged_round``); the metrics up to there are kept.
 """
 
 from __future__ import annotations
@@ -235,11 +235,16 @@ def _run(cfg: Config, problem: Problem | None, callback: Callable | None) -> Run
         return True
 
     ok = record(0)
+    x = state.x
     while ok and state.round < cfg.rounds:
         todo = min(cfg.eval_every - state.round % cfg.eval_every, cfg.rounds - state.round)
         with np.errstate(over="ignore", invalid="ignore"):
             for _ in range(todo):
                 method.step(state, rng)
+                # the server model is (d,): checking it every round costs microseconds and
+                # stops a diverging run at the round it breaks (client models feed x0)
+                if not np.isfinite(x).all():
+                    break
         ok = record(state.round)
     columns = {
         "round": np.asarray(cols["round"], dtype=np.int64),
