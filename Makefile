@@ -11,7 +11,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
 .PHONY: install test test-all test-thorough fig1 fig2 fig3 paper-a b-fig3 b-fig4 b-fig5 b-fig6 \
-        b-fig4-6 b-fig7 b-fig8 b-fig9 paper-b bench matrix clean
+        b-fig4-6 b-fig7 b-fig8 b-fig9 paper-b bench bench-sweep matrix clean
 
 install: $(STAMP)
 
@@ -50,6 +50,9 @@ paper-b: b-fig3 b-fig4-6 b-fig7 b-fig8 b-fig9
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+bench-sweep: $(STAMP)
+	$(PY) benchmarks/sweep_bench.py
 
 ## robustness matrix: every aggregator x every attack -> figures/matrix.png, results/matrix.csv
 matrix: $(STAMP)

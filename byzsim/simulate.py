@@ -12,6 +12,7 @@ models do (checked at evaluations) is stopped and recorded as diverged
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -74,19 +75,21 @@ def _data_key(cfg: Config) -> tuple:
 
 
 _PROBLEMS: "collections.OrderedDict[tuple, Problem]" = collections.OrderedDict()
+_PROBLEMS_LOCK = threading.Lock()
 
 
 def problem_for(cfg: Config) -> Problem:
     """The run's :class:`Problem`, shared between runs that differ only in the method
     (a process-local cache of the last two; its client arrays are read-only)."""
     key = _data_key(cfg)
-    if key not in _PROBLEMS:
-        data_seq, _ = np.random.SeedSequence(cfg.seed).spawn(2)
-        _PROBLEMS[key] = _build_problem(cfg, np.random.default_rng(data_seq))
-        while len(_PROBLEMS) > 2:
-            _PROBLEMS.popitem(last=False)
-    _PROBLEMS.move_to_end(key)
-    return _PROBLEMS[key]
+    with _PROBLEMS_LOCK:  # Dask workers may run several threads
+        if key not in _PROBLEMS:
+            data_seq, _ = np.random.SeedSequence(cfg.seed).spawn(2)
+            _PROBLEMS[key] = _build_problem(cfg, np.random.default_rng(data_seq))
+            while len(_PROBLEMS) > 2:
+                _PROBLEMS.popitem(last=False)
+        _PROBLEMS.move_to_end(key)
+        return _PROBLEMS[key]
 
 
 def build_problem(cfg: Config, rng: np.random.Generator) -> Problem:

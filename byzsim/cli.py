@@ -1,0 +1,494 @@
+"""The ``byzsim`` command (also ``python -m byzsim``): run | sweep | figure | list | bench.
+
+Configs come from TOML files (flat tables of :class:`~byzsim.config.Config` fields, with
+an optional ``[grid]`` table, or one figure spec such as ``experiments/paper_a/fig2.toml``)
+and ``key=value`` overrides (``key=v1,v2`` is a grid axis; dotted keys set nested
+parameters; values are TOML literals, bare words are strings).  Every finished run is
+kept in the result store (``results/store`` or ``$BYZSIM_STORE``); a sweep skips what is
+stored.
+
+Exit status: 0 done; 1 some runs failed (the others are stored); 2 bad input (config,
+override, store); 3 the executor failed (a worker died, the Dask scheduler is
+unreachable or lost); 130 interrupted (finished runs are stored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_EXECUTOR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+_CONFIG_HELP = ("TOML config files and key=value overrides, in any order (key=v1,v2 sweeps over the "
+                "values; attack_params.std=100 sets a nested parameter)")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _split_inputs(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    files, overrides = [], []
+    for it in items:
+        (overrides if "=" in it else files).append(it)
+    return files, overrides
+
+
+def _progress_enabled(a) -> bool:
+    if getattr(a, "quiet", False):
+        return False
+    if getattr(a, "progress", False):
+        return True
+    return sys.stderr.isatty()
+
+
+def _store(a):
+    from .store import Store
+
+    store = Store(a.store)
+    store.clean_stale()
+    return store
+
+
+def _err(msg: str) -> None:
+    print(f"byzsim: error: {msg}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def cmd_run(a) -> int:
+    from .store import Store
+    from .sweep import Progress, execute, load_entries
+
+    files, overrides = _split_inputs(a.inputs)
+    entries, _ = load_entries(files, overrides)
+    if len(entries) != 1:
+        raise ValueError(f"`byzsim run` runs one config, but the input expands to {len(entries)} runs; "
+                         "use `byzsim sweep` for grids")
+    e = entries[0]
+    if a.no_store:
+        from .simulate import run
+
+        res = run(e.config)
+        cols, diverged, div_round = res.columns, res.diverged, res.diverged_round
+        where = "(not stored)"
+    else:
+        store = _store(a)
+        report = execute(entries, store, force=a.force,
+                         progress=Progress(label="run", enabled=_progress_enabled(a)))
+        if report.failures:
+            _err(f"the run failed: {report.failures[0].error}")
+            return EXIT_FAILED_RUNS
+        stored = store.get(e.key)
+        cols, diverged, div_round = stored.columns(), stored.diverged, stored.diverged_round
+        where = f"{stored.path}" + (" (stored before; --force reruns)" if report.skipped else "")
+    if a.csv:
+        from .store import atomic_write_text, format_metrics_csv
+
+        atomic_write_text(Path(a.csv), format_metrics_csv(cols))
+    if not a.quiet:
+        print(f"{'round':>8} {'test_accuracy':>14} {'train_loss':>12} {'distance':>10}")
+        for r, acc, loss, dist in zip(cols["round"], cols["test_accuracy"], cols["train_loss"], cols["distance"]):
+            print(f"{int(r):>8} {acc:>14.4f} {loss:>12.5g} {dist:>10.4g}")
+        status = f"DIVERGED at round {div_round}" if diverged else "ok"
+        print(f"# {e.config.method} on {e.config.dataset}: {status}; key {e.key[:12]}; {where}", file=sys.stderr)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+def cmd_sweep(a) -> int:
+    from .experiment import report_failures
+    from .sweep import Progress, default_sweep_name, execute, load_entries
+
+    files, overrides = _split_inputs(a.inputs)
+    entries, info = load_entries(files, overrides)
+    if not entries:
+        raise ValueError("nothing to run")
+    store = _store(a)
+    name = a.name or default_sweep_name(files, entries)
+    if a.dry_run:
+        _print_plan(entries, store)
+        return EXIT_OK
+    manifest = {
+        "title": info.get("title", name), "metric": info.get("metric", "test_accuracy"),
+        "command": ["byzsim", "sweep", *a.inputs],
+        "panels": info.get("panels"),
+        "runs": [{"key": e.key, "panel": e.panel, "line": e.line} for e in entries],
+    }
+    store.write_sweep(name, manifest)
+    prog = Progress(label=name, enabled=_progress_enabled(a))
+    report = execute(entries, store, jobs=a.jobs, scheduler=a.scheduler, scheduler_timeout=a.scheduler_timeout,
+                     force=a.force, progress=prog)
+    if not a.quiet:
+        print(report.summary(name), file=sys.stderr)
+        for o in report.diverged:
+            print(f"  diverged: {o.entry.key[:12]} {_describe(o.entry)}", file=sys.stderr)
+        print(f"  plot it: byzsim figure --sweep {name} --store {store.root}", file=sys.stderr)
+    if report.failures:
+        report_failures(report, name)
+        print(f"byzsim: {len(report.failures)} of {report.total} runs failed (details in "
+              f"{store.failed_dir}); rerunning the command retries them", file=sys.stderr)
+        return EXIT_FAILED_RUNS
+    return EXIT_OK
+
+
+def _describe(e) -> str:
+    if e.line is not None:
+        return f"{e.panel + ' / ' if e.panel else ''}{e.line} seed {e.config.seed}"
+    c = e.config
+    return f"{c.method} attack={c.attack} seed={c.seed}"
+
+
+def _print_plan(entries, store) -> None:
+    from .experiment import derive_labels
+    from .store import canonical_config
+
+    labels = derive_labels([canonical_config(e.config) for e in entries])
+    for e, (panel, line) in zip(entries, labels):
+        state = "stored" if store.has(e.key) else ("failed-before" if store.failure(e.key) else "to run")
+        pl = e.panel if e.panel is not None else panel
+        ln = e.line if e.line is not None else line
+        print(f"{e.key[:12]}  {state:13s}  {pl} | {ln} | seed {e.config.seed}")
+    todo = sum(not store.has(e.key) for e in entries)
+    print(f"# {len(entries)} runs, {todo} to run, {len(entries) - todo} stored", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- figure
+
+
+def cmd_figure(a) -> int:
+    from .experiment import derive_labels, rows_from_store, write_csv
+    from .plots import plot_panels, save_figure
+    from .store import canonical_config
+    from .sweep import RunEntry, default_sweep_name, load_entries
+
+    store = _store(a)
+    files, overrides = _split_inputs(a.inputs)
+    panels = None
+    if files or overrides:
+        if a.sweep:
+            raise ValueError("give either config files/overrides or --sweep, not both")
+        entries, info = load_entries(files, overrides)
+        name = info.get("figure") or default_sweep_name(files, entries)
+        title = info.get("title", name)
+        metric = info.get("metric", "test_accuracy")
+        panels = info.get("panels")
+    else:
+        sweeps = store.sweeps()
+        name = a.sweep or (sweeps[-1] if sweeps else None)
+        if name is None:
+            raise ValueError(f"no sweep stored in {store.root}; run `byzsim sweep ...` first or give config files")
+        m = store.read_sweep(name)
+        entries = []
+        for r in m["runs"]:
+            run = store.get(r["key"])
+            cfg = run.config if run is not None else None
+            if cfg is None:
+                continue
+            entries.append(RunEntry(cfg, r["key"], r.get("panel"), r.get("line")))
+        missing_in_manifest = len(m["runs"]) - len(entries)
+        if missing_in_manifest:
+            print(f"byzsim: {missing_in_manifest} of {len(m['runs'])} runs of sweep {name!r} are not stored "
+                  "(not run yet or failed); plotting the others", file=sys.stderr)
+        title, metric = m.get("title", name), m.get("metric", "test_accuracy")
+        panels = [tuple(p) for p in m["panels"]] if m.get("panels") else None
+    metric = a.metric or metric
+    title = a.title or title
+    panel_fields = tuple(a.panel.split(",")) if a.panel else ("attack",)
+    line_fields = tuple(a.line.split(",")) if a.line else None
+    if a.panel or a.line:
+        panels = None
+    rows, missing = rows_from_store(entries, store, name, panel_fields=panel_fields, line_fields=line_fields)
+    if missing and (files or overrides):
+        print(f"byzsim: {len(missing)} of {len(entries)} runs are not in the store {store.root}; "
+              f"run `byzsim sweep {' '.join(a.inputs)}` first. Plotting the others.", file=sys.stderr)
+    if not rows:
+        raise ValueError(f"none of the runs is in the store {store.root}")
+    if panels:
+        have = {r["panel"] for r in rows}
+        panels = [(p, t) for p, t in panels if p in have]
+    else:
+        field = panel_fields[0] if len(panel_fields) == 1 else None
+        panels = [(p, f"{field} = {p}" if field and p else p) for p in dict.fromkeys(r["panel"] for r in rows)]
+    csv_path = Path(a.csv) if a.csv else Path("results") / f"{name}.csv"
+    write_csv(csv_path, rows)
+    seeds = sorted({int(r["seed"]) for r in rows})
+    cfg0 = entries[0].config
+    note = (f"byzsim: {cfg0.dataset}, {cfg0.n_clients} clients ({cfg0.n_byzantine} Byzantine), "
+            f"seeds {seeds}; data: {csv_path}")
+    found = list(dict.fromkeys(r["method"] for r in rows))
+    methods = None
+    if line_fields is None and all(e.line is not None for e in entries):  # a spec's line order
+        methods = [m for m in dict.fromkeys(e.line for e in entries) if m in found]
+        methods += [m for m in found if m not in methods]
+    fig = plot_panels(rows, metric=metric, panels=panels, methods=methods, title=title, note=note, band=a.band)
+    paths = save_figure(fig, Path(a.out) if a.out else Path("figures") / name)
+    print(f"wrote {csv_path}, " + ", ".join(map(str, paths)), file=sys.stderr)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- list
+
+
+def _groups(reg) -> list[tuple[str, list[str], Any]]:
+    """(primary name, aliases, component) of a registry (first registered name first)."""
+    items = getattr(reg, "_items", None) or {n: reg[n] for n in reg.names()}
+    seen: dict[int, list[str]] = {}
+    objs: dict[int, Any] = {}
+    for n, obj in items.items():
+        seen.setdefault(id(obj), []).append(n)
+        objs[id(obj)] = obj
+    return sorted(((names[0], names[1:], objs[i]) for i, names in seen.items()), key=lambda t: t[0])
+
+
+def catalogue() -> dict[str, Any]:
+    """Everything a config can name: {kind: {name: {...}}} (``byzsim list --json``)."""
+    from .aggregators import AGGREGATORS
+    from .attacks import ATTACKS
+    from .config import FIELDS, METHODS, Config
+    from .data import DATASETS
+    from .models import MODELS
+    from .partition import PARTITIONS
+    from .sweep import component_parameters
+
+    def params(obj):
+        return {k: (None if d is inspect.Parameter.empty else d) for k, d in component_parameters(obj).items()}
+
+    def required(obj):
+        return [k for k, d in component_parameters(obj).items() if d is inspect.Parameter.empty]
+
+    out: dict[str, Any] = {"methods": {}}
+    for name, aliases, preset in _groups(METHODS):
+        out["methods"][name] = {"aliases": aliases, "preset": dict(preset)}
+    for kind, reg, field in [("aggregators", AGGREGATORS, "aggregator_params"), ("attacks", ATTACKS, "attack_params"),
+                             ("partitions", PARTITIONS, "partition_params"), ("datasets", DATASETS, "dataset_params"),
+                             ("models", MODELS, "model_params")]:
+        out[kind] = {name: {"aliases": aliases, "parameters": params(obj), "required": required(obj),
+                            "config_field": field, "doc": (inspect.getdoc(obj) or "").split("\n")[0]}
+                     for name, aliases, obj in _groups(reg)}
+    defaults = Config()
+    try:  # pre-aggregators (gradient family), when the module is there
+        from .preaggregators import PREAGGREGATORS
+    except ImportError:
+        PREAGGREGATORS = None
+    if PREAGGREGATORS is not None:
+        out["preaggregators"] = {
+            name: {"aliases": aliases, "parameters": params(obj), "required": required(obj),
+                   "config_field": "preaggregators", "doc": (inspect.getdoc(obj) or "").split("\n")[0]}
+            for name, aliases, obj in _groups(PREAGGREGATORS)}
+    out["fields"] = {k: getattr(defaults, k) for k in FIELDS}
+    return out
+
+
+def cmd_list(a) -> int:
+    cat = catalogue()
+    kinds = [a.kind] if a.kind else list(cat)
+    if a.kind and a.kind not in cat:
+        import difflib
+
+        close = difflib.get_close_matches(a.kind, list(cat), n=1)
+        raise ValueError(f"unknown kind {a.kind!r}; valid: {', '.join(cat)}"
+                         + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if a.json:
+        print(json.dumps({k: cat[k] for k in kinds}, indent=2, default=repr))
+        return EXIT_OK
+
+
+    for kind in kinds:
+        print(f"{kind}:")
+        for name, d in cat[kind].items():
+            if kind == "fields":
+                print(f"  {name:22s} default {d!r}")
+                continue
+            alias = f" (alias {', '.join(d['aliases'])})" if d.get("aliases") else ""
+            if kind == "methods":
+                preset = ", ".join(f"{k}={v}" for k, v in d["preset"].items()) or "(give family, estimator, aggregator)"
+                print(f"  {name + alias:34s} {preset}")
+                continue
+            ps = ", ".join(f"{k} (required)" if k in d["required"] else f"{k}={v!r}" for k, v in d["parameters"].items())
+            where = (f"[{{name = \"{name}\", …}}]" if kind == "preaggregators" else d["config_field"])
+            print(f"  {name + alias:34s} {where}: {ps or '(no parameters)'}")
+        print()
+    print("set a parameter with e.g. `attack_params.std=100`; see `byzsim list --json` for all details")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def cmd_bench(a) -> int:
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    script = root / ("sweep_bench.py" if a.sweep else "run.py")
+    if not script.is_file():
+        raise ValueError(f"{script} not found: the benchmarks live in the source checkout (benchmarks/)")
+    return subprocess.call([sys.executable, str(script), *a.args])
+
+
+# --------------------------------------------------------------------------- parser
+
+EXAMPLES = {
+    "run": """examples:
+  byzsim run method=rsa dataset=digits n_clients=10 n_byzantine=2 attack=gaussian attack_params.std=100 rounds=500
+  byzsim run my_config.toml lr=0.05 --csv run.csv
+""",
+    "sweep": """examples:
+  byzsim sweep method=rsa,asynrsa-vr attack=gaussian attack_params.std=100 n_byzantine=2 seed=0,1,2 rounds=500 --jobs 2
+  byzsim sweep experiments/paper_a/fig2.toml rounds=500 --jobs 2
+  byzsim sweep base.toml lr=0.001,0.01,0.1 seed=range(3) --scheduler tcp://127.0.0.1:8786
+  byzsim sweep base.toml lr=0.01,0.1 --dry-run       # list the runs and what is stored
+
+A config file is a flat TOML table of config fields (`byzsim list fields`), optionally
+with a [grid] table (lr = [0.01, 0.1]), or one figure spec. Runs already in the store
+are skipped (--force reruns them); an interrupted sweep resumes when run again.
+""",
+    "figure": """examples:
+  byzsim figure                                   # the most recent sweep in the store
+  byzsim figure --sweep rsa-1a2b3c4d --metric train_loss --band std
+  byzsim figure experiments/paper_a/fig2.toml rounds=500    # a figure spec, from the store
+  byzsim figure method=rsa,asynrsa-vr seed=0,1,2 rounds=500 --line method,lr --panel attack
+
+Never simulates: the runs come from the store (run `byzsim sweep` with the same
+arguments first). One panel per --panel value (default: attack), one line per method
+(and per any other field that varies), mean over seeds with a band.
+""",
+    "list": """examples:
+  byzsim list
+  byzsim list attacks
+  byzsim list --json
+""",
+    "bench": """examples:
+  byzsim bench                 # per-round costs (benchmarks/run.py, writes BENCHMARKS.md)
+  byzsim bench --sweep         # sweep speed-up and store/scheduler overhead (benchmarks/sweep_bench.py)
+""",
+}
+
+
+def _add_common(p, *, store=True):
+    if store:
+        p.add_argument("--store", default=None, metavar="DIR",
+                       help="result store directory (default $BYZSIM_STORE or results/store)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress or summary on stderr")
+    p.add_argument("--progress", action="store_true",
+                   help="show progress even when stderr is not a terminal")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    ap = argparse.ArgumentParser(
+        prog="byzsim", formatter_class=_Formatter,
+        description="Byzantine-robust federated learning simulator: run, sweep, plot.",
+        epilog=textwrap.dedent("""\
+            examples:
+              byzsim list
+              byzsim run method=asynrsa-vr attack=same_value n_byzantine=2 rounds=500
+              byzsim sweep method=rsa,asynrsa-vr seed=0,1,2 n_byzantine=2 attack=gaussian attack_params.std=100 --jobs 2
+              byzsim figure
+            run `byzsim COMMAND --help` for each command's options"""),
+    )
+    ap.add_argument("--version", action="version", version=f"byzsim {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="run one config (stored; cached unless --force)", epilog=EXAMPLES["run"],
+                       formatter_class=_Formatter, description="Run one config and print its metrics.")
+    p.add_argument("inputs", nargs="*", metavar="CONFIG.toml | key=value", help=_CONFIG_HELP)
+    p.add_argument("--force", action="store_true", help="rerun even if the run is stored")
+    p.add_argument("--no-store", action="store_true", help="do not read or write the result store")
+    p.add_argument("--csv", default=None, metavar="PATH", help="also write the metrics to this CSV file")
+    _add_common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sweep", help="run a grid of configs in parallel into the store", epilog=EXAMPLES["sweep"],
+                       formatter_class=_Formatter,
+                       description="Expand configs and overrides into a grid and run what is not stored yet.")
+    p.add_argument("inputs", nargs="*", metavar="CONFIG.toml | key=value", help=_CONFIG_HELP)
+    p.add_argument("--jobs", "-j", type=int, default=1,
+                   help="local worker processes (default 1; -1 = all cores); with --scheduler: tasks in flight")
+    p.add_argument("--scheduler", default=None, metavar="ADDR",
+                   help="run on a Dask cluster (tcp://host:port; needs byzsim[dask])")
+    p.add_argument("--scheduler-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for the scheduler and its workers (default 10)")
+    p.add_argument("--name", default=None, help="sweep name in the store (default: <config stem>-<hash>)")
+    p.add_argument("--force", action="store_true", help="rerun runs that are already stored")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is stored; run nothing")
+    _add_common(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("figure", help="plot stored runs (a sweep, or configs/spec)", epilog=EXAMPLES["figure"],
+                       formatter_class=_Formatter,
+                       description="Plot a metric against round from the result store.")
+    p.add_argument("inputs", nargs="*", metavar="CONFIG.toml | key=value", help=_CONFIG_HELP)
+    p.add_argument("--sweep", default=None, metavar="NAME", help="a stored sweep (default: the most recent)")
+    p.add_argument("--metric", choices=("test_accuracy", "train_loss", "distance"), default=None,
+                   help="what to plot (default: the spec's, else test_accuracy)")
+    p.add_argument("--panel", default=None, metavar="FIELD[,FIELD]", help="one panel per value (default attack)")
+    p.add_argument("--line", default=None, metavar="FIELD[,FIELD]",
+                   help="one line per value (default method + the other varying fields)")
+    p.add_argument("--band", choices=("minmax", "std", "none"), default="minmax", help="band over seeds")
+    p.add_argument("--title", default=None)
+    p.add_argument("--out", default=None, metavar="STEM", help="output stem (default figures/<name>): .png and .pdf")
+    p.add_argument("--csv", default=None, metavar="PATH", help="long CSV of the plotted data (default results/<name>.csv)")
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="result store directory (default $BYZSIM_STORE or results/store)")
+    p.set_defaults(func=cmd_figure)
+
+    p = sub.add_parser("list", help="registered methods, aggregators, attacks, partitions, datasets, models",
+                       epilog=EXAMPLES["list"], formatter_class=_Formatter,
+                       description="List what a config can name, with each component's parameters.")
+    p.add_argument("kind", nargs="?", default=None,
+                   help="methods | aggregators | preaggregators | attacks | partitions | datasets | models | fields")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("bench", help="run the benchmarks (source checkout)", epilog=EXAMPLES["bench"],
+                       formatter_class=_Formatter, description="Run benchmarks/run.py or benchmarks/sweep_bench.py.")
+    p.add_argument("--sweep", action="store_true", help="the sweep benchmark (speed-up, overheads)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the script")
+    p.set_defaults(func=cmd_bench)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .store import StoreError
+    from .sweep import SweepError, SweepInterrupted
+
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    try:
+        return a.func(a)
+    except SweepInterrupted as e:
+        r = e.report
+        print(f"\nbyzsim: interrupted; {r.ran} runs finished and stored in this invocation "
+              f"({r.skipped} were stored before); run the same command again to run the remaining "
+              f"{r.total - r.ran - r.skipped}.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("\nbyzsim: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `byzsim list | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except SweepError as e:
+        _err(str(e))
+        if e.report is not None:
+            print(f"byzsim: {e.report.ran} runs finished and stored before the error", file=sys.stderr)
+        return EXIT_EXECUTOR
+    except (ValueError, FileNotFoundError, StoreError) as e:
+        _err(str(e))
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
