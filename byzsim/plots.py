@@ -136,7 +136,10 @@ def plot_panels(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     if title:
-        fig.suptitle(title, fontsize=11)
+        import textwrap
+
+        width = 58 * len(panels)  # characters that fit the figure (5.2 in per panel)
+        fig.suptitle("\n".join(textwrap.wrap(title, width)), fontsize=11)
     if note:
         fig.text(0.01, 0.01, note, fontsize=7, color="0.35", ha="left", va="bottom")
     fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
