@@ -35,7 +35,8 @@ code is applied to the deliberately broken variants in ``broken_variants.py``: t
 ``test_*_catches_*`` tests assert that the check fails on them.
 
 Library bugs found here are kept visible as ``xfail(strict=True)`` reproductions at
-the end of the module.
+the end of the module until fixed; fixed ones stay there as regression tests (the
+non-finite cases in full: ``test_nonfinite.py``).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ SYMMETRIES = {
     "trimmed_mean": {COORDINATEWISE, ODD},
     "meamed": {COORDINATEWISE, ODD},  # mean of the values nearest the coordinate median
     "bulyan": {ODD},  # Euclidean (Krum) selection, then coordinate-wise trimming
-    "median_of_means": {ODD},  # groups from ranks along a fixed direction (not rotation)
+    "median_of_means": {ODD},  # coordinate median of group means (groups: outlyingness ranks)
     "mda": {ROTATION, ODD},
     "monna": {ROTATION, ODD},
     "caf": {ROTATION, ODD},
@@ -720,13 +721,11 @@ def test_mixed_scale_check_catches_an_uncentered_gram_matrix():
 
 
 # --------------------------------------------------------------------------------------
-# library bugs, kept visible (see the report; strict: they turn red once fixed)
+# library bugs, kept visible (strict xfail while open); fixed ones stay as regressions
 # --------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: geometric_median's Gram matrix overflows for rows of norm >~1e154 (or inf): "
-    "2 of 9 rows at 1e200 make the output NaN although a median exists and the other "
-    "robust rules return an honest-range value"))
 def test_geomed_finite_with_huge_byzantine_rows():
+    """Fixed bug: the Gram matrix overflowed for rows of norm >~1e154 (or inf): 2 of 9
+    rows at 1e200 made the output NaN (huge rows are now scaled before the Gram matrix)."""
     z = np.random.default_rng(0).normal(size=(9, 3))
     z[:2] = 1e200
     honest = np.ones(9, bool)
@@ -735,11 +734,10 @@ def test_geomed_finite_with_huge_byzantine_rows():
         check_bounded(build("geometric_median"), z, honest, 9, 2, 2)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: krum / multi_krum with an infinite Byzantine row: the Gram distances become "
-    "NaN and argmin selects the NaN-scored (Byzantine) row: output inf / NaN"))
 @pytest.mark.parametrize("name", ["krum", "multi_krum"])
 def test_krum_finite_with_an_infinite_byzantine_row(name):
+    """Fixed bug: with an infinite row the Gram distances were NaN and argmin selected
+    the NaN-scored (Byzantine) row; non-finite rows now score +inf and are never picked."""
     z = np.random.default_rng(0).normal(size=(9, 3))
     z[:2] = np.inf
     with np.errstate(all="ignore"):
@@ -747,12 +745,11 @@ def test_krum_finite_with_an_infinite_byzantine_row(name):
     assert np.isfinite(out).all()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "LIMITATION/BUG: with its defaults (Weiszfeld from the mean, max_iter=80) "
-    "geometric_median converges from far outliers only at rate B/R per update, so "
-    "Byzantine rows ~1e12 away with B/R = 3/4 leave it ~9x outside Property 1's radius "
-    "(tol=1e-11, max_iter=1000 is fine)"))
 def test_geomed_defaults_bounded_for_far_byzantine_rows():
+    """Fixed limitation: from the mean (the old start, ``init="mean"``) Weiszfeld sheds far
+    outliers only at rate B/R per update, so with the defaults (max_iter=80) rows ~1e12
+    away with B/R = 3/4 left it ~9x outside Property 1's radius; the default start (the
+    medoid step) is bounded from the first update."""
     rng = np.random.default_rng(0)
     n, B = 7, 3
     z = rng.normal(size=(n, 3))
