@@ -225,6 +225,7 @@ class _Dense:
     """Dense per-sample gradients: entries are the ``d``-vectors themselves."""
 
     linear = True
+    grad_diff = None
 
     def __init__(self, model):
         self.model = model
@@ -242,6 +243,8 @@ class _Factored:
     def __init__(self, model):
         self.model = model
         self.linear = bool(getattr(model, "factors_linear", False))
+        # optional one-pass ``Σ_j ∇_j(new) − ∇_j(old)`` for non-linear factors (the MLP)
+        self.grad_diff = getattr(model, "grad_diff_from_factors", None)
 
     def sample(self, w, X, y):
         return self.model.sample_factors(w, X, y)
@@ -310,6 +313,8 @@ class SagaEstimator:
             new = tuple(np.where(keep, o, nw) for nw, o in zip(new, old))
         if self.form.linear:
             diff = self.form.grad_sum(Xb, tuple(nw - o for nw, o in zip(new, old)), out=out)
+        elif self.form.grad_diff is not None:
+            diff = self.form.grad_diff(Xb, new, old, out=out)
         else:
             diff = self.form.grad_sum(Xb, new, out=out)
             diff -= self.form.grad_sum(Xb, old)
@@ -378,7 +383,10 @@ class GradientMethod:
         P = self.problem
         active = participation_mask(rng, P.n, self.participation)
         idx = sample_batch(rng, P.n, P.J, self.batch_size)
-        v = self.estimator(state.table, state.x, idx, active)
+        v = getattr(self, "_v", None)  # message buffer, reused every round (no page faults)
+        if v is None or v.shape != (P.n, state.x.shape[-1]) or v.dtype != state.x.dtype:
+            v = self._v = np.empty((P.n, state.x.shape[-1]), dtype=state.x.dtype)
+        v = self.estimator(state.table, state.x, idx, active, out=v)
         apply_attack(self.attack, v, P.byzantine, rng)
         agg = self.aggregate(v, active, rng)
         if self.server_l2:
