@@ -11,7 +11,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
 .PHONY: install test test-all test-thorough fig1 fig2 fig3 paper-a b-fig3 b-fig4 b-fig5 b-fig6 \
-        b-fig4-6 b-fig7 b-fig8 b-fig9 paper-b bench bench-sweep matrix clean
+        b-fig4-6 b-fig7 b-fig8 b-fig9 b-fig10 b-fig11 paper-b bench bench-sweep matrix clean
 
 install: $(STAMP)
 
@@ -43,10 +43,10 @@ b-fig3: $(STAMP)
 b-fig4 b-fig5 b-fig6 b-fig4-6: $(STAMP)
 	$(PY) -m byzsim.experiment experiments/paper_b/fig4_6.toml --jobs $(JOBS)
 
-b-fig7 b-fig8 b-fig9: b-%: $(STAMP)
+b-fig7 b-fig8 b-fig9 b-fig10 b-fig11: b-%: $(STAMP)
 	$(PY) -m byzsim.experiment experiments/paper_b/$*.toml --jobs $(JOBS)
 
-paper-b: b-fig3 b-fig4-6 b-fig7 b-fig8 b-fig9
+paper-b: b-fig3 b-fig4-6 b-fig7 b-fig8 b-fig9 b-fig10 b-fig11
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, TextIO
 
-from .config import Config, load_toml, make_config
+from .config import Config, check_component_params, component_parameters, load_toml, make_config
 from .store import Store, config_key
 
 __all__ = [
@@ -245,67 +245,6 @@ def expand_grid(base: Mapping[str, Any], overrides: Sequence[Override]) -> list[
 
 
 # --------------------------------------------------------------------------- parameters
-
-
-def component_parameters(obj: Any) -> dict[str, Any]:
-    """Keyword parameters of a registered component with their defaults
-    (``inspect.Parameter.empty`` when required).  Functions: keyword-only parameters
-    (:func:`byzsim.registry.keyword_parameters`); dataclasses (models): their fields
-    other than ``n_features``/``n_classes``."""
-    from .registry import keyword_parameters
-
-    if dataclasses.is_dataclass(obj):
-        out = {}
-        for f in dataclasses.fields(obj):
-            if f.name in ("n_features", "n_classes") or not f.init:
-                continue
-            if f.default is not dataclasses.MISSING:
-                out[f.name] = f.default
-            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                out[f.name] = f.default_factory()  # type: ignore[misc]
-            else:
-                out[f.name] = inspect.Parameter.empty
-        return out
-    return keyword_parameters(obj)
-
-
-def _check_params(kind: str, name: str, fn: Any, params: Mapping[str, Any], field_name: str,
-                  filled: Sequence[str] = ()) -> None:
-    accepted = component_parameters(fn)
-    for k in params:
-        if k not in accepted:
-            close = difflib.get_close_matches(k, list(accepted), n=1, cutoff=0.5)
-            hint = f" (did you mean {field_name}.{close[0]}?)" if close else ""
-            valid = ", ".join(sorted(accepted)) or "(none)"
-            raise ValueError(
-                f"invalid config field '{field_name}': {kind} {name!r} has no parameter {k!r}{hint}; "
-                f"valid parameters: {valid}"
-            )
-    missing = [k for k, d in accepted.items()
-               if d is inspect.Parameter.empty and k not in params and k not in filled]
-    if missing:
-        raise ValueError(
-            f"invalid config field '{field_name}': {kind} {name!r} needs parameter(s) "
-            f"{', '.join(missing)} (e.g. {field_name}.{missing[0]}=…)"
-        )
-
-
-def check_component_params(cfg: Config) -> None:
-    """Check the names in the ``*_params`` tables against the components' signatures
-    before any run starts (``make_config`` checks the component names)."""
-    from .aggregators import AGGREGATORS
-    from .attacks import ATTACKS
-    from .data import DATASETS
-    from .models import MODELS
-    from .partition import PARTITIONS
-
-    _check_params("attack", cfg.attack, ATTACKS[cfg.attack], cfg.attack_params, "attack_params")
-    if cfg.aggregator is not None:
-        _check_params("aggregator", cfg.aggregator, AGGREGATORS[cfg.aggregator], cfg.aggregator_params,
-                      "aggregator_params", filled=("f",))
-    _check_params("dataset", cfg.dataset, DATASETS[cfg.dataset], cfg.dataset_params, "dataset_params")
-    _check_params("partition", cfg.partition, PARTITIONS[cfg.partition], cfg.partition_params, "partition_params")
-    _check_params("model", cfg.model, MODELS[cfg.model], cfg.model_params, "model_params")
 
 
 # --------------------------------------------------------------------------- entries
