@@ -67,9 +67,41 @@ def _log_softmax_nll(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     return lse - np.take_along_axis(logits, y[..., None], -1)[..., 0]
 
 
+class _Classifier:
+    """What every model shares given ``logits``, ``sample_factors``/``grad_from_factors``
+    and an ``l2`` field: prediction, accuracy, mean cross-entropy loss and its gradient.
+    ``grad`` is the mean of the per-sample gradients (through the factors) plus ``l2·w``.
+    """
+
+    def predict(self, w: np.ndarray, X: np.ndarray) -> np.ndarray:
+        return self.logits(w, X).argmax(axis=-1)
+
+    def accuracy(self, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Fraction of correct predictions, ``(...,)``."""
+        return (self.predict(w, X) == y).mean(axis=-1)
+
+    def loss(self, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Mean cross-entropy over the m samples plus ``(l2/2)‖w‖²``; ``(...,)``."""
+        nll = _log_softmax_nll(self.logits(w, X), y).mean(axis=-1)
+        if self.l2:
+            nll = nll + 0.5 * self.l2 * np.sum(w * w, axis=-1)
+        return nll
+
+    def grad(self, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Gradient of :meth:`loss` (mean of the per-sample gradients), ``(..., d)``."""
+        g = self.grad_from_factors(X, self.sample_factors(w, X, y)) / X.shape[-2]
+        return self.add_regularizer_grad(g, w)
+
+    def add_regularizer_grad(self, g: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """``g + l2·w`` (returns ``g`` itself when ``l2 = 0``)."""
+        if self.l2:
+            g = g + self.l2 * w
+        return g
+
+
 @MODELS.register("softmax")
 @dataclass(frozen=True)
-class SoftmaxRegression:
+class SoftmaxRegression(_Classifier):
     """Multinomial logistic regression ``p(y | x) = softmax(Wᵀ [x, 1])``.
 
     Parameters
@@ -123,31 +155,6 @@ class SoftmaxRegression:
         """``(..., d), (..., m, p') -> (..., m, C)`` with ``p'`` the prepared feature size."""
         return X @ self._W(w)
 
-    def predict(self, w: np.ndarray, X: np.ndarray) -> np.ndarray:
-        return self.logits(w, X).argmax(axis=-1)
-
-    def accuracy(self, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Fraction of correct predictions, ``(...,)``."""
-        return (self.predict(w, X) == y).mean(axis=-1)
-
-    def loss(self, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Mean cross-entropy over the m samples plus ``(l2/2)‖w‖²``; ``(...,)``."""
-        nll = _log_softmax_nll(self.logits(w, X), y).mean(axis=-1)
-        if self.l2:
-            nll = nll + 0.5 * self.l2 * np.sum(w * w, axis=-1)
-        return nll
-
-    def grad(self, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Gradient of :meth:`loss`, ``(..., d)``."""
-        g = self.grad_from_factors(X, self.sample_factors(w, X, y)) / X.shape[-2]
-        return self.add_regularizer_grad(g, w)
-
-    def add_regularizer_grad(self, g: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """``g + l2·w`` (returns ``g`` itself when ``l2 = 0``)."""
-        if self.l2:
-            g = g + self.l2 * w
-        return g
-
     # -- per-sample gradients -------------------------------------------------------
     #: ``grad_from_factors`` is linear in the factors (lets SAGA subtract factors first).
     factors_linear = True
@@ -197,7 +204,7 @@ def _affine(A: np.ndarray, W: np.ndarray) -> np.ndarray:
 
 @MODELS.register("mlp")
 @dataclass(frozen=True)
-class MLP:
+class MLP(_Classifier):
     """Multi-layer perceptron: tanh hidden layers, softmax output, cross-entropy loss.
 
     ``a_0 = x``, ``a_l = tanh(a_{l−1} W_l + b_l)`` for the hidden layers
@@ -350,31 +357,6 @@ class MLP:
     def logits(self, w: np.ndarray, X: np.ndarray) -> np.ndarray:
         """``(..., d), (..., m, p) -> (..., m, C)``."""
         return self._forward(w, X)[1]
-
-    def predict(self, w: np.ndarray, X: np.ndarray) -> np.ndarray:
-        return self.logits(w, X).argmax(axis=-1)
-
-    def accuracy(self, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Fraction of correct predictions, ``(...,)``."""
-        return (self.predict(w, X) == y).mean(axis=-1)
-
-    def loss(self, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Mean cross-entropy over the m samples plus ``(l2/2)‖w‖²``; ``(...,)``."""
-        nll = _log_softmax_nll(self.logits(w, X), y).mean(axis=-1)
-        if self.l2:
-            nll = nll + 0.5 * self.l2 * np.sum(w * w, axis=-1)
-        return nll
-
-    def grad(self, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Gradient of :meth:`loss` (back-propagation), ``(..., d)``."""
-        g = self.grad_from_factors(X, self.sample_factors(w, X, y)) / X.shape[-2]
-        return self.add_regularizer_grad(g, w)
-
-    def add_regularizer_grad(self, g: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """``g + l2·w`` (returns ``g`` itself when ``l2 = 0``)."""
-        if self.l2:
-            g = g + self.l2 * w
-        return g
 
     # -- per-sample gradients -------------------------------------------------------
     #: the factors (activations and deltas) enter the gradient bilinearly
