@@ -114,9 +114,11 @@ def lp_subgradient(u: np.ndarray, p: float, out: np.ndarray | None = None) -> np
         top &= a > 0
         cnt = np.maximum(top.sum(axis=-1, keepdims=True), 1)
         return np.sign(u) * top / cnt
-    if p == 2:
-        nrm = np.linalg.norm(u, axis=-1, keepdims=True)
-        return np.divide(u, nrm, out=np.zeros_like(u), where=nrm > 0)
+    if p == 2:  # rescale first: ‖u‖₂ of tiny or huge u under/overflows
+        scale = np.abs(u).max(axis=-1, keepdims=True)
+        r = np.divide(u, scale, out=np.zeros_like(u), where=scale > 0)
+        nrm = np.linalg.norm(r, axis=-1, keepdims=True)
+        return np.divide(r, nrm, out=np.zeros_like(u), where=nrm > 0)
     if not p > 1:
         raise ValueError(f"l_p subgradient: p must be >= 1 or inf, got {p!r}")
     a = np.abs(u)
