@@ -21,7 +21,21 @@ sys.path.insert(0, str(ROOT))
 
 from byzsim.aggregators import AGGREGATORS, get_aggregator  # noqa: E402
 from byzsim.config import make_config  # noqa: E402
+from byzsim.models import MODELS  # noqa: E402
 from byzsim.simulate import build_problem, evaluate, make_method  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from naive import make_naive  # noqa: E402
+
+FIG7 = dict(
+    method="rs-byrd-saga", dataset="mnist", partition="by_class", n_clients=30, n_byzantine=6,
+    byzantine_indices=[0, 1, 2, 3, 4, 5], attack="sample_duplicating", lr=0.5, batch_size=32,
+)
+FIG10_MLP = dict(
+    method="rs-byrd-saga", dataset="mnist", partition="by_class", model="mlp",
+    model_params={"hidden": [50, 50]}, n_clients=30, n_byzantine=3, byzantine_indices=[0, 1, 2],
+    attack="sample_duplicating", lr=0.1, batch_size=32,
+)
 
 WORKLOADS = {
     "A: paper A Fig. 2, AsynRSA-VR (25 clients, 1-sample SAGA, l1, gamma=1, same-value)": dict(
@@ -39,6 +53,11 @@ WORKLOADS = {
         byzantine_indices=[20, 21, 22, 23, 24], lr=0.001, batch_size=1, penalty=0.05,
         server_l2=0.01, participation=0.4, attack="same_value", attack_params={"c": 10000.0},
     ),
+    "A32: workload A in float32 (dtype option)": dict(
+        method="asynrsa-vr", dataset="mnist", partition="unbalanced", n_clients=25, n_byzantine=5,
+        byzantine_indices=[20, 21, 22, 23, 24], lr=0.001, batch_size=1, penalty=0.05,
+        server_l2=0.01, attack="same_value", attack_params={"c": 10000.0}, dtype="float32",
+    ),
     "Gm (Fig. 2 baseline: 25 clients, 1-sample SGD, geometric median)": dict(
         method="byrd-sgd", dataset="mnist", partition="unbalanced", n_clients=25, n_byzantine=5,
         byzantine_indices=[20, 21, 22, 23, 24], lr=0.001, batch_size=1, server_l2=0.01,
@@ -49,16 +68,109 @@ WORKLOADS = {
         byzantine_indices=[20, 21, 22, 23, 24], lr=0.001, batch_size=1, server_l2=0.01,
         attack="same_value", attack_params={"c": 10000.0},
     ),
+    "B: paper B Fig. 7, RS-Byrd-SAGA (30 clients by class, 6 sample-duplicating, batch 32, s=2, Gm)": FIG7,
+}
+
+#: workloads timed against the naive per-client loop (benchmarks/naive.py)
+NAIVE_PAIRS = {
+    "A": WORKLOADS["A: paper A Fig. 2, AsynRSA-VR (25 clients, 1-sample SAGA, l1, gamma=1, same-value)"],
+    "B": FIG7,
 }
 
 
-def time_rounds(cfg_kw: dict, rounds: int = 200, blocks: int = 7) -> dict:
+def _stats(ts) -> dict:
+    q1, med, q3 = np.percentile(ts, [25, 50, 75])
+    return {"ms_per_round": float(med), "iqr": [float(q1), float(q3)]}
+
+
+def time_naive_pair(cfg_kw: dict, rounds_vec: int = 50, rounds_naive: int = 10, blocks: int = 5) -> dict:
+    """Vectorized step vs the naive per-client loop on the same problem, timed in
+    alternating blocks (so load from other processes hits both alike).  The naive
+    geometric median uses byzsim's default tolerance (1e-5 relative, 80 iterations)."""
+    cfg = make_config(rounds=rounds_vec, **cfg_kw)
+    problem = build_problem(cfg, np.random.default_rng(0))
+    method = make_method(cfg, problem)
+    x0 = problem.model.init(np.random.default_rng(1))
+    state = method.init(x0)
+    naive = make_naive(cfg, problem, **({} if cfg.family == "penalty" else {"gm_tol": 1e-5, "gm_max_iter": 80}))
+    naive.init(x0)
+    rv, rn = np.random.default_rng(2), np.random.default_rng(2)
+    for _ in range(5):
+        method.step(state, rv)
+        naive.step(rn)
+    tv, tn = [], []
+    for _ in range(blocks):
+        t = time.perf_counter()
+        for _ in range(rounds_vec):
+            method.step(state, rv)
+        tv.append((time.perf_counter() - t) / rounds_vec * 1e3)
+        t = time.perf_counter()
+        for _ in range(rounds_naive):
+            naive.step(rn)
+        tn.append((time.perf_counter() - t) / rounds_naive * 1e3)
+    v, n = _stats(tv), _stats(tn)
+    return {"vectorized": v, "naive": n, "speedup": n["ms_per_round"] / v["ms_per_round"],
+            "J": problem.J, "d": problem.model.dim}
+
+
+def time_scaling(kw_fn, values, rounds: int = 5, blocks: int = 3) -> dict:
+    out = {}
+    for val in values:
+        kw = kw_fn(val)
+        r = time_rounds(kw, rounds=rounds, blocks=blocks, warmup=2, evals=1)
+        out[str(val)] = r
+        print(f"  {val:>6}: {r['ms_per_round']:9.3f} ms/round (IQR {r['iqr'][0]:.3f}-{r['iqr'][1]:.3f}; d={r['d']}, J={r['J']})")
+    return out
+
+
+def _synthetic(n: int, n_features: int, J: int) -> dict:
+    return dict(
+        method="byrd-saga", dataset="synthetic",
+        dataset_params={"n_samples": n * J, "n_features": n_features, "n_classes": 10, "n_test": 200},
+        n_clients=n, n_byzantine=max(1, n // 10), attack="sign_flipping", lr=0.1, batch_size=8,
+    )
+
+
+def time_big_aggregators(shape=(100, 100000), reps: int = 5, limit_s: float = 1.0) -> dict:
+    """Aggregators on a big message array; a rule is probed on a 10x thinner array first
+    and skipped when the extrapolated call would exceed ``limit_s``."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=shape)
+    z[: shape[0] // 5] += 100.0
+    small = z[:, : shape[1] // 10].copy()
+    out, seen = {}, set()
+    for name in AGGREGATORS.names():
+        fn = AGGREGATORS[name]
+        if id(fn) in seen:
+            continue  # an alias
+        seen.add(id(fn))
+        try:
+            params = {"f": shape[0] // 5} if name in ("krum", "multi_krum", "trimmed_mean") else {}
+            agg = get_aggregator(name, **params)
+            t = time.perf_counter()
+            agg(small)
+            if (time.perf_counter() - t) * 10 > limit_s:
+                out[name] = {"skipped": f"> {limit_s} s per call (extrapolated)"}
+                continue
+            ts = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                agg(z)
+                ts.append((time.perf_counter() - t) * 1e3)
+            q1, med, q3 = np.percentile(ts, [25, 50, 75])
+            out[name] = {"ms": float(med), "iqr": [float(q1), float(q3)]}
+        except Exception as e:  # noqa: BLE001 - a rule needing parameters we do not know
+            out[name] = {"skipped": f"{type(e).__name__}: {e}"[:120]}
+    return out
+
+
+def time_rounds(cfg_kw: dict, rounds: int = 200, blocks: int = 7, warmup: int = 50, evals: int = 5) -> dict:
     cfg = make_config(rounds=rounds, **cfg_kw)
     problem = build_problem(cfg, np.random.default_rng(0))
     method = make_method(cfg, problem)
     rng = np.random.default_rng(1)
     state = method.init(problem.model.init(rng))
-    for _ in range(50):  # warm-up
+    for _ in range(warmup):
         method.step(state, rng)
     per_round = []
     for _ in range(blocks):
@@ -67,9 +179,9 @@ def time_rounds(cfg_kw: dict, rounds: int = 200, blocks: int = 7) -> dict:
             method.step(state, rng)
         per_round.append((time.perf_counter() - t) / rounds * 1e3)
     t = time.perf_counter()
-    for _ in range(5):
+    for _ in range(evals):
         evaluate(problem, state)
-    ev = (time.perf_counter() - t) / 5 * 1e3
+    ev = (time.perf_counter() - t) / evals * 1e3
     q1, med, q3 = np.percentile(per_round, [25, 50, 75])
     out = {"ms_per_round": med, "iqr": [q1, q3], "eval_ms": ev, "J": problem.J, "d": problem.model.dim}
     if state.table is not None:
@@ -85,7 +197,12 @@ def time_aggregators(shape=(30, 7850), reps=50) -> dict:
     for name in AGGREGATORS.names():
         params = {"f": shape[0] // 5} if name in ("krum", "multi_krum", "trimmed_mean") else {}
         agg = get_aggregator(name, **params)
-        agg(z)
+        try:
+            agg(z)
+        except Exception as e:  # noqa: BLE001 - e.g. smea's subset limit with the default f
+            print(f"aggregator {name} on {shape}: skipped ({type(e).__name__}: {str(e)[:80]})")
+            out[name] = float("nan")
+            continue
         ts = []
         for _ in range(reps):
             t = time.perf_counter()
@@ -113,14 +230,36 @@ def machine() -> dict:
 
 
 def main() -> int:
-    res = {"machine": machine(), "workloads": {}, "aggregators": {}}
+    quick = "--quick" in sys.argv  # fewer repetitions (smoke test)
+    rounds, blocks = (20, 3) if quick else (100, 5)
+    res = {"machine": machine(), "workloads": {}, "naive": {}, "aggregators": {}, "scaling": {}}
+    res["settings"] = {"rounds_per_block": rounds, "blocks": blocks}
     for name, kw in WORKLOADS.items():
-        r = time_rounds(kw)
+        r = time_rounds(kw, rounds=rounds, blocks=blocks, warmup=10 if quick else 50, evals=2 if quick else 5)
         res["workloads"][name] = r
         print(f"{name:80s} {r['ms_per_round']:7.3f} ms/round  (IQR {r['iqr'][0]:.3f}-{r['iqr'][1]:.3f}; eval {r['eval_ms']:.1f} ms)")
-    res["aggregators"]["(30, 7850)"] = time_aggregators()
+    if "mlp" in MODELS.names():
+        name = "C: paper B Fig. 10, MLP 784-50-50-10, RS-Byrd-SAGA (30 clients, batch 32, s=2, Gm)"
+        r = time_rounds(FIG10_MLP, rounds=10 if quick else 20, blocks=blocks, warmup=3, evals=1)
+        res["workloads"][name] = r
+        print(f"{name:80s} {r['ms_per_round']:7.3f} ms/round  (IQR {r['iqr'][0]:.3f}-{r['iqr'][1]:.3f}; eval {r['eval_ms']:.1f} ms)")
+    else:
+        print("model 'mlp' not registered: workload C skipped")
+    for key, kw in NAIVE_PAIRS.items():
+        r = time_naive_pair(kw, rounds_vec=20 if quick else 50, rounds_naive=3 if quick else 10, blocks=blocks)
+        res["naive"][key] = r
+        print(f"naive vs vectorized {key}: naive {r['naive']['ms_per_round']:.2f} ms, vectorized "
+              f"{r['vectorized']['ms_per_round']:.2f} ms, speed-up {r['speedup']:.1f}x")
+    res["aggregators"]["(30, 7850)"] = time_aggregators(reps=20 if quick else 50)
     for k, v in res["aggregators"]["(30, 7850)"].items():
         print(f"aggregator {k:20s} on (30, 7850): {v:7.3f} ms")
+    res["aggregators_big"] = {"(100, 100000)": time_big_aggregators(reps=3 if quick else 5)}
+    for k, v in res["aggregators_big"]["(100, 100000)"].items():
+        print(f"aggregator {k:20s} on (100, 100000): {v.get('ms', v.get('skipped'))}")
+    print("scaling in n (byrd-saga, synthetic, n_features=100, C=10, J=50):")
+    res["scaling"]["n"] = time_scaling(lambda n: _synthetic(n, 100, 50), [10, 30, 100, 300, 1000])
+    print("scaling in d (byrd-saga, synthetic, n=30, C=10, J=20):")
+    res["scaling"]["n_features"] = time_scaling(lambda p: _synthetic(30, p, 20), [10, 100, 1000, 10000])
     (ROOT / "benchmarks" / "results.json").write_text(json.dumps(res, indent=2, default=float))
     write_markdown(res)
     return 0
@@ -135,16 +274,43 @@ def write_markdown(res: dict) -> None:
         f"Machine: {m['platform']}, {m['cpus']} CPUs, Python {m['python']}, NumPy {m['numpy']}, "
         f"OMP_NUM_THREADS={m['OMP_NUM_THREADS']}.",
         "",
-        "## One federated round (median over 7 blocks of 200 rounds; IQR)",
+        f"## One federated round (median over {res['settings']['blocks']} blocks of "
+        f"{res['settings']['rounds_per_block']} rounds; IQR; workload C: blocks of 20 rounds)",
         "",
         "| workload | ms / round | IQR | evaluation (ms) |",
         "|---|---|---|---|",
     ]
     for name, r in res["workloads"].items():
         lines.append(f"| {name} | {r['ms_per_round']:.3f} | {r['iqr'][0]:.3f}–{r['iqr'][1]:.3f} | {r['eval_ms']:.1f} |")
+    lines += [
+        "", "## Vectorized round vs a naive per-client Python loop (`benchmarks/naive.py`)", "",
+        "Same problem, same random draws (the naive loop follows the same trajectory; "
+        "`tests/test_naive_yardstick.py`), timed in alternating blocks. The naive geometric "
+        "median is a plain Weiszfeld loop with byzsim's default tolerance.", "",
+        "| workload | naive ms / round (IQR) | vectorized ms / round (IQR) | speed-up |", "|---|---|---|---|",
+    ]
+    for k, r in res["naive"].items():
+        nv, vv = r["naive"], r["vectorized"]
+        lines.append(
+            f"| {k} (J={r['J']}, d={r['d']}) | {nv['ms_per_round']:.2f} ({nv['iqr'][0]:.2f}–{nv['iqr'][1]:.2f}) | "
+            f"{vv['ms_per_round']:.3f} ({vv['iqr'][0]:.3f}–{vv['iqr'][1]:.3f}) | {r['speedup']:.1f}× |"
+        )
+    for key, title in (("n", "clients n (n_features = 100, C = 10, d = 1010, J = 50)"),
+                       ("n_features", "features (n = 30, C = 10, J = 20)")):
+        lines += ["", f"## Scaling of the gradient family (Byrd-SAGA, synthetic) in the number of {title}", "",
+                  "| value | d | ms / round | IQR | evaluation (ms) |", "|---|---|---|---|---|"]
+        for k, r in res["scaling"][key].items():
+            lines.append(f"| {k} | {r['d']} | {r['ms_per_round']:.3f} | {r['iqr'][0]:.3f}–{r['iqr'][1]:.3f} | {r['eval_ms']:.1f} |")
     lines += ["", "## Aggregators alone on (30, 7850) (median of 50 calls)", "", "| aggregator | ms |", "|---|---|"]
     for k, v in res["aggregators"]["(30, 7850)"].items():
         lines.append(f"| {k} | {v:.3f} |")
+    lines += ["", "## Aggregators alone on (100, 100000) (median of 5 calls; IQR)", "",
+              "| aggregator | ms | IQR |", "|---|---|---|"]
+    for k, v in res["aggregators_big"]["(100, 100000)"].items():
+        if "ms" in v:
+            lines.append(f"| {k} | {v['ms']:.1f} | {v['iqr'][0]:.1f}–{v['iqr'][1]:.1f} |")
+        else:
+            lines.append(f"| {k} | skipped: {v['skipped']} | |")
     extra = ROOT / "benchmarks" / "NOTES.md"
     if extra.exists():
         lines += ["", extra.read_text().strip()]
