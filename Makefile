@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+TSTAMP := $(VENV)/.installed-test
 JOBS   ?= 2
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
@@ -15,19 +16,25 @@ export MKL_NUM_THREADS ?= 1
 
 install: $(STAMP)
 
+# the library and its runtime dependencies (enough for figures and benchmarks)
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
 	@touch $(STAMP)
 
+# plus the test tools (pytest, hypothesis, dask for the cluster test)
+$(TSTAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(TSTAMP)
+
 ## tests (quick hypothesis profile); `make test-all` includes the slow ones
-test: $(STAMP)
+test: $(TSTAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-test-all: $(STAMP)
+test-all: $(TSTAMP)
 	$(PY) -m pytest -q
 
-test-thorough: $(STAMP)
+test-thorough: $(TSTAMP)
 	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q
 
 ## paper A (AsynRSA-VR): figures/figN.{png,pdf}, results/figN.csv
