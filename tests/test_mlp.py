@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
+from numerics import fd_grad
 
 from byzsim.aggregators import get_aggregator
 from byzsim.algorithms import GradientMethod, PenaltyMethod, Problem, SagaEstimator
@@ -10,13 +11,6 @@ from byzsim.attacks import get_attack
 from byzsim.models import MLP, MODELS, SoftmaxRegression, make_model
 
 
-def _fd_grad(f, w, h=1e-6):
-    g = np.zeros_like(w)
-    for k in range(w.size):
-        e = np.zeros_like(w)
-        e[k] = h
-        g[k] = (f(w + e) - f(w - e)) / (2 * h)
-    return g
 
 
 def _data(rng, m, lead=(), p=4, C=3):
@@ -34,7 +28,7 @@ def test_mlp_grad_matches_finite_differences(seed, hidden, l2):
     X, y = _data(rng, 6)
     w = rng.normal(size=m.dim)  # larger than the init: exercises tanh's curvature
     g = m.grad(w, X, y)
-    np.testing.assert_allclose(g, _fd_grad(lambda v: m.loss(v, X, y), w), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(g, fd_grad(lambda v: m.loss(v, X, y), w), rtol=1e-5, atol=1e-7)
 
 
 def test_mlp_dim_layout_and_registry():

@@ -1,17 +1,11 @@
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
+from numerics import fd_grad
 
 from byzsim.models import SoftmaxRegression, make_model
 
 
-def _fd_grad(f, w, h=1e-6):
-    g = np.zeros_like(w)
-    for k in range(w.size):
-        e = np.zeros_like(w)
-        e[k] = h
-        g[k] = (f(w + e) - f(w - e)) / (2 * h)
-    return g
 
 
 @given(seed=st.integers(0, 2**31 - 1), bias=st.booleans(), l2=st.sampled_from([0.0, 0.3]))
@@ -22,7 +16,7 @@ def test_softmax_grad_matches_finite_differences(seed, bias, l2):
     y = rng.integers(4, size=5)
     w = rng.normal(size=m.dim)
     g = m.grad(w, X, y)
-    np.testing.assert_allclose(g, _fd_grad(lambda v: m.loss(v, X, y), w), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(g, fd_grad(lambda v: m.loss(v, X, y), w), rtol=1e-5, atol=1e-7)
 
 
 def test_softmax_vectorized_over_clients_equals_loop():

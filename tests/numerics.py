@@ -1,0 +1,13 @@
+"""Numerical helpers shared by the tests (imported as a plain module, like broken_variants)."""
+
+import numpy as np
+
+
+def fd_grad(f, w, h=1e-6):
+    """Central finite-difference gradient of a scalar function ``f`` at ``w (d,)``."""
+    g = np.zeros_like(w)
+    for k in range(w.size):
+        e = np.zeros_like(w)
+        e[k] = h
+        g[k] = (f(w + e) - f(w - e)) / (2 * h)
+    return g
