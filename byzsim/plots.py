@@ -141,8 +141,11 @@ def plot_panels(
         width = 58 * len(panels)  # characters that fit the figure (5.2 in per panel)
         fig.suptitle("\n".join(textwrap.wrap(title, width)), fontsize=11)
     if note:
+        import textwrap
+
+        note = "\n".join(l for line in note.splitlines() for l in textwrap.wrap(line, 95 * len(panels)))
         fig.text(0.01, 0.01, note, fontsize=7, color="0.35", ha="left", va="bottom")
-    fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
+    fig.tight_layout(rect=(0, (0.03 + 0.025 * note.count("\n")) if note else 0, 1, 1))
     return fig
 
 
@@ -165,6 +168,16 @@ def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf")) 
     return paths
 
 
+def _dataset_note(cfg) -> str:
+    """The dataset's own description (e.g. which COVTYPE test set was used), or ''."""
+    from .data import load_dataset
+
+    try:
+        return load_dataset(cfg.dataset, **cfg.dataset_params).note
+    except Exception:  # a figure must not fail because the data moved since the runs
+        return ""
+
+
 def plot_spec(spec, rows: Sequence[dict], figures_dir: Path, *, csv_path: Path | str | None = None,
               metric: str | None = None, band: str = "minmax") -> list[Path]:
     """Draw a figure spec's rows and save ``<figure>.png`` and ``.pdf``; returns the paths."""
@@ -175,8 +188,13 @@ def plot_spec(spec, rows: Sequence[dict], figures_dir: Path, *, csv_path: Path |
     methods = [m for m in methods if m in found] or methods
     seeds = sorted({r.seed for r in spec.runs})
     cfg = spec.runs[0].config
-    note = (f"byzsim: {cfg.dataset}, {cfg.n_clients} clients ({cfg.n_byzantine} Byzantine), "
+    byz = sorted({r.config.n_byzantine for r in spec.runs})
+    byz_text = f"{byz[0]} Byzantine" if len(byz) == 1 else "Byzantine per panel"
+    note = (f"byzsim: {cfg.dataset}, {cfg.n_clients} clients ({byz_text}), "
             f"seeds {seeds}; data: {csv_path or f'results/{spec.figure}.csv'}")
+    test_set = _dataset_note(cfg)
+    if test_set:
+        note += f"\n{test_set}"
     fig = plot_panels(rows, metric=metric or spec.metric, panels=panels, methods=methods,
                       title=spec.title, note=note, band=band)
     return save_figure(fig, Path(figures_dir) / spec.figure)
