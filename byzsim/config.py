@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 from .registry import Registry
 
 FAMILIES = ("gradient", "penalty")
+PRESET_FIELDS = ("family", "estimator", "aggregator", "resample")  # what a method preset sets
 ESTIMATORS = ("sgd", "saga")
 SAGA_TABLES = ("auto", "dense", "factored")
 DTYPES = ("float64", "float32")
@@ -99,7 +100,15 @@ class Config:
         return d
 
     def replace(self, **changes) -> "Config":
-        return make_config(**{**self.to_dict(), **changes})
+        """A validated copy with ``changes``.  A new ``method`` re-applies its preset:
+        the preset-owned fields (family, estimator, aggregator, resample) are reset
+        unless given in ``changes`` too."""
+        d = self.to_dict()
+        if "method" in changes:
+            for k in PRESET_FIELDS:
+                if k not in changes:
+                    d[k] = None
+        return make_config(**{**d, **changes})
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}

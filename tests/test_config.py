@@ -60,3 +60,12 @@ def test_resampling_presets_and_checks():
         make_config(method="rs-byrd-saga", participation=0.5)
     with pytest.warns(TheoryWarning, match="1/2"):
         make_config(method="rs-byrd-saga", resample=4, n_clients=30, n_byzantine=6)
+
+
+def test_replace_with_a_new_method_reapplies_its_preset():
+    c = make_config(method="sgd").replace(method="krum")
+    assert (c.method, c.aggregator) == ("krum", "krum")
+    c = make_config(method="rs-byrd-saga").replace(method="byrd-saga")
+    assert c.resample == 1
+    c = make_config(method="sgd").replace(lr=0.5)
+    assert (c.aggregator, c.lr) == ("mean", 0.5)
