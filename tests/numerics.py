@@ -11,3 +11,12 @@ def fd_grad(f, w, h=1e-6):
         e[k] = h
         g[k] = (f(w + e) - f(w - e)) / (2 * h)
     return g
+
+
+def random_mask(rng, shape, min_true):
+    """Bool mask of ``shape`` (..., n) with at least ``min_true`` True per element."""
+    n = shape[-1]
+    keys = rng.random(shape)
+    k = rng.integers(min_true, n + 1, size=shape[:-1])
+    ranks = np.argsort(np.argsort(keys, axis=-1), axis=-1)
+    return ranks < k[..., None]

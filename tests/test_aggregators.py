@@ -8,6 +8,7 @@ distances, and parameter validation.
 """
 
 import numpy as np
+from numerics import random_mask
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -54,13 +55,6 @@ ns = st.integers(5, 9)
 ds = st.integers(1, 6)
 
 
-def random_mask(rng, shape, min_true):
-    """Bool mask of ``shape`` (..., n) with at least ``min_true`` True per element."""
-    n = shape[-1]
-    keys = rng.random(shape)
-    k = rng.integers(min_true, n + 1, size=shape[:-1])
-    ranks = np.argsort(np.argsort(keys, axis=-1), axis=-1)
-    return ranks < k[..., None]
 
 
 # --------------------------------------------------------------------------------------

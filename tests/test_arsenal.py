@@ -16,6 +16,7 @@ import itertools
 import math
 
 import numpy as np
+from numerics import random_mask
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -69,12 +70,6 @@ def data(seed, n, d, lead=()):
 seeds = st.integers(0, 2**32 - 1)
 
 
-def random_mask(rng, shape, min_true):
-    n = shape[-1]
-    keys = rng.random(shape)
-    k = rng.integers(min_true, n + 1, size=shape[:-1])
-    ranks = np.argsort(np.argsort(keys, axis=-1), axis=-1)
-    return ranks < k[..., None]
 
 
 # ======================================================================================
