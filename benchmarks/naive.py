@@ -1,9 +1,9 @@
 """The yardstick: the benchmark workloads as a plain per-client Python loop.
 
 This is how a typical research script writes one federated round: a ``for`` loop over
-the clients, the per-sample gradient of softmax regression as ``np.outer(x, r)``, a SAGA
+the clients, the per-sample gradient of softmax regression as ``np.outer(r, x)``, a SAGA
 table per client (a ``(J, C)`` array of stored residuals indexed per sample: the
-per-sample gradient is ``x_j ⊗ r_j``, so storing ``r_j`` is exact; a dense ``(J, d)``
+per-sample gradient is ``r_j ⊗ x_j``, so storing ``r_j`` is exact; a dense ``(J, d)``
 table per client would need 4.7 GB for workload A), the l1 penalty via ``np.sign``, the
 s-replacement resampling as a loop over groups, and the geometric median as a plain
 Weiszfeld loop on coordinates started at the mean.
@@ -45,8 +45,8 @@ __all__ = ["NaivePenalty", "NaiveGradient", "make_naive", "weiszfeld"]
 # building blocks, one sample / one client at a time
 # ------------------------------------------------------------------------------------
 def softmax_residual(W, x, label):
-    """``softmax(Wᵀ x) − onehot(label)`` for one sample ``x (p',)``, ``W (p', C)``."""
-    z = x @ W
+    """``softmax(W x) − onehot(label)`` for one sample ``x (p',)``, ``W (C, p')``."""
+    z = W @ x
     z = z - z.max()
     e = np.exp(z)
     r = e / e.sum()
@@ -101,13 +101,13 @@ def weiszfeld(points, tol=1e-12, max_iter=5000, eps=1e-8):
 # SAGA for one client: table of residuals (J, C) and the running mean of the table
 # ------------------------------------------------------------------------------------
 def saga_gradient(Wi, Xi, yi, batch, table_i, mean_i, J, update=True):
-    """SAGA-corrected gradient of one client at its model ``Wi (p', C)`` for the
+    """SAGA-corrected gradient of one client at its model ``Wi (C, p')`` for the
     sample indices ``batch``; updates ``table_i`` and ``mean_i`` in place."""
     diff = np.zeros(mean_i.shape)
     for j in batch:
         x = Xi[j]
         r = softmax_residual(Wi, x, yi[j])
-        diff += np.outer(x, r).ravel() - np.outer(x, table_i[j]).ravel()
+        diff += np.outer(r, x).ravel() - np.outer(table_i[j], x).ravel()
         if update:
             table_i[j] = r
     g = diff / len(batch) + mean_i
@@ -120,12 +120,12 @@ def init_saga(model, W0, Xi, yi):
     """Table of residuals at the initial model and its mean gradient (one client; the
     samples of a client at once: this is set-up, not the timed round)."""
     J = Xi.shape[0]
-    Z = Xi @ W0
+    Z = Xi @ W0.T
     Z -= Z.max(axis=1, keepdims=True)
     E = np.exp(Z)
     table = E / E.sum(axis=1, keepdims=True)
     table[np.arange(J), yi] -= 1.0
-    mean = (Xi.T @ table).ravel() / J
+    mean = (table.T @ Xi).ravel() / J
     return table, mean
 
 
@@ -153,7 +153,7 @@ class NaivePenalty:
         self.models = [self.x.copy() for _ in range(P.n)]
         self.table, self.mean = [], []
         if self.cfg.estimator == "saga":
-            W0 = self.x.reshape(m.n_inputs, m.n_classes)
+            W0 = self.x.reshape(m.n_classes, m.n_inputs)
             for i in range(P.n):
                 if P.byzantine[i]:  # Byzantine clients hold no model and no table here
                     self.table.append(None)
@@ -176,13 +176,13 @@ class NaivePenalty:
         for i in range(n):
             if P.byzantine[i] or (active is not None and not active[i]):
                 continue
-            Wi = self.models[i].reshape(m.n_inputs, m.n_classes)
+            Wi = self.models[i].reshape(m.n_classes, m.n_inputs)
             if cfg.estimator == "saga":
                 g = saga_gradient(Wi, P.X[i], P.y[i], idx[i], self.table[i], self.mean[i], J)
             else:
                 g = np.zeros(m.dim)
                 for j in idx[i]:
-                    g += np.outer(P.X[i, j], softmax_residual(Wi, P.X[i, j], P.y[i, j])).ravel()
+                    g += np.outer(softmax_residual(Wi, P.X[i, j], P.y[i, j]), P.X[i, j]).ravel()
                 g /= len(idx[i])
             if m.l2:
                 g = g + m.l2 * self.models[i]
@@ -229,7 +229,7 @@ class NaiveGradient:
         self.x = np.array(x0, dtype=np.float64)
         self.table, self.mean = [], []
         if self.cfg.estimator == "saga":
-            W0 = self.x.reshape(m.n_inputs, m.n_classes)
+            W0 = self.x.reshape(m.n_classes, m.n_inputs)
             for i in range(P.n):
                 t, mu = init_saga(m, W0, P.X[i], P.y[i])
                 self.table.append(t)
@@ -241,7 +241,7 @@ class NaiveGradient:
         n, J = P.n, P.J
         active = participation_mask(rng, n, cfg.participation)
         idx = sample_batch(rng, n, J, cfg.batch_size)
-        W = self.x.reshape(m.n_inputs, m.n_classes)
+        W = self.x.reshape(m.n_classes, m.n_inputs)
         # Byzantine clients compute honest messages only when the attack looks at their own
         need_byz = cfg.attack in ("sign_flipping", "sign-flipping", "none")
         msgs = np.zeros((n, m.dim))
@@ -254,7 +254,7 @@ class NaiveGradient:
             else:
                 g = np.zeros(m.dim)
                 for j in idx[i]:
-                    g += np.outer(P.X[i, j], softmax_residual(W, P.X[i, j], P.y[i, j])).ravel()
+                    g += np.outer(softmax_residual(W, P.X[i, j], P.y[i, j]), P.X[i, j]).ravel()
                 g /= len(idx[i])
             if m.l2:
                 g = g + m.l2 * self.x

@@ -31,7 +31,7 @@ SAGA (tests/test_lemmas_paper_b.py, tests/test_lemmas_paper_a.py)
     SagaNoCorrection          plain stochastic gradient (table kept)  variance bound, Theorem 1 bound
 penalty (tests/test_lemmas_paper_a.py)
     lp_subgradient_l2_normalised   p = 1 subgradient u/‖u‖₂         Theorem 1 ball shrinking with the step
-    sign_of_difference_l2_normalised  the same, for the round's p = 1 fast path
+    subgradients_of_difference_l2_normalised  the same, for the round's subgradients
     lemma1_threshold_of_the_mean   ‖mean_i ∇f_i(x̃*)‖_∞ (not max_i)   Lemma 1 (penalised optimum differs)
 simulation (tests/test_determinism.py)
     gaussian_attack_global_rng     draws from np.random (global)     bit-identical reruns
@@ -170,23 +170,23 @@ class SagaForgetsMean(SagaEstimator):
     """SAGA whose running table mean is never updated: the table entries change, the
     mean ``(1/J) Σ_j φ_j`` it adds stays at its initial value."""
 
-    def __call__(self, table, w, idx, active, out=None):
+    def correction(self, table, w, idx, active=None, out=None, rows=None):
         saved = table.mean.copy()
-        g = super().__call__(table, w, idx, active, out=out)
+        diff, _ = super().correction(table, w, idx, active, out=out, rows=rows)
         table.mean[...] = saved
-        return g
+        return diff, saved if rows is None else saved[rows]
 
 
 class SagaMeanStepByB(SagaEstimator):
     """Minibatch SAGA that updates the running mean by ``diff / b`` (the batch size)
     instead of ``diff / J`` (confusing the two denominators of the minibatch formula)."""
 
-    def __call__(self, table, w, idx, active, out=None):
+    def correction(self, table, w, idx, active=None, out=None, rows=None):
         before = table.mean.copy()
-        g = super().__call__(table, w, idx, active, out=out)
+        diff, _ = super().correction(table, w, idx, active, out=out, rows=rows)
         J, b = self.problem.J, idx.shape[1]
         table.mean[...] = before + (table.mean - before) * (J / b)
-        return g
+        return diff, table.mean if rows is None else table.mean[rows]
 
 
 class SagaNoCorrection:
@@ -194,8 +194,8 @@ class SagaNoCorrection:
     the step ignores the SAGA correction, while a real SAGA table is still maintained
     (so the Lyapunov function of paper A, which reads the table, stays defined).
 
-    Not a subclass of :class:`SagaEstimator`, so the penalty round does not switch it
-    to the fused ``diff`` protocol: what it returns is the step direction.
+    Not a subclass of :class:`SagaEstimator` (it has no ``correction``), so the penalty
+    round uses what it returns as the step direction.
     """
 
     def __init__(self, problem, table_kind="auto"):
@@ -206,18 +206,19 @@ class SagaNoCorrection:
     def init(self, w):
         return self.inner.init(w)
 
-    def __call__(self, table, w, idx, active, out=None):
+    def __call__(self, table, w, idx, active=None, out=None, rows=None):
         X, y = self.problem.X, self.problem.y
-        ar = np.arange(X.shape[0])[:, None]
-        Xb, yb = X[ar, idx], y[ar, idx]
+        ids = np.arange(X.shape[0])[slice(None) if rows is None else rows][:, None]
+        idx_r = idx[ids[:, 0]]
+        Xb, yb = X[ids, idx_r], y[ids, idx_r]
         form = self.inner.form
         plain = form.grad_sum(Xb, form.sample(w, Xb, yb)) / idx.shape[1]
-        self.inner(table, w, idx, active)  # keeps the table (and its mean) current
-        g = self.problem.model.add_regularizer_grad(plain, w)
+        plain = self.problem.model.add_regularizer_grad(plain, w)
+        self.inner(table, w, idx, active, rows=rows)  # keeps the table (and its mean) current
         if out is not None:
-            out[...] = g
+            out[...] = plain
             return out
-        return g
+        return plain
 
 
 # --------------------------------------------------------------------------------------
@@ -251,7 +252,12 @@ def gaussian_attack_global_rng(v, byzantine, rng, *, std=1.0):
     return np.random.normal(0.0, std, size=v.shape[:-2] + (q, v.shape[-1]))
 
 
-def sign_of_difference_l2_normalised(a, b, out, work=None):
-    """The penalty round's p = 1 fast path (``out = sign(a − b)``) with the same wrong
-    normalisation as :func:`lp_subgradient_l2_normalised`: ``(a − b)/‖a − b‖₂``."""
-    return lp_subgradient_l2_normalised(np.subtract(a, b), 1, out=out)
+def subgradients_of_difference_l2_normalised(a, b, p, buf):
+    """The penalty round's row-wise subgradients (``∂‖a_i − b‖_p`` and their sum) with
+    the same wrong normalisation as :func:`lp_subgradient_l2_normalised` for p = 1:
+    ``(a_i − b)/‖a_i − b‖₂``."""
+    pen = buf["pen"]
+    pen[...] = lp_subgradient_l2_normalised(np.subtract(a, b), 1)
+    return pen, pen.sum(axis=0)
+
+

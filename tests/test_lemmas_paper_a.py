@@ -322,7 +322,7 @@ def test_ball_check_catches_a_wrongly_normalised_l1_subgradient(monkeypatch):
     G = P.model.grad(x_star, P.X[P.regular], P.y[P.regular])
     assert lam < lemma1_lambda_threshold(G, 2)  # between the l∞ and the l2 thresholds
     monkeypatch.setattr(alg, "lp_subgradient", bv.lp_subgradient_l2_normalised)
-    if hasattr(alg, "sign_of_difference"):  # the p = 1 fast path of the penalty round
-        monkeypatch.setattr(alg, "sign_of_difference", bv.sign_of_difference_l2_normalised)
+    # the round's own row-wise subgradients (the p = 1 fast path)
+    monkeypatch.setattr(alg, "subgradients_of_difference", bv.subgradients_of_difference_l2_normalised)
     ok, (e1, e4) = ball_shrinks_with_the_step(P, lam)
     assert not ok and e4 > 0.5 * e1

@@ -479,18 +479,24 @@ def test_dense_and_factored_tables_agree_call_by_call(l2):
         np.testing.assert_allclose(gd, gf, rtol=1e-11, atol=1e-13)
         np.testing.assert_allclose(td.mean, tf.mean, rtol=1e-11, atol=1e-13)
     (R,) = tf.entries
-    expanded = (P.X[..., :, None] * R[..., None, :]).reshape(P.n, P.J, -1)
+    expanded = (R[..., :, :, None] * P.X[..., :, None, :]).reshape(P.n, P.J, -1)  # r_j ⊗ x_j
     np.testing.assert_allclose(expanded, td.entries[0], rtol=1e-12, atol=1e-14)
-    # fused mode returns diff; diff·(1/b − 1/J) + mean (+ l2 x) is the same g
+    # correction() returns (diff, mean); diff·(1/b − 1/J) + mean (+ l2 x) is the same g,
+    # also for a subset of the rows (the penalty round's participants)
     W = rng.normal(size=(P.n, P.model.dim))
     idx = np.sort(np.argsort(rng.random((P.n, P.J)), axis=1)[:, :2], axis=1)
     t1 = copy.deepcopy(tf)
     g = fact(t1, W, idx, None)
-    fused = SagaEstimator(P, "factored")
-    fused.fused = True
-    t2 = copy.deepcopy(tf)
-    diff = fused(t2, W, idx, None)
-    np.testing.assert_allclose(diff * (1 / 2 - 1 / P.J) + t2.mean + l2 * W, g, rtol=1e-12, atol=1e-14)
+    for rows in (None, slice(1, 3), np.array([0, 2])):
+        t2 = copy.deepcopy(tf)
+        sel = slice(None) if rows is None else rows
+        diff, mean = fact.correction(t2, W[sel], idx, rows=rows)
+        np.testing.assert_allclose(diff * (1 / 2 - 1 / P.J) + mean + l2 * W[sel], g[sel], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(t2.mean[sel], t1.mean[sel], rtol=1e-12, atol=1e-14)
+        if rows is not None:  # the other clients' tables are untouched
+            others = np.setdiff1d(np.arange(P.n), np.arange(P.n)[sel])
+            np.testing.assert_array_equal(t2.mean[others], tf.mean[others])
+            np.testing.assert_array_equal(t2.entries[0][others], tf.entries[0][others])
 
 
 def table_mean_is_exact(est, P, steps=300, seed=3):

@@ -85,15 +85,27 @@ def test_mlp_init_is_pytorch_linear_default_and_uses_the_rng():
         assert np.abs(W).max() > 0.99 * bound
 
 
+def _mlp_to_softmax_layout(w, p, C):
+    """MLP(hidden=()) flat ``[W (p, C), b (C)]`` -> SoftmaxRegression's ``W' (C, p + 1)``
+    (class-major, bias last column): ``W' = [W | b]ᵀ``."""
+    lead = w.shape[:-1]
+    Wb = np.concatenate([w[..., : p * C].reshape(lead + (p, C)), w[..., None, p * C :]], axis=-2)
+    return np.swapaxes(Wb, -1, -2).reshape(lead + (-1,))
+
+
 def test_mlp_without_hidden_layers_is_softmax_regression_with_bias():
-    """hidden=() has the same flat layout as SoftmaxRegression(bias=True): W (p, C), then b."""
+    """hidden=() is SoftmaxRegression(bias=True) up to the parameter layout: MLP keeps
+    ``W (p, C)`` then ``b``; softmax is class-major ``(C, p + 1)``."""
     rng = np.random.default_rng(3)
     mlp, soft = MLP(4, 3, hidden=()), SoftmaxRegression(4, 3, bias=True)
     assert mlp.dim == soft.dim
     X, y = _data(rng, 7, lead=(2,))
     W = rng.normal(size=(2, mlp.dim))
-    np.testing.assert_allclose(mlp.loss(W, X, y), soft.loss(W, soft.prepare(X), y))
-    np.testing.assert_allclose(mlp.grad(W, X, y), soft.grad(W, soft.prepare(X), y), atol=1e-14)
+    Ws = _mlp_to_softmax_layout(W, 4, 3)
+    np.testing.assert_allclose(mlp.loss(W, X, y), soft.loss(Ws, soft.prepare(X), y))
+    np.testing.assert_allclose(
+        _mlp_to_softmax_layout(mlp.grad(W, X, y), 4, 3), soft.grad(Ws, soft.prepare(X), y), atol=1e-14
+    )
 
 
 def test_mlp_vectorized_over_clients_equals_loop():

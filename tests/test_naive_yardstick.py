@@ -57,8 +57,11 @@ def _trajectories(kw, rounds=20, seed=3):
     [
         A,
         dict(A, attack="gaussian", attack_params={"std": 100.0}, participation=0.5),
+        # Byzantine rows between regular ones: the round gathers and writes back rows
+        dict(A, byzantine_indices=[3, 6]),
+        dict(A, method="rsa", byzantine_indices=[0, 6], participation=0.7),
     ],
-    ids=["A", "A-gaussian-gamma0.5"],
+    ids=["A", "A-gaussian-gamma0.5", "A-byzantine-inside", "RSA-gamma0.7"],
 )
 def test_penalty_family_same_trajectory(kw):
     # (The l1 sign is discontinuous: where a client and the server model are equal up to
