@@ -37,45 +37,40 @@ FIG10_MLP = dict(
     attack="sample_duplicating", lr=0.1, batch_size=32,
 )
 
+#: workload A as issue 7 defines it: paper A Fig. 2's problem (25 clients of which 5
+#: Byzantine, unbalanced MNIST, 1-sample SAGA, l1 penalty, same-value attack), gamma = 0.4
+A = dict(
+    method="asynrsa-vr", dataset="mnist", partition="unbalanced", n_clients=25, n_byzantine=5,
+    byzantine_indices=[20, 21, 22, 23, 24], lr=0.001, batch_size=1, penalty=0.05,
+    server_l2=0.01, participation=0.4, attack="same_value", attack_params={"c": 10000.0},
+)
+A_FULL = dict(A, participation=1.0)  # Fig. 2 itself: full participation
+_F2 = {k: v for k, v in A_FULL.items() if k not in ("method", "penalty", "participation")}  # Gm, Krum
+F32 = {"dtype": "float32"}
+
 WORKLOADS = {
-    "A: paper A Fig. 2, AsynRSA-VR (25 clients, 1-sample SAGA, l1, gamma=1, same-value)": dict(
-        method="asynrsa-vr", dataset="mnist", partition="unbalanced", n_clients=25, n_byzantine=5,
-        byzantine_indices=[20, 21, 22, 23, 24], lr=0.001, batch_size=1, penalty=0.05,
-        server_l2=0.01, attack="same_value", attack_params={"c": 10000.0},
-    ),
-    "A': same, Gaussian attack (std 100)": dict(
-        method="asynrsa-vr", dataset="mnist", partition="unbalanced", n_clients=25, n_byzantine=5,
-        byzantine_indices=[20, 21, 22, 23, 24], lr=0.001, batch_size=1, penalty=0.05,
-        server_l2=0.01, attack="gaussian", attack_params={"std": 100.0},
-    ),
-    "A'': same, gamma=0.4": dict(
-        method="asynrsa-vr", dataset="mnist", partition="unbalanced", n_clients=25, n_byzantine=5,
-        byzantine_indices=[20, 21, 22, 23, 24], lr=0.001, batch_size=1, penalty=0.05,
-        server_l2=0.01, participation=0.4, attack="same_value", attack_params={"c": 10000.0},
-    ),
-    "A32: workload A in float32 (dtype option)": dict(
-        method="asynrsa-vr", dataset="mnist", partition="unbalanced", n_clients=25, n_byzantine=5,
-        byzantine_indices=[20, 21, 22, 23, 24], lr=0.001, batch_size=1, penalty=0.05,
-        server_l2=0.01, attack="same_value", attack_params={"c": 10000.0}, dtype="float32",
-    ),
-    "Gm (Fig. 2 baseline: 25 clients, 1-sample SGD, geometric median)": dict(
-        method="byrd-sgd", dataset="mnist", partition="unbalanced", n_clients=25, n_byzantine=5,
-        byzantine_indices=[20, 21, 22, 23, 24], lr=0.001, batch_size=1, server_l2=0.01,
-        attack="same_value", attack_params={"c": 10000.0},
-    ),
-    "Krum (Fig. 2 baseline)": dict(
-        method="krum", dataset="mnist", partition="unbalanced", n_clients=25, n_byzantine=5,
-        byzantine_indices=[20, 21, 22, 23, 24], lr=0.001, batch_size=1, server_l2=0.01,
-        attack="same_value", attack_params={"c": 10000.0},
-    ),
+    "A: AsynRSA-VR, 25 clients, 1-sample SAGA, l1, gamma=0.4, same-value (issue 7's A)": A,
+    "A, float32": dict(A, **F32),
+    "A-full: same, gamma=1 (paper A Fig. 2)": A_FULL,
+    "A-full, float32 (what `make fig2` runs)": dict(A_FULL, **F32),
+    "A-full, Gaussian attack (std 100)": dict(A_FULL, attack="gaussian", attack_params={"std": 100.0}),
+    "Gm (Fig. 2 baseline: 25 clients, 1-sample SGD, geometric median)": dict(_F2, method="byrd-sgd"),
+    "Krum (Fig. 2 baseline)": dict(_F2, method="krum"),
     "B: paper B Fig. 7, RS-Byrd-SAGA (30 clients by class, 6 sample-duplicating, batch 32, s=2, Gm)": FIG7,
+    "B, float32": dict(FIG7, **F32),
 }
 
-#: workloads timed against the naive per-client loop (benchmarks/naive.py)
-NAIVE_PAIRS = {
-    "A": WORKLOADS["A: paper A Fig. 2, AsynRSA-VR (25 clients, 1-sample SAGA, l1, gamma=1, same-value)"],
-    "B": FIG7,
+#: workload C (timed in blocks of 20 rounds)
+WORKLOADS_C = {
+    "C: paper B Fig. 10, MLP 784-50-50-10, RS-Byrd-SAGA (30 clients, batch 32, s=2, Gm)": FIG10_MLP,
+    "C, float32": dict(FIG10_MLP, **F32),
 }
+
+#: workloads timed against the naive per-client loop (benchmarks/naive.py; float64)
+NAIVE_PAIRS = {"A": A, "A-full": A_FULL, "B": FIG7}
+
+#: issue 7's targets: workload -> ms per round
+TARGETS_MS = {"A": 0.5, "B": 1.5, "C": 6.0}
 
 
 def _stats(ts) -> dict:
@@ -212,6 +207,39 @@ def time_aggregators(shape=(30, 7850), reps=50) -> dict:
     return out
 
 
+def time_geomed_target(reps: int = 100) -> dict:
+    """Issue 7's aggregator target: the geometric median of (30, 7850) messages, converged
+    to ``tol = 1e-6``; messages like a Fig. 7 round's (24 regular gradients around a
+    common mean, 6 Byzantine rows ~100 away).  Median of ``reps`` calls, and the number
+    of Weiszfeld updates the call needs (counted from its objective on a copy)."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for dt in ("float64", "float32"):
+        z = (rng.normal(size=7850) + 0.1 * rng.normal(size=(30, 7850))).astype(dt)
+        z[:6] += 100.0
+        gm = get_aggregator("geometric_median", tol=1e-6)
+        gm(z)
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            gm(z)
+            ts.append((time.perf_counter() - t) * 1e3)
+        iters = _count_weiszfeld_updates(z, 1e-6)
+        q1, med, q3 = np.percentile(ts, [25, 50, 75])
+        out[dt] = {"ms": float(med), "iqr": [float(q1), float(q3)], "iterations": iters}
+    return out
+
+
+def _count_weiszfeld_updates(z, tol) -> int:
+    """Smallest ``max_iter`` whose output equals the converged call's (the call stops at
+    the first update that meets ``tol``)."""
+    full = get_aggregator("geometric_median", tol=tol)(z)
+    for k in range(1, 81):
+        if np.array_equal(get_aggregator("geometric_median", tol=tol, max_iter=k)(z), full):
+            return k
+    return 80
+
+
 def machine() -> dict:
     try:
         from threadpoolctl import threadpool_info
@@ -238,13 +266,13 @@ def main() -> int:
         r = time_rounds(kw, rounds=rounds, blocks=blocks, warmup=10 if quick else 50, evals=2 if quick else 5)
         res["workloads"][name] = r
         print(f"{name:80s} {r['ms_per_round']:7.3f} ms/round  (IQR {r['iqr'][0]:.3f}-{r['iqr'][1]:.3f}; eval {r['eval_ms']:.1f} ms)")
-    if "mlp" in MODELS.names():
-        name = "C: paper B Fig. 10, MLP 784-50-50-10, RS-Byrd-SAGA (30 clients, batch 32, s=2, Gm)"
-        r = time_rounds(FIG10_MLP, rounds=10 if quick else 20, blocks=blocks, warmup=3, evals=1)
+    for name, kw in WORKLOADS_C.items():
+        r = time_rounds(kw, rounds=10 if quick else 20, blocks=blocks, warmup=3, evals=1)
         res["workloads"][name] = r
         print(f"{name:80s} {r['ms_per_round']:7.3f} ms/round  (IQR {r['iqr'][0]:.3f}-{r['iqr'][1]:.3f}; eval {r['eval_ms']:.1f} ms)")
-    else:
-        print("model 'mlp' not registered: workload C skipped")
+    res["geomed_target"] = time_geomed_target(reps=20 if quick else 100)
+    for k, v in res["geomed_target"].items():
+        print(f"geometric median (30, 7850), tol 1e-6, {k}: {v['ms']:.3f} ms, {v['iterations']} iterations")
     for key, kw in NAIVE_PAIRS.items():
         r = time_naive_pair(kw, rounds_vec=20 if quick else 50, rounds_naive=3 if quick else 10, blocks=blocks)
         res["naive"][key] = r
@@ -265,6 +293,35 @@ def main() -> int:
     return 0
 
 
+def target_table(res: dict) -> list[str]:
+    """Issue 7's targets against this run's medians (generated, so it cannot go stale)."""
+    w = res["workloads"]
+
+    def ms(prefix):
+        return next((r["ms_per_round"] for k, r in w.items() if k.startswith(prefix)), float("nan"))
+
+    def mark(ok):
+        return "met" if ok else "missed"
+
+    lines = ["## Issue 7's targets against this run", "",
+             "| target | float64 | float32 | status |", "|---|---|---|---|"]
+    for key, lim in TARGETS_MS.items():
+        m64, m32 = ms(f"{key}:"), ms(f"{key}, float32")
+        status = "met" if m64 <= lim else ("met in float32 only" if m32 <= lim else "missed")
+        lines.append(f"| {key} ≤ {lim} ms per round | {m64:.3f} | {m32:.3f} | {status} |")
+    for key, r in res["naive"].items():
+        lines.append(f"| {key}: ≥ 8× the naive loop | {r['speedup']:.1f}× | | {mark(r['speedup'] >= 8)} |")
+    g = res.get("geomed_target", {})
+    if g:
+        m64, m32 = g["float64"]["ms"], g["float32"]["ms"]
+        status = "met" if m64 < 1 else ("met in float32 only" if m32 < 1 else "missed")
+        lines.append(
+            f"| geometric median (30, 7850) to tol 1e-6 < 1 ms | {m64:.3f} ({g['float64']['iterations']} updates) "
+            f"| {m32:.3f} ({g['float32']['iterations']} updates) | {status} |"
+        )
+    return lines
+
+
 def write_markdown(res: dict) -> None:
     m = res["machine"]
     lines = [
@@ -282,6 +339,7 @@ def write_markdown(res: dict) -> None:
     ]
     for name, r in res["workloads"].items():
         lines.append(f"| {name} | {r['ms_per_round']:.3f} | {r['iqr'][0]:.3f}–{r['iqr'][1]:.3f} | {r['eval_ms']:.1f} |")
+    lines += ["", *target_table(res)]
     lines += [
         "", "## Vectorized round vs a naive per-client Python loop (`benchmarks/naive.py`)", "",
         "Same problem, same random draws (the naive loop follows the same trajectory; "
