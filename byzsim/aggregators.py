@@ -170,11 +170,13 @@ def _check_int(key: str, value: Any, who: str) -> int:
     return int(value)
 
 
-def _prepare(z: Any, mask: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _prepare(z: Any, mask: Any, rows: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate ``z`` and ``mask``; return ``(z, wts, m_p)``.
 
-    ``wts`` : float array ``(..., n)`` of 0/1 participation weights (dtype of ``z``),
-    ``m_p`` : int array ``(...,)`` of participating counts.
+    ``wts`` : float array ``(..., rows)`` of 0/1 participation weights (dtype of ``z``),
+    ``m_p`` : int array ``(...,)`` of participating counts.  ``rows`` is the number of
+    rows the mask refers to: ``n`` (default), or the ``m`` mixed rows of
+    :func:`geometric_median`'s ``mix``.
     """
     z = np.asarray(z)
     if z.ndim < 2:
@@ -189,7 +191,7 @@ def _prepare(z: Any, mask: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         z = z.astype(np.float64)
     elif z.dtype.itemsize < 4:
         z = z.astype(np.float32)
-    bshape = z.shape[:-1]
+    bshape = z.shape[:-1] if rows is None else z.shape[:-2] + (rows,)
     if mask is None:
         wts = np.ones(bshape, dtype=z.dtype)
         m = np.full(bshape[:-1], bshape[-1], dtype=np.int64)
@@ -201,9 +203,44 @@ def _prepare(z: Any, mask: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         mb = np.broadcast_to(mask, bshape)
     except ValueError:
         raise ValueError(
-            f"mask of shape {mask.shape} does not broadcast to z.shape[:-1] = {bshape}"
+            f"mask of shape {mask.shape} does not broadcast to "
+            f"{'z.shape[:-1]' if rows is None else 'the mixed rows, z.shape[:-2] + (m,)'} = {bshape}"
         ) from None
     return z, mb.astype(z.dtype), mb.sum(axis=-1)
+
+
+def _prepare_mixed(z: Any, mask: Any, mix: Any):
+    """:func:`_prepare` for the mixed rows ``mix @ z`` (:func:`geometric_median`'s
+    ``mix``); returns ``(z, mix, wts, m_p)``.
+
+    ``mix`` : float array ``(..., m, n)`` in the dtype of ``z`` — nonnegative, finite,
+    rows summing to 1 (up to ``√ε_mach`` of its dtype), leading axes broadcasting to those
+    of ``z (..., n, d)`` without adding axes; ``wts (..., m)`` and ``m_p`` refer to the
+    ``m`` mixed rows (so does ``mask``).
+    """
+    z = _prepare(z, None)[0]
+    mix = np.asarray(mix)
+    n = z.shape[-2]
+    if not (np.issubdtype(mix.dtype, np.floating) or np.issubdtype(mix.dtype, np.integer)):
+        raise ValueError(f"geometric_median: mix must be a real array; got dtype {mix.dtype}")
+    if (mix.ndim < 2 or mix.shape[-1] != n or mix.shape[-2] == 0
+            or np.broadcast_shapes(mix.shape[:-2], z.shape[:-2]) != z.shape[:-2]):
+        raise ValueError(
+            f"geometric_median: mix must have shape (m, n) or (..., m, n) with m >= 1, "
+            f"n = {n} (the rows of z) and leading axes broadcasting to z's {z.shape[:-2]}; "
+            f"got shape {mix.shape}"
+        )
+    rowsum = mix.sum(axis=-1, dtype=np.float64)
+    tol = np.sqrt(np.finfo(mix.dtype if np.issubdtype(mix.dtype, np.floating) else np.float64).eps)
+    if not (np.isfinite(mix).all() and (mix >= 0).all() and (np.abs(rowsum - 1.0) <= tol).all()):
+        raise ValueError(
+            "geometric_median: mix must be finite and nonnegative with rows summing to 1 "
+            f"(each mixed row a convex combination of the rows of z); row sums lie in "
+            f"[{rowsum.min()}, {rowsum.max()}], entries in [{mix.min()}, {mix.max()}]"
+        )
+    mix = mix.astype(z.dtype, copy=False)
+    _, wts, m = _prepare(z, mask, mix.shape[-2])
+    return z, mix, wts, m
 
 
 if hasattr(np, "matvec"):  # numpy >= 2.2: batched gufuncs
@@ -260,7 +297,35 @@ def _safe_exp(dtype: np.dtype) -> int:
     return (np.finfo(dtype).maxexp - 24) // 2
 
 
-def _finite_gram(z: np.ndarray, present: np.ndarray):
+def _mix_gram(g: np.ndarray, mix: np.ndarray | None):
+    """Gram matrix of the mixed rows ``A Z`` from that of ``Z``, and the spread of the
+    rows mixed into each.
+
+    ``g = (Z − c)(Z − c)ᵀ (..., n, n)``.  Returns ``(A G Aᵀ, var)``: ``(..., m, m)``,
+    exactly symmetric — still centered at ``c``, since the rows of ``A`` sum to 1
+    (``A(Z − 1cᵀ) = AZ − 1cᵀ``) — and ``var (..., m)``,
+    ``var_i = Σ_k A_ik ‖z_k − c‖² − ‖(AZ)_i − c‖² = Σ_k A_ik ‖z_k − (AZ)_i‖²`` (clipped
+    at 0; the same for every ``c``, computed most accurately with ``c`` near the rows).
+    Entry ``i`` of ``A G Aᵀ`` is a sum of products of the ``‖z_k − c‖``, so distances
+    from it carry an absolute roundoff ``~ ε_mach (‖(AZ)_i − c‖² + var_i)``: ``var_i``
+    is the part that re-centering cannot remove (rows far apart whose mix is close to
+    ``c``).  ``mix = None``: ``(g, None)``.
+    """
+    if mix is None:
+        return g, None
+    h = mix @ g @ np.swapaxes(mix, -1, -2)
+    h = 0.5 * (h + np.swapaxes(h, -1, -2))
+    var = _matvec(mix, np.diagonal(g, axis1=-2, axis2=-1)) - np.diagonal(h, axis1=-2, axis2=-1)
+    return h, np.maximum(var, 0.0)
+
+
+def _unmix(w: np.ndarray, mix: np.ndarray | None) -> np.ndarray:
+    """Weights ``w (..., m)`` of the mixed rows as weights of the rows of ``Z``:
+    ``wᵀ(AZ) = (Aᵀw)ᵀZ``, shape ``(..., n)`` (``mix = None``: ``w`` itself)."""
+    return w if mix is None else _vecmat(w, mix)
+
+
+def _finite_gram(z: np.ndarray, present: np.ndarray, mix: np.ndarray | None = None):
     """First-pass Gram matrix ``Z Zᵀ`` that survives rows holding inf/NaN and rows so
     large that their squared norm overflows (``>~ 1e154`` in float64).
 
@@ -277,17 +342,29 @@ def _finite_gram(z: np.ndarray, present: np.ndarray):
       Distances from ``g`` are then ``4^-k`` times the true ones: comparisons and
       ratios are unchanged, absolute quantities (a smoothing ``eps``) must be scaled
       by ``2^-k`` as well.
+
+    With ``mix`` (``A (..., m, n)``, rows summing to 1), ``present`` and ``ok`` refer to
+    the *mixed* rows ``A Z`` (``(..., m)``) while ``g`` stays the Gram matrix of ``zs``
+    (:func:`_mix_gram` mixes it).  A mixed row with nonzero weight on a non-finite row
+    of ``z`` is not ``ok``, and ``zo``/``zs`` zero the rows of ``z`` that no ``ok``
+    mixed row uses (for ``A = I`` exactly the rows not ``ok``).
     """
     with np.errstate(invalid="ignore", over="ignore"):
         g = _gram(z, None)
     safe = np.diagonal(g, axis1=-2, axis2=-1) <= 2.0 ** (2 * _safe_exp(z.dtype))
     if safe.all():
         return z, z, g, present, None
-    ok = present & np.isfinite(z).all(axis=-1)
+    finite = np.isfinite(z).all(axis=-1)
+    if mix is None:
+        ok = used = present & finite
+    else:
+        nz = mix != 0
+        ok = present & ~(nz & ~finite[..., None, :]).any(axis=-1)
+        used = finite & (nz & ok[..., :, None]).any(axis=-2)
     zo = z.copy()
-    zo[~ok] = 0
-    if (safe | ~ok).all():  # only rows not ok were in the way: zero them in g (exact)
-        g = np.where(ok[..., :, None] & ok[..., None, :], g, 0.0).astype(z.dtype, copy=False)
+    zo[~used] = 0
+    if (safe | ~used).all():  # only unused rows were in the way: zero them in g (exact)
+        g = np.where(used[..., :, None] & used[..., None, :], g, 0.0).astype(z.dtype, copy=False)
         return zo, zo, g, ok, np.zeros(z.shape[:-2], dtype=np.int64)
     k = _pow2_exponent(zo)
     zs = zo * np.ldexp(np.ones((), z.dtype), -k)[..., None, None]  # a power of two: exact
@@ -367,44 +444,69 @@ def mean(z: Any, mask: Any = None) -> np.ndarray:
 # geometric median
 
 
-def _weiszfeld(z, g, w, wts, mf, active, tol, max_iter, eps2):
-    """Weiszfeld on the weights ``w`` of ``y = wᵀZ``, distances from the Gram matrix ``g``.
+def _weiszfeld(gram_at, g, var, w, wts, mf, active, tol, max_iter, eps2):
+    """Weiszfeld on the weights ``w (..., n)`` of ``y = wᵀZ``, distances from the Gram
+    matrix ``g (..., n, n)``.
 
     ``g`` is ``(Z − c)(Z − c)ᵀ`` for some center ``c`` per batch element.  Before each
     update, elements whose iterate is far from their center relative to the distances
-    around it (``ρ = ‖y − c‖² / H² > threshold``) get ``g`` recomputed centered at ``y``
-    (at most ``_MAX_RECENTER`` times per element).  Only ``active`` elements are updated;
-    returns ``w``.  ``eps2``: the squared smoothing, a scalar or ``(..., 1)``.
+    around it (``ρ = ‖y − c‖² / H² > threshold``) get ``(g, var) = gram_at(w)``, the
+    Gram matrix centered at ``y = wᵀZ`` (at most ``_MAX_RECENTER`` times per element);
+    the rows ``Z`` are seen only through ``gram_at``.  Only ``active`` elements are
+    updated.  ``eps2``: the squared smoothing, a scalar or ``(..., 1)``.
+
+    ``var (..., n)`` or None: for mixed rows (:func:`_mix_gram`), the spread of the rows
+    mixed into each row, whose roundoff re-centering does not remove; elements where it
+    is too large for the distances that matter (:func:`_mixing_unresolved`) stop.
+
+    Returns ``(w, unresolved)``: ``unresolved (...,)`` bool marks the elements stopped
+    that way (None when ``var`` is None).
     """
-    thr = _recenter_threshold(z.dtype, _GEOMED_REL * tol)
+    thr = _recenter_threshold(g.dtype, _GEOMED_REL * tol)
     diag = np.diagonal(g, axis1=-2, axis2=-1)
     gw = _matvec(g, w)
     wgw = _vecdot(w, gw)  # ||y - c||^2
     tol2m2 = (tol * mf) ** 2
     everyone = bool(np.all(active))
     recenters = np.zeros(np.shape(active), dtype=np.int64)
+    present = wts > 0
+    unresolved = None
+    if var is not None:
+        unresolved = np.zeros(np.shape(active), dtype=bool)
+        var = np.where(present, var, 0.0)
 
     def inverse_distances(diag, gw, wgw):
         # ||z_i - y||^2 = G_ii - 2 (G w)_i + wᵀGw, clipped at 0; smoothed: max(d, eps)
         d2 = diag - 2.0 * gw
         d2 += wgw[..., None]
         np.maximum(d2, eps2, out=d2)
-        v = wts / np.sqrt(d2, out=d2)
-        return v, v.sum(axis=-1)
+        d = np.sqrt(d2, out=d2)
+        v = wts / d
+        return v, v.sum(axis=-1), d
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for _ in range(max_iter):
-            v, s_k = inverse_distances(diag, gw, wgw)
+            v, s_k, d = inverse_distances(diag, gw, wgw)
             # rho = ||y - c||^2 / H^2 > thr: re-center G at y (at most _MAX_RECENTER times)
             far = active & (wgw * (s_k / mf) ** 2 > thr) & (recenters < _MAX_RECENTER)
             if far.any():
                 recenters = recenters + far
-                g_new = _gram(z, _vecmat(w, z))
+                g_new, var_new = gram_at(w)
                 g = g_new if far.all() else np.where(far[..., None, None], g_new, g)
+                if var is not None:
+                    var = np.where(far[..., None] & present, var_new, var)
                 diag = np.diagonal(g, axis1=-2, axis2=-1)
                 gw = _matvec(g, w)
                 wgw = _vecdot(w, gw)
-                v, s_k = inverse_distances(diag, gw, wgw)
+                v, s_k, d = inverse_distances(diag, gw, wgw)
+            if var is not None:
+                bad = active & _mixing_unresolved(var, d, w, mf, s_k, thr)
+                if bad.any():
+                    unresolved |= bad
+                    active = active & ~bad
+                    if not active.any():
+                        break
+                    everyone = False
             w_new = v / s_k[..., None]  # 0/0 only where m_p = 0 (never active)
             gw_new = _matvec(g, w_new)
             # ||y_{k+1} - y_k||^2 = dwᵀ G dw;  stop when ||y_{k+1} - y_k|| <= tol * m_p / s_k
@@ -420,7 +522,24 @@ def _weiszfeld(z, g, w, wts, mf, active, tol, max_iter, eps2):
             if not active.any():
                 break
             everyone = everyone and bool(np.all(active))
-    return w
+    return w, unresolved
+
+
+def _mixing_unresolved(var, d, w, mf, s_k, thr):
+    """Batch elements whose mixed-row distances are not accurate enough: with
+    ``H = m_p / s_k`` (the harmonic mean distance of the iterate to the rows), some
+    participating row has ``var_i > thr · max(d_i², H²)``, or
+    ``(Σ_i w_i √var_i)² > thr · H²`` (the iterate's own spread).  Distances from the
+    mixed Gram matrix then have roundoff above ``ε_mach · thr`` relative, which
+    re-centering guarantees for unmixed rows (``var`` is 0 on absent rows).  Both need
+    ``max_i var_i > thr · H²`` (``Σ w = 1``, ``w >= 0``), checked first (cheap)."""
+    h2 = (mf / s_k) ** 2
+    maybe = var.max(axis=-1) > thr * h2
+    if not maybe.any():
+        return maybe
+    rows = (var > thr * np.maximum(d * d, h2[..., None])).any(axis=-1)
+    sw = _vecdot(w, np.sqrt(var))
+    return maybe & (rows | (sw * sw > thr * h2))
 
 
 def _objective(g, w, wts):
@@ -503,6 +622,7 @@ def geometric_median(
     max_iter: int = 80,
     eps: float = 1e-8,
     init: str = "auto",
+    mix: Any = None,
 ) -> np.ndarray:
     """Geometric median of the participating rows by the smoothed Weiszfeld algorithm.
 
@@ -559,6 +679,26 @@ def geometric_median(
     original rows.  Inputs without such rows take neither path (one check of the Gram
     diagonal).
 
+    **Mixed rows** (``mix``).  ``geometric_median(z, mask, mix=A)`` equals
+    ``geometric_median(A @ z, mask)`` up to roundoff, for ``A (m, n)`` or
+    ``(..., m, n)`` nonnegative with rows summing to 1 (e.g. the averaging matrix of
+    s-replacement resampling, :func:`byzsim.resampling.averaging_matrix`), without
+    forming ``A Z``: the Gram matrix of the mixed rows is ``A G Aᵀ`` (a centered ``G``
+    stays centered, since ``A(Z − 1cᵀ) = AZ − 1cᵀ``), weights ``w`` of the mixed rows are
+    weights ``Aᵀw`` of the rows of ``z``, and the output is ``(Aᵀw)ᵀZ`` (one
+    vector-matrix product instead of the ``(m, d)`` product ``A Z``).  ``mask`` and the
+    counts above (participating, non-finite, breakdown) refer to the ``m`` mixed rows; a
+    mixed row with nonzero weight on a row of ``z`` holding inf/NaN is non-finite.  Rows
+    of ``z`` used by no participating finite mixed row have no influence.  One thing
+    the Gram form cannot do is resolve a mixed row whose rows lie far apart but mix to
+    a point close to the iterate (e.g. ``m + X`` and ``m − X`` in one group): its
+    distances carry roundoff ``~ ε_mach var_i``, ``var_i = Σ_k A_ik ‖z_k − (AZ)_i‖²``,
+    whatever the center.  So before each update the iteration checks
+    ``var_i <= thr · max(d_i², H²)`` (``thr`` the re-centering threshold above, ``d_i``
+    the row's distance to the iterate); a batch element that fails (such a pair, or the
+    iterate on a mixed row formed from distinct rows) is computed from the formed rows
+    ``A Z`` instead, so the result never depends on that roundoff.
+
     **Implementation.** Every iterate is a convex combination ``y = wᵀZ`` of the rows
     (``w`` starts at the weights of the start above).  With ``G = (Z − c)(Z − c)ᵀ``
     computed once (``n²d``), each iteration is O(n²):
@@ -580,7 +720,8 @@ def geometric_median(
     ----------
     z : array_like, shape ``(..., n, d)``
     mask : None or bool array ``(n,)`` / ``(..., n)``
-        Participating rows; elements with none return zeros.
+        Participating rows; elements with none return zeros.  With ``mix``: ``(m,)`` /
+        ``(..., m)``, over the mixed rows.
     tol : float, default 1e-5
         Relative stopping tolerance (see above), ``tol >= 0``.
     max_iter : int, default 80
@@ -591,6 +732,11 @@ def geometric_median(
     init : {"auto", "mean"}, default "auto"
         Start of the iteration: the better of the mean and the medoid step (above), or
         the mean (DESIGN's original rule).
+    mix : None or array_like, shape ``(m, n)`` or ``(..., m, n)``
+        Take the median of the rows ``mix @ z`` (see "Mixed rows"); leading axes must
+        broadcast to those of ``z``.  Supplied per call (by
+        :func:`byzsim.resampling.resampled`), not a configurable parameter
+        (``geometric_median.call_parameters``).
 
     Returns
     -------
@@ -609,26 +755,41 @@ def geometric_median(
     max_iter = _check_int("max_iter", max_iter, "geometric_median")
     if init not in ("auto", "mean"):
         raise ValueError(f"geometric_median: init must be 'auto' or 'mean', got init = {init!r}")
-    z, wts, m = _prepare(z, mask)
+    if mix is None:
+        z, wts, m = _prepare(z, mask)
+    else:  # the rows are mix @ z, never formed: wts and m refer to them
+        z, mix, wts, m = _prepare_mixed(z, mask, mix)
     if max_iter == 0:
-        return _center(z, wts, m, mask is not None)[1]
-    zo, zs, g, ok, k = _finite_gram(z, wts > 0)
+        return _center(z, _unmix(wts, mix), m, mask is not None or mix is not None)[1]
+    present = wts > 0
+    zo, zs, g, ok, k = _finite_gram(z, present, mix)
+    g, var = _mix_gram(g, mix)
     eps2 = eps * eps
+    eps_s = eps
     if k is not None:  # non-finite rows get weight 0; huge rows were scaled by 2^-k
         wts = ok.astype(z.dtype)
-        eps = np.ldexp(np.asarray(eps, dtype=z.dtype), -k)[..., None]
-        eps2 = eps * eps
+        eps_s = np.ldexp(np.asarray(eps, dtype=z.dtype), -k)[..., None]
+        eps2 = eps_s * eps_s
     mf = wts.sum(axis=-1)
     if init == "mean":
         w = wts / np.maximum(mf, 1.0)[..., None]
     else:
-        w = _weiszfeld_start(g, wts, mf, eps)
-    w = _weiszfeld(zs, g, w, wts, mf, mf > 0, tol, max_iter, eps2)
-    out = _vecmat(w, zo)
+        w = _weiszfeld_start(g, wts, mf, eps_s)
+
+    def gram_at(w):  # Gram matrix of the (mixed) rows centered at the iterate wᵀ(A Zs)
+        return _mix_gram(_gram(zs, _vecmat(_unmix(w, mix), zs)), mix)
+
+    w, unresolved = _weiszfeld(gram_at, g, var, w, wts, mf, mf > 0, tol, max_iter, eps2)
+    out = _vecmat(_unmix(w, mix), zo)
     if k is not None:  # half or more of the participating rows non-finite: no median
         broken = (m > 0) & (2 * (m - mf.astype(m.dtype)) >= m)
         if broken.any():
             out = np.where(broken[..., None], np.nan, out).astype(z.dtype, copy=False)
+    if unresolved is not None and unresolved.any():
+        # mixed rows too spread for the Gram form: form them (non-finite ones as NaN)
+        zm = np.where((present & ~ok)[..., None], np.nan, mix @ zo).astype(z.dtype, copy=False)
+        direct = geometric_median(zm, mask, tol=tol, max_iter=max_iter, eps=eps, init=init)
+        out = np.where(unresolved[..., None], direct, out)
     return out
 
 
@@ -2090,6 +2251,11 @@ def dnc(
 
 
 dnc.max_f = _majority_max_f
+
+# Keyword parameters supplied per call rather than bound from a config
+# (byzsim.registry.keyword_parameters leaves them out): geometric_median takes the
+# mixing matrix of resampling (byzsim.resampling.resampled passes mix=).
+geometric_median.call_parameters = ("mix",)
 
 # Byzantine-count limits of the original rules (used by the simulate layer's f default)
 krum.max_f = lambda n: max(int(n) - 3, 0)

@@ -74,19 +74,24 @@ class Registry(Generic[T]):
 
 
 def keyword_parameters(fn: Callable) -> dict[str, Any]:
-    """The keyword-only parameters of ``fn`` with their defaults (``inspect.Parameter.empty``
-    when required)."""
+    """The configurable keyword-only parameters of ``fn`` with their defaults
+    (``inspect.Parameter.empty`` when required).  Names listed in
+    ``fn.call_parameters`` (if set) are left out: the library supplies them per call
+    (e.g. the ``mix`` of :func:`byzsim.aggregators.geometric_median`)."""
     sig = inspect.signature(fn)
+    per_call = set(getattr(fn, "call_parameters", ()))
     return {
         k: p.default
         for k, p in sig.parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in per_call
     }
 
 
 def bind_parameters(kind: str, name: str, fn: Callable, params: dict[str, Any]) -> Callable:
     """``functools.partial(fn, **params)`` after checking that every key is a keyword-only
-    parameter of ``fn`` and that every required one is given."""
+    parameter of ``fn`` (:func:`keyword_parameters`) and that every required one is given.
+    The attributes of a function ``fn`` (e.g. ``max_f``, ``call_parameters``) are copied
+    to the partial, so the bound callable advertises them too."""
     accepted = keyword_parameters(fn)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
@@ -98,4 +103,7 @@ def bind_parameters(kind: str, name: str, fn: Callable, params: dict[str, Any]) 
     missing = [k for k, d in accepted.items() if d is inspect.Parameter.empty and k not in params]
     if missing:
         raise ValueError(f"{kind} {name!r} needs parameter(s): {', '.join(missing)}")
-    return functools.partial(fn, **params)
+    bound = functools.partial(fn, **params)
+    if inspect.isfunction(fn):  # not __wrapped__ & co: inspect.signature would follow it
+        bound.__dict__.update({k: v for k, v in vars(fn).items() if not k.startswith("__")})
+    return bound

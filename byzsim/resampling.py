@@ -58,6 +58,11 @@ output — a dense ``A @ v`` would spread ``0·inf = NaN`` to every output.  Mea
 ``(30, 7850)``, ``s = 2``, 2-core machine: sparse product 0.35–0.45 ms (the same with
 1 or 2 BLAS threads), gather + mean 0.75–0.8 ms, dense ``A @ v`` 0.25–0.4 ms on a quiet
 machine but 1.5–4 ms with 2 BLAS threads under load; drawing ``idx`` ~6 µs.
+
+An aggregator that takes ``mix`` (the geometric median, see :func:`resampled`) is given
+the dense ``A`` instead of ``ṽ``: it works on the Gram matrix ``A G Aᵀ`` of the
+messages and returns ``(Aᵀw)ᵀ v``, never forming ``A v``; it tracks which resampled rows
+touch a non-finite message itself, so the leak above does not arise.
 """
 
 from __future__ import annotations
@@ -221,7 +226,10 @@ def resampled(aggregate_fn: Callable, s: int) -> Callable:
     ----------
     aggregate_fn : callable ``f(z, mask) -> (..., d)``
         An aggregator with the signature of :mod:`byzsim.aggregators` functions
-        (``z (..., W, d)``, ``mask (W,) bool | None``).
+        (``z (..., W, d)``, ``mask (W,) bool | None``).  If ``"mix"`` is among its
+        ``call_parameters`` (:func:`byzsim.aggregators.geometric_median`, also when bound
+        by ``get_aggregator``), it must accept ``f(z, None, mix=A)`` meaning
+        ``f(A @ z, None)``.
     s : int
         Resampling size, ``s ≥ 1`` (``s ≤ W`` is checked at call time).
 
@@ -229,8 +237,12 @@ def resampled(aggregate_fn: Callable, s: int) -> Callable:
     -------
     aggregate : callable ``aggregate(v, mask, rng) -> (..., d)``
         The gradient family's aggregate.  For ``s ≥ 2`` it draws
-        ``idx = resample_indices(rng, W, s)`` (one ``rng.permutation`` call), forms
-        ``ṽ = resample(v, idx)`` and returns ``aggregate_fn(ṽ, None)``.  For ``s = 1`` it
+        ``idx = resample_indices(rng, W, s)`` (one ``rng.permutation`` call) and returns
+        ``aggregate_fn(ṽ, None)`` for ``ṽ = resample(v, idx)`` — computed as
+        ``aggregate_fn(v, None, mix=averaging_matrix(idx))`` (dense ``(W, W)``, float64;
+        the aggregator casts it) when the aggregator takes ``mix``, so ``ṽ`` is not
+        formed (the geometric median works on the Gram matrix ``A G Aᵀ``: the same
+        computation up to roundoff; see its "Mixed rows").  For ``s = 1`` it
         is exactly ``aggregate_fn(v, mask)``: **no rng is consumed** and ``mask`` is
         passed through (resampling with s = 1 only permutes the messages, which a
         permutation-invariant aggregator ignores).  Leading batch axes of ``v`` share
@@ -246,6 +258,7 @@ def resampled(aggregate_fn: Callable, s: int) -> Callable:
         ``W`` messages present).
     """
     s = _check_s(s)
+    mixes = "mix" in getattr(aggregate_fn, "call_parameters", ())
     if s == 1:
         def aggregate(v, mask, rng):
             return aggregate_fn(v, mask)
@@ -259,6 +272,8 @@ def resampled(aggregate_fn: Callable, s: int) -> Callable:
                 )
             W = np.shape(v)[-2]
             idx = resample_indices(rng, W, s)
+            if mixes:
+                return aggregate_fn(v, None, mix=averaging_matrix(idx))
             return aggregate_fn(resample(v, idx), None)
 
     name = getattr(aggregate_fn, "__name__", type(aggregate_fn).__name__)

@@ -522,7 +522,8 @@ def test_resampled_library_geometric_median():
     v[:3] = 1e4  # Byzantine rows
     out = resampled(geometric_median, 2)(v, None, np.random.default_rng(9))
     vt = resample(v, resample_indices(np.random.default_rng(9), 30, 2))
-    np.testing.assert_array_equal(out, geometric_median(vt, None))
+    # resampled passes mix=A (Gram-space path): equal up to roundoff, not bit for bit
+    np.testing.assert_allclose(out, geometric_median(vt, None), rtol=1e-10, atol=1e-12)
     ref = weiszfeld(vt, iters=2000)
     assert np.linalg.norm(out - ref) <= 1e-3 * max(1.0, np.linalg.norm(ref))
     assert np.linalg.norm(out) < 5.0  # not dragged to the Byzantine point
