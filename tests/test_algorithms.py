@@ -14,7 +14,9 @@ from byzsim.algorithms import (
     SagaEstimator,
     SGDEstimator,
     lp_subgradient,
+    row_set,
     sample_batch,
+    subgradients_of_difference,
 )
 from byzsim.attacks import get_attack
 from byzsim.models import SoftmaxRegression
@@ -33,6 +35,48 @@ def test_lp_subgradient_dual_norm_and_inner_product(p, u):
     g = lp_subgradient(u, p)
     assert np.linalg.norm(g, ord=_dual(p)) <= 1 + 1e-9
     np.testing.assert_allclose(g @ u, np.linalg.norm(u, ord=p), rtol=1e-9, atol=1e-9)
+
+
+def _round_buffers(k, d, dtype=np.float64):
+    return dict(pen=np.empty((k, d), dtype), s=np.empty((k, d), np.int8),
+                gt=np.empty((k, d), bool), lt=np.empty((k, d), bool))
+
+
+@pytest.mark.parametrize("p", P_VALUES)
+@given(
+    a=arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 9)),
+             elements=st.sampled_from([-2.0, -1e-300, 0.0, 1e-300, 0.5, 3.0])),
+    b=arrays(np.float64, st.integers(1, 9), elements=st.sampled_from([-1.0, 0.0, 1e-300, 0.5])),
+)
+def test_round_subgradients_equal_lp_subgradient(p, a, b):
+    """The penalty round's fast path (int8 signs for p = 1, integer column sums) gives
+    exactly ``lp_subgradient(a − b, p)`` and its sum, ties (a = b) and tiny gaps included."""
+    d = min(a.shape[1], b.shape[0])
+    a, b = a[:, :d], b[:d]
+    pen, total = subgradients_of_difference(a, b, p, _round_buffers(*a.shape))
+    ref = lp_subgradient(a - b, p)
+    np.testing.assert_allclose(pen, ref, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(total, ref.sum(axis=0), rtol=1e-12, atol=1e-12)
+    # broadcast the other way (the Byzantine messages: x0 − z_v)
+    pen2, total2 = subgradients_of_difference(b, a, p, _round_buffers(*a.shape))
+    np.testing.assert_allclose(pen2, lp_subgradient(b - a, p), rtol=1e-12, atol=0)
+
+
+def test_round_subgradients_float32_and_many_rows():
+    """int8 signs summed exactly: 40,000 rows of +1 (beyond int16) and float32 output."""
+    a = np.ones((40_000, 3), np.float32)
+    b = np.array([0.0, 1.0, 2.0], np.float32)
+    pen, total = subgradients_of_difference(a, b, 1, _round_buffers(40_000, 3, np.float32))
+    assert pen.dtype == np.float32 and total.dtype == np.float32
+    np.testing.assert_array_equal(total, [40_000, 0, -40_000])
+
+
+def test_row_set_is_a_slice_exactly_when_contiguous():
+    assert row_set(np.array([False, True, True, False])) == slice(1, 3)
+    assert row_set(np.ones(3, bool)) == slice(0, 3)
+    np.testing.assert_array_equal(row_set(np.array([True, False, True])), [0, 2])
+    empty = row_set(np.zeros(3, bool))
+    assert np.zeros((3, 2))[empty].shape == (0, 2)
 
 
 def test_lp_subgradient_hand_values_and_batching():
