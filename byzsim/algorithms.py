@@ -74,7 +74,10 @@ def axpy(a: float, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 # l_p subgradients
 # --------------------------------------------------------------------------------------
 def sign_of_difference(a: np.ndarray, b: np.ndarray, out: np.ndarray, work=None) -> np.ndarray:
-    """``out = sign(a − b)`` (0 where equal) via two comparisons: ``(a > b) − (a < b)``.
+    """``out = sign(a − b)`` (0 where equal or NaN) via two comparisons:
+    ``(a > b) − (a < b)``, subtracted as int8 and cast into ``out``'s dtype (float, or
+    int8 itself: then the signs are 8x smaller than a float array, and their column sum
+    and their cast into a float buffer are each a fraction of one float pass).
 
     Several times faster than ``np.sign(a − b)`` (NumPy's ``sign`` is slow on arrays
     with many zeros, which the penalty family has: coordinates that no gradient moves
@@ -85,7 +88,7 @@ def sign_of_difference(a: np.ndarray, b: np.ndarray, out: np.ndarray, work=None)
     gt, lt = work
     np.greater(a, b, out=gt)
     np.less(a, b, out=lt)
-    return np.subtract(gt, lt, out=out, dtype=out.dtype)
+    return np.subtract(gt.view(np.int8), lt.view(np.int8), out=out)
 
 
 def lp_subgradient(u: np.ndarray, p: float, out: np.ndarray | None = None) -> np.ndarray:
@@ -276,6 +279,15 @@ def _take_rows(A: np.ndarray, rows) -> np.ndarray:
     return A if rows is None else A[rows]
 
 
+def gather_batch(problem: Problem, idx: np.ndarray, rows=None):
+    """The minibatches of the clients ``rows`` (``None`` = all n, a slice or an index
+    array): returns ``ids (k, 1)``, their indices ``idx[rows] (k, b)``, ``Xb (k, b, p')``
+    and ``yb (k, b)``."""
+    ids = _row_ids(rows, problem.n)
+    idx = _take_rows(idx, rows)
+    return ids, idx, problem.X[ids, idx], problem.y[ids, idx]
+
+
 def _put_rows(A: np.ndarray, rows, values: np.ndarray) -> None:
     """Write back rows taken by :func:`_take_rows` (nothing to do for views)."""
     if rows is not None and not isinstance(rows, slice):
@@ -295,9 +307,7 @@ class SGDEstimator:
         """Gradients ``(k, d)`` of the clients ``rows`` (default all n) at ``w`` (``(d,)``
         or the rows' models ``(k, d)``) for their batches ``idx[rows]``."""
         model = self.problem.model
-        ids = _row_ids(rows, self.problem.n)
-        idx = _take_rows(idx, rows)
-        Xb, yb = self.problem.X[ids, idx], self.problem.y[ids, idx]
+        _, idx, Xb, yb = gather_batch(self.problem, idx, rows)
         g = model.grad_from_factors(Xb, model.sample_factors(w, Xb, yb), out=out)
         g /= idx.shape[1]
         return model.add_regularizer_grad(g, w)
@@ -338,11 +348,8 @@ class SagaEstimator:
         (others: computed, table untouched); ``rows``: ``None`` (all n), a slice or an
         index array.  ``out``: optional ``(k, d)`` buffer for ``diff``.
         """
-        X, y = self.problem.X, self.problem.y
-        J = X.shape[1]
-        ids = _row_ids(rows, X.shape[0])
-        idx = _take_rows(idx, rows)
-        Xb, yb = X[ids, idx], y[ids, idx]
+        J = self.problem.J
+        ids, idx, Xb, yb = gather_batch(self.problem, idx, rows)
         new = self.form.sample(w, Xb, yb)
         old = tuple(e[ids, idx] for e in table.entries)
         if active is not None:
@@ -433,19 +440,6 @@ class GradientMethod:
         return state
 
 
-def sign_int8(a: np.ndarray, b: np.ndarray, out: np.ndarray, work) -> np.ndarray:
-    """``out = sign(a − b)`` as ``int8`` (0 where equal or NaN) via two comparisons.
-
-    ``work``: pair of bool buffers shaped like ``out``.  The int8 result is 8x smaller
-    than a float one: its column sum (:func:`column_sum`) and its cast into a float
-    buffer are each a fraction of one float pass.
-    """
-    gt, lt = work
-    np.greater(a, b, out=gt)
-    np.less(a, b, out=lt)
-    return np.subtract(gt.view(np.int8), lt.view(np.int8), out=out)
-
-
 def column_sum(s: np.ndarray, dtype) -> np.ndarray:
     """``Σ_i s_i`` of an int8 ``(k, d)`` array of signs, as ``dtype`` ``(d,)`` (exact:
     accumulated in int16, or int32 for k ≥ 2¹⁵)."""
@@ -458,13 +452,13 @@ def subgradients_of_difference(a: np.ndarray, b: np.ndarray, p: float, buf: dict
     ``b``) into ``buf["pen"]``, and their sum ``(d,)``.
 
     ``buf``: ``(k, d)`` work buffers ``pen`` (float), and for ``p = 1`` ``s`` (int8),
-    ``gt``, ``lt`` (bool).  For p = 1 the signs are formed as int8 (:func:`sign_int8`),
+    ``gt``, ``lt`` (bool).  For p = 1 the signs are formed as int8 (:func:`sign_of_difference`),
     summed exactly as integers and cast once into ``pen``: three cheap passes instead
     of a float subtraction and ``np.sign``.
     """
     pen = buf["pen"]
     if p == 1:
-        s = sign_int8(a, b, buf["s"], (buf["gt"], buf["lt"]))
+        s = sign_of_difference(a, b, buf["s"], (buf["gt"], buf["lt"]))
         np.copyto(pen, s)
         return pen, column_sum(s, pen.dtype)
     lp_subgradient(np.subtract(a, b, out=pen), p, out=pen)

@@ -162,10 +162,10 @@ class SoftmaxRegression(_Classifier):
 
         A shared ``w (d,)`` is one GEMM over all clients' samples; one sample per client
         (``m = 1``) is a batched matrix-vector product."""
-        Wt = np.swapaxes(self._W(w), -1, -2)  # (..., p', C)
+        W = self._W(w)  # (..., C, p')
         if X.shape[-2] == 1 and w.ndim > 1:
-            return np.swapaxes(self._W(w) @ np.swapaxes(X, -1, -2), -1, -2)
-        return _affine(X, Wt)
+            return np.swapaxes(W @ np.swapaxes(X, -1, -2), -1, -2)
+        return _affine(X, np.swapaxes(W, -1, -2))
 
     # -- per-sample gradients -------------------------------------------------------
     #: ``grad_from_factors`` is linear in the factors (lets SAGA subtract factors first).

@@ -42,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from byzsim.aggregators import mean
-from byzsim.algorithms import SagaEstimator
+from byzsim.algorithms import SagaEstimator, gather_batch
 
 
 # --------------------------------------------------------------------------------------
@@ -207,10 +207,7 @@ class SagaNoCorrection:
         return self.inner.init(w)
 
     def __call__(self, table, w, idx, active=None, out=None, rows=None):
-        X, y = self.problem.X, self.problem.y
-        ids = np.arange(X.shape[0])[slice(None) if rows is None else rows][:, None]
-        idx_r = idx[ids[:, 0]]
-        Xb, yb = X[ids, idx_r], y[ids, idx_r]
+        _, _, Xb, yb = gather_batch(self.problem, idx, rows)
         form = self.inner.form
         plain = form.grad_sum(Xb, form.sample(w, Xb, yb)) / idx.shape[1]
         plain = self.problem.model.add_regularizer_grad(plain, w)
