@@ -129,6 +129,18 @@ def init_saga(model, W0, Xi, yi):
     return table, mean
 
 
+def init_tables(model, x, P, holders):
+    """Lists of per-client SAGA tables and means at the model ``x``; ``None`` for the
+    clients where ``holders`` is False."""
+    W0 = x.reshape(model.n_classes, model.n_inputs)
+    table, mean = [], []
+    for i in range(P.n):
+        t, mu = init_saga(model, W0, P.X[i], P.y[i]) if holders[i] else (None, None)
+        table.append(t)
+        mean.append(mu)
+    return table, mean
+
+
 def _check_model(model):
     if type(model).__name__ != "SoftmaxRegression":
         raise ValueError(f"the naive loop supports softmax regression only, got {type(model).__name__}")
@@ -152,16 +164,8 @@ class NaivePenalty:
         self.x = np.array(x0, dtype=np.float64)
         self.models = [self.x.copy() for _ in range(P.n)]
         self.table, self.mean = [], []
-        if self.cfg.estimator == "saga":
-            W0 = self.x.reshape(m.n_classes, m.n_inputs)
-            for i in range(P.n):
-                if P.byzantine[i]:  # Byzantine clients hold no model and no table here
-                    self.table.append(None)
-                    self.mean.append(None)
-                    continue
-                t, mu = init_saga(m, W0, P.X[i], P.y[i])
-                self.table.append(t)
-                self.mean.append(mu)
+        if self.cfg.estimator == "saga":  # Byzantine clients hold no model and no table here
+            self.table, self.mean = init_tables(m, self.x, P, holders=~P.byzantine)
         return self
 
     def step(self, rng):
@@ -229,11 +233,7 @@ class NaiveGradient:
         self.x = np.array(x0, dtype=np.float64)
         self.table, self.mean = [], []
         if self.cfg.estimator == "saga":
-            W0 = self.x.reshape(m.n_classes, m.n_inputs)
-            for i in range(P.n):
-                t, mu = init_saga(m, W0, P.X[i], P.y[i])
-                self.table.append(t)
-                self.mean.append(mu)
+            self.table, self.mean = init_tables(m, self.x, P, holders=np.ones(P.n, bool))
         return self
 
     def step(self, rng):
