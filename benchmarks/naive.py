@@ -109,8 +109,8 @@ def saga_gradient(Wi, Xi, yi, batch, table_i, mean_i, J):
     """SAGA-corrected gradient of one client at its model ``Wi (C, p')`` for the
     ``b = len(batch)`` distinct sample indices ``batch``:
     ``(1/b) Σ_{j∈batch} (∇f_j(Wi) − φ_j) + (1/J) Σ_j φ_j`` with the stored gradients φ
-    *before* the update; then replaces the drawn entries of ``table_i`` and adds the
-    change of their sum, over J, to ``mean_i`` (both in place)."""
+    *before* the update; then replaces the drawn entries of ``table_i`` and adds
+    ``(1/J) Σ_{j∈batch} (∇f_j(Wi) − φ_j)`` to ``mean_i`` (both in place)."""
     diff = np.zeros(mean_i.shape)
     for j in batch:
         x = Xi[j]

@@ -48,7 +48,8 @@ def hand_problem(l2=0.5):
 W_EQUAL = np.array([1.0, 1.0])
 HAND_CASES = [
     # client 0, batch {1, 3}: (x=2, y=0) -> (−1, 1), (x=8, y=1) -> (4, −4); mean (1.5, −1.5)
-    # client 1, batch {0, 4}: (x=3, y=1) -> (1.5, −1.5), (x=7, y=1) -> (3.5, −3.5); mean (2.5, −2.5)
+    # client 1, batch {0, 4}: (x=3, y=1) -> (1.5, −1.5), (x=7, y=1) -> (3.5, −3.5);
+    #           mean (2.5, −2.5)
     ([[1, 3], [0, 4]], [[2.0, -1.0], [3.0, -2.0]], [[3.5, -2.5], [5.5, -4.5]]),
     # b = J: client 0: −(1 + 2 + 16)/2 + (4 + 8)/2 = −3.5 over 5 -> (−0.7, 0.7)
     #        client 1: (3 + 1 + 7)/2 − (2 + 5)/2 = 2 over 5 -> (0.4, −0.4)
@@ -68,7 +69,8 @@ def test_sgd_hand_values(idx, expected, summed):
     est = SGDEstimator(P)
     np.testing.assert_allclose(est(None, W_EQUAL, idx), expected, rtol=1e-15)
     np.testing.assert_allclose(est(None, np.tile(W_EQUAL, (2, 1)), idx), expected, rtol=1e-15)
-    np.testing.assert_allclose(est(None, W_EQUAL, idx, rows=np.array([1])), [expected[1]], rtol=1e-15)
+    one = est(None, W_EQUAL, idx, rows=np.array([1]))
+    np.testing.assert_allclose(one, [expected[1]], rtol=1e-15)
     np.testing.assert_allclose(bv.SgdSumsBatch(P)(None, W_EQUAL, idx), summed, rtol=1e-15)
 
 

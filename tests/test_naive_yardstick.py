@@ -39,11 +39,11 @@ B = dict(
 
 
 FULL = "J"  # batch_size placeholder: every local sample, b = J
-# the mathematical geometric median: a tight tolerance, started at the mean like the naive
-# loop's Weiszfeld (with the sample-duplicating attack and no resampling three rows are
-# exact copies; from the default start byzsim's median then stopped 1.7e-3 from the
-# median's true position 4.7e-3 from those copies, objective 2.8e-7 (relative) too high, at round 14
-# of the SAGA b = 3 run below, tol = 1e-12 and max_iter = 5000 notwithstanding)
+# The mathematical geometric median: a tight tolerance, started at the mean like the
+# naive loop's Weiszfeld.  (With the sample-duplicating attack and no resampling, three
+# rows are exact copies.  From its default start byzsim's median then stopped 1.7e-3
+# from them where the true median is 4.7e-3 away, objective 2.8e-7 (relative) above the
+# minimum, in round 14 of the SAGA b = 3 run below, despite tol 1e-12, max_iter 5000.)
 TIGHT_GM = {"tol": 1e-12, "max_iter": 5000, "init": "mean"}
 
 
@@ -147,7 +147,9 @@ def test_gradient_family_minibatch_same_trajectory(kw, batch_size):
 
 
 @pytest.mark.parametrize("batch_size", [3, FULL], ids=["b3", "bJ"])
-@pytest.mark.parametrize("kw", [dict(RSA_DENSE, participation=0.7), dict(B, method="sgd")], ids=["RSA", "SGD"])
+@pytest.mark.parametrize(
+    "kw", [dict(RSA_DENSE, participation=0.7), dict(B, method="sgd")], ids=["RSA", "SGD"]
+)
 def test_minibatch_trajectory_catches_a_sum_instead_of_the_mean(kw, batch_size):
     """The comparison above, with byzsim's SGD estimator replaced by one that sums the
     batch's gradients: the server models part by more than a tenth of their size."""
