@@ -8,7 +8,12 @@ table per client would need 4.7 GB for workload A), the l1 penalty via ``np.sign
 s-replacement resampling as a loop over groups, and the geometric median as a plain
 Weiszfeld loop on coordinates started at the mean.
 
-Only softmax regression (the papers' model) is supported.
+Only softmax regression (the papers' model) is supported.  Any batch size ``1 ≤ b ≤ J``:
+a client's minibatch gradient is the mean of its b per-sample gradients, SAGA's is
+``(1/b) Σ_{j∈batch} (∇f_j − φ_j) + (1/J) Σ_j φ_j``.  In the gradient family a SAGA
+client that sits out a round (γ < 1) computes no new sample gradient and leaves its
+table untouched; the message an attack may read from it is its table mean (as in
+byzsim).
 
 Random numbers are consumed in **the same order** as byzsim's vectorized
 ``method.step``: participation mask (:func:`byzsim.algorithms.participation_mask`),
@@ -100,20 +105,30 @@ def weiszfeld(points, tol=1e-12, max_iter=5000, eps=1e-8):
 # ------------------------------------------------------------------------------------
 # SAGA for one client: table of residuals (J, C) and the running mean of the table
 # ------------------------------------------------------------------------------------
-def saga_gradient(Wi, Xi, yi, batch, table_i, mean_i, J, update=True):
+def saga_gradient(Wi, Xi, yi, batch, table_i, mean_i, J):
     """SAGA-corrected gradient of one client at its model ``Wi (C, p')`` for the
-    sample indices ``batch``; updates ``table_i`` and ``mean_i`` in place."""
+    ``b = len(batch)`` distinct sample indices ``batch``:
+    ``(1/b) Σ_{j∈batch} (∇f_j(Wi) − φ_j) + (1/J) Σ_j φ_j`` with the stored gradients φ
+    *before* the update; then replaces the drawn entries of ``table_i`` and adds
+    ``(1/J) Σ_{j∈batch} (∇f_j(Wi) − φ_j)`` to ``mean_i`` (both in place)."""
     diff = np.zeros(mean_i.shape)
     for j in batch:
         x = Xi[j]
         r = softmax_residual(Wi, x, yi[j])
         diff += np.outer(r, x).ravel() - np.outer(table_i[j], x).ravel()
-        if update:
-            table_i[j] = r
+        table_i[j] = r
     g = diff / len(batch) + mean_i
-    if update:
-        mean_i += diff / J
+    mean_i += diff / J
     return g
+
+
+def sgd_gradient(Wi, Xi, yi, batch):
+    """Minibatch gradient of one client: the mean of the per-sample gradients over the
+    sample indices ``batch``."""
+    g = np.zeros(Wi.size)
+    for j in batch:
+        g += np.outer(softmax_residual(Wi, Xi[j], yi[j]), Xi[j]).ravel()
+    return g / len(batch)
 
 
 def init_saga(model, W0, Xi, yi):
@@ -184,10 +199,7 @@ class NaivePenalty:
             if cfg.estimator == "saga":
                 g = saga_gradient(Wi, P.X[i], P.y[i], idx[i], self.table[i], self.mean[i], J)
             else:
-                g = np.zeros(m.dim)
-                for j in idx[i]:
-                    g += np.outer(softmax_residual(Wi, P.X[i, j], P.y[i, j]), P.X[i, j]).ravel()
-                g /= len(idx[i])
+                g = sgd_gradient(Wi, P.X[i], P.y[i], idx[i])
             if m.l2:
                 g = g + m.l2 * self.models[i]
             grads[i] = g
@@ -249,13 +261,14 @@ class NaiveGradient:
             if P.byzantine[i] and not need_byz:
                 continue
             on = active is None or active[i]
-            if cfg.estimator == "saga":
-                g = saga_gradient(W, P.X[i], P.y[i], idx[i], self.table[i], self.mean[i], J, update=on)
+            if cfg.estimator == "saga" and not on:
+                # sitting out: table untouched, and the message an attack may read is the
+                # table mean (byzsim's SAGA for an inactive client: no new sample gradients)
+                g = self.mean[i].copy()
+            elif cfg.estimator == "saga":
+                g = saga_gradient(W, P.X[i], P.y[i], idx[i], self.table[i], self.mean[i], J)
             else:
-                g = np.zeros(m.dim)
-                for j in idx[i]:
-                    g += np.outer(softmax_residual(W, P.X[i, j], P.y[i, j]), P.X[i, j]).ravel()
-                g /= len(idx[i])
+                g = sgd_gradient(W, P.X[i], P.y[i], idx[i])
             if m.l2:
                 g = g + m.l2 * self.x
             msgs[i] = g

@@ -29,6 +29,9 @@ SAGA (tests/test_lemmas_paper_b.py, tests/test_lemmas_paper_a.py)
     SagaForgetsMean           never updates the running table mean    unbiasedness, table-mean invariant
     SagaMeanStepByB           mean += diff / b instead of diff / J    unbiasedness (b >= 2), table-mean invariant
     SagaNoCorrection          plain stochastic gradient (table kept)  variance bound, Theorem 1 bound
+SGD (tests/test_estimators.py, tests/test_naive_yardstick.py)
+    SgdSumsBatch              Σ over the batch, no division by b      unbiasedness (b >= 2), hand value,
+                                                                      naive-loop trajectory (b >= 2)
 penalty (tests/test_lemmas_paper_a.py)
     lp_subgradient_l2_normalised   p = 1 subgradient u/‖u‖₂         Theorem 1 ball shrinking with the step
     subgradients_of_difference_l2_normalised  the same, for the round's subgradients
@@ -42,7 +45,7 @@ from __future__ import annotations
 import numpy as np
 
 from byzsim.aggregators import mean
-from byzsim.algorithms import SagaEstimator, gather_batch
+from byzsim.algorithms import SagaEstimator, SGDEstimator, gather_batch
 
 
 # --------------------------------------------------------------------------------------
@@ -216,6 +219,20 @@ class SagaNoCorrection:
             out[...] = plain
             return out
         return plain
+
+
+# --------------------------------------------------------------------------------------
+# SGD
+# --------------------------------------------------------------------------------------
+class SgdSumsBatch(SGDEstimator):
+    """Minibatch SGD that returns ``Σ_{j∈batch} ∇f_{w,j}(w)`` (+ l2 w): the division by
+    the batch size b is forgotten.  Identical to the library at b = 1."""
+
+    def __call__(self, table, w, idx, active=None, out=None, rows=None):
+        model = self.problem.model
+        _, _, Xb, yb = gather_batch(self.problem, idx, rows)
+        g = model.grad_from_factors(Xb, model.sample_factors(w, Xb, yb), out=out)
+        return model.add_regularizer_grad(g, w)
 
 
 # --------------------------------------------------------------------------------------
