@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from byzsim.data import load_mnist
-from byzsim.partition import PARTITIONS, by_class, draw_byzantine, iid, partition, unbalanced
+from byzsim.partition import PARTITIONS, draw_byzantine, partition
 
 
 def _data(N: int, C: int, p: int = 3, seed: int = 0, counts=None):
@@ -43,7 +43,7 @@ def mnist():
 
 
 def test_registry():
-    assert PARTITIONS.names() == ["by_class", "iid", "unbalanced"]
+    assert PARTITIONS.names() == ["by_class", "dirichlet", "iid", "quantity_skew", "unbalanced"]
 
 
 # --------------------------------------------------------------------------- iid
@@ -68,7 +68,7 @@ def test_iid_shapes_disjoint_deterministic():
 def test_iid_samples_per_client_too_large():
     X, y = _data(50, 2)
     with pytest.raises(ValueError, match=r"samples_per_client=6 is too large: at most 5"):
-        iid(X, y, 10, np.zeros(10, bool), np.random.default_rng(0), samples_per_client=6)
+        partition("iid", X, y, 10, np.zeros(10, bool), np.random.default_rng(0), samples_per_client=6)
 
 
 def test_float32_input_gives_float64():
@@ -95,7 +95,7 @@ def test_by_class_layout():
 def test_by_class_uses_sorted_distinct_labels():
     X, y = _data(0, 3, counts=[10, 10, 10])
     y = np.array([2, 5, 9])[y]
-    _, yc = by_class(X, y, 3, np.zeros(3, bool), np.random.default_rng(0))
+    _, yc = partition("by_class", X, y, 3, np.zeros(3, bool), np.random.default_rng(0))
     assert yc[:, 0].tolist() == [2, 5, 9]
 
 
@@ -150,7 +150,7 @@ def test_unbalanced_byzantine_rows_are_filler():
     X, y = _data(600, 3)
     byz = np.zeros(6, bool)
     byz[[0, 3]] = True
-    Xc, yc = unbalanced(X, y, 6, byz, np.random.default_rng(5))
+    Xc, yc = partition("unbalanced", X, y, 6, byz, np.random.default_rng(5))
     ids = _ids(Xc)
     # regular clients use each sample at most once; the filler is drawn with
     # replacement from the whole set, so it overlaps the regular clients' samples
@@ -174,9 +174,9 @@ def test_unbalanced_errors():
     with pytest.raises(ValueError, match="concentration must be a number > 0, got 0"):
         partition("unbalanced", X, y, 4, np.zeros(4, bool), rng, concentration=0)
     with pytest.raises(ValueError, match="at least one regular client"):
-        unbalanced(X, y, 2, np.ones(2, bool), rng)
+        partition("unbalanced", X, y, 2, np.ones(2, bool), rng)
     with pytest.raises(ValueError, match="at most 33"):
-        unbalanced(X, y, 4, np.array([1, 0, 0, 0], bool), rng, samples_per_client=34)
+        partition("unbalanced", X, y, 4, np.array([1, 0, 0, 0], bool), rng, samples_per_client=34)
 
 
 def test_unbalanced_mnist(mnist):
@@ -199,7 +199,7 @@ def test_unbalanced_mnist(mnist):
 def test_partition_validation():
     X, y = _data(40, 2)
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match="valid choices: by_class, iid, unbalanced"):
+    with pytest.raises(ValueError, match="valid choices: by_class, dirichlet, iid, quantity_skew, unbalanced"):
         partition("idd", X, y, 4, np.zeros(4, bool), rng)
     with pytest.raises(ValueError, match="valid parameters: samples_per_client"):
         partition("iid", X, y, 4, np.zeros(4, bool), rng, concentration=1.0)
@@ -274,9 +274,9 @@ def test_iid_invariants(setup):
     X, y, n, byz, rng, seed = setup
     if X.shape[0] < n:
         with pytest.raises(ValueError):
-            iid(X, y, n, byz, rng)
+            partition("iid", X, y, n, byz, rng)
         return
-    Xc, yc = iid(X, y, n, byz, rng)
+    Xc, yc = partition("iid", X, y, n, byz, rng)
     _check_common(X, y, Xc, yc, n)
     assert Xc.shape[1] == X.shape[0] // n
     assert _no_reuse(_ids(Xc))
@@ -289,9 +289,9 @@ def test_by_class_invariants(setup, per_class):
     n = per_class * C
     if np.bincount(y).min() < per_class:
         with pytest.raises(ValueError, match="not enough samples"):
-            by_class(X, y, n, np.zeros(n, bool), rng)
+            partition("by_class", X, y, n, np.zeros(n, bool), rng)
         return
-    Xc, yc = by_class(X, y, n, np.zeros(n, bool), rng)
+    Xc, yc = partition("by_class", X, y, n, np.zeros(n, bool), rng)
     _check_common(X, y, Xc, yc, n)
     assert Xc.shape[1] == np.bincount(y).min() // per_class
     assert (yc == (np.arange(n) // per_class)[:, None]).all()
@@ -305,13 +305,13 @@ def test_unbalanced_invariants(setup, concentration, j_seed):
     J_max = X.shape[0] // r
     if J_max < 1:
         with pytest.raises(ValueError):
-            unbalanced(X, y, n, byz, rng)
+            partition("unbalanced", X, y, n, byz, rng)
         return
     J = 1 + j_seed % J_max
-    Xc, yc = unbalanced(X, y, n, byz, rng, concentration=concentration, samples_per_client=J)
+    Xc, yc = partition("unbalanced", X, y, n, byz, rng, concentration=concentration, samples_per_client=J)
     _check_common(X, y, Xc, yc, n)
     assert Xc.shape[1] == J
     assert _no_reuse(_ids(Xc[~byz]))
     # default J = N // r uses (almost) the whole training set among the regular clients
-    Xd, _ = unbalanced(X, y, n, byz, np.random.default_rng(seed), concentration=concentration)
+    Xd, _ = partition("unbalanced", X, y, n, byz, np.random.default_rng(seed), concentration=concentration)
     assert Xd.shape[1] == J_max and _no_reuse(_ids(Xd[~byz]))
