@@ -703,12 +703,12 @@ def _draw_dirichlet_counts(rng: np.random.Generator, totals: np.ndarray, n_clien
     )
 
 
-def _check_dirichlet_params(y, n_clients, byzantine, rng, beta, min_size, max_redraws):
+def _check_dirichlet_params(name, y, n_clients, byzantine, rng, beta, min_size, max_redraws):
     _check_labels(y, n_clients, byzantine, rng)
-    beta = _check_positive("beta", beta, "the Dirichlet concentration: 0.1 = strong skew, "
-                                         "100 = close to iid")
-    min_size = _check_count("min_size", min_size, 1, None, " (a client needs a sample)")
-    max_redraws = _check_count("max_redraws", max_redraws, 1, None)
+    beta = _check_positive(f"{name}: beta", beta, "the Dirichlet concentration: 0.1 = strong "
+                                                  "skew, 100 = close to iid")
+    min_size = _check_count(f"{name}: min_size", min_size, 1, None, " (a client needs a sample)")
+    max_redraws = _check_count(f"{name}: max_redraws", max_redraws, 1, None)
     return beta, min_size, max_redraws
 
 
@@ -742,7 +742,7 @@ def dirichlet(y, n_clients, byzantine, rng, *, beta: float = 0.5, min_size: int 
     dropped or used twice. Each client's samples are in random order.
     """
     beta, min_size, max_redraws = _check_dirichlet_params(
-        y, n_clients, byzantine, rng, beta, min_size, max_redraws)
+        "dirichlet", y, n_clients, byzantine, rng, beta, min_size, max_redraws)
     classes, counts, members = _class_groups(y)
     K = _draw_dirichlet_counts(rng, counts, n_clients, beta, min_size, max_redraws, "dirichlet")
     owners = np.concatenate([np.repeat(np.arange(n_clients), K[c]) for c in range(len(classes))])
@@ -769,7 +769,7 @@ def quantity_skew(y, n_clients, byzantine, rng, *, beta: float = 0.5, min_size: 
     no sample dropped or used twice).
     """
     beta, min_size, max_redraws = _check_dirichlet_params(
-        y, n_clients, byzantine, rng, beta, min_size, max_redraws)
+        "quantity_skew", y, n_clients, byzantine, rng, beta, min_size, max_redraws)
     N = y.shape[0]
     sizes = _draw_dirichlet_counts(rng, np.array([N]), n_clients, beta, min_size, max_redraws,
                                    "quantity_skew")[0]
