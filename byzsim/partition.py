@@ -20,7 +20,10 @@ Padding sits at the end of each client's block, so ``mask = arange(J_max) < coun
 None]`` marks the real rows, and drawing a sample of client ``w`` is ``X[w, j]`` with
 ``j`` uniform in ``[0, J_w)``: one gather for all clients, no loop over clients. The
 price is memory: the padded array is ``n J_max / N`` times the size of the data it
-holds, 1 for the equal-size partitions. Client ``k`` is row ``k``; the Byzantine mask
+holds. That ratio is 1 for the equal-size partitions; on MNIST over 30 clients
+(seed 0) it is 1.12 for ``by_class`` with ``truncate=False``, 1.77 for ``dirichlet``
+with ``beta=0.5`` (J_w from 765 to 3547) and 3.63 for ``quantity_skew`` with
+``beta=0.5`` (J_w from 15 to 7262). Client ``k`` is row ``k``; the Byzantine mask
 ``(n,) bool`` is chosen by the caller (:func:`draw_byzantine`) and passed in.
 
 Two front doors:
