@@ -114,7 +114,7 @@ class Assignment(NamedTuple):
         return cls(idx, np.full(idx.shape[0], idx.shape[1], dtype=np.int64))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compare them with numpy, not ==
 class ClientData:
     """Ragged client data, stacked and padded (the module docstring states the contract).
 
