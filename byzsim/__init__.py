@@ -18,7 +18,7 @@ from .attacks import ATTACKS, apply_attack, get_attack
 from .config import METHODS, Config, make_config
 from .data import DATASETS, Dataset, DataError, load_dataset
 from .models import MLP, MODELS, SoftmaxRegression, make_model
-from .partition import PARTITIONS, draw_byzantine, partition
+from .partition import PARTITIONS, ClientData, class_counts, draw_byzantine, partition, partition_clients
 from .registry import Registry, UnknownNameError
 from .simulate import RunResult, build_problem, run
 

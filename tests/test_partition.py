@@ -1,6 +1,12 @@
-"""Partitions: shapes, disjointness, class layouts, determinism, validation."""
+"""Partitions: shapes, disjointness, class layouts, determinism, validation.
+
+The ragged layout (ClientData, counts, padding) and the invariants of the ragged
+partitions under random inputs are in test_ragged.py.
+"""
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pytest
@@ -8,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from byzsim.data import load_mnist
-from byzsim.partition import PARTITIONS, by_class, draw_byzantine, iid, partition, unbalanced
+from byzsim.partition import PARTITIONS, class_counts, draw_byzantine, partition, partition_clients
 
 
 def _data(N: int, C: int, p: int = 3, seed: int = 0, counts=None):
@@ -43,7 +49,87 @@ def mnist():
 
 
 def test_registry():
-    assert PARTITIONS.names() == ["by_class", "iid", "unbalanced"]
+    assert PARTITIONS.names() == ["by_class", "dirichlet", "iid", "quantity_skew", "unbalanced"]
+
+
+# --------------------------------------------------------------------------- equal sizes unchanged
+# Reference values computed with the partitions as they were before the ragged layout
+# (client arrays built straight from an (n, J) index matrix): the engine and the stored
+# results rely on the equal-size partitions giving bit-identical arrays for a seed.
+
+
+def _digest(Xc: np.ndarray, yc: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(Xc).tobytes())
+    h.update(np.ascontiguousarray(yc).tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_equal_size_partitions_unchanged_small():
+    X, y = _data(20, 2)
+    Xc, _ = partition("iid", X, y, 4, np.zeros(4, bool), np.random.default_rng(0))
+    assert _ids(Xc).tolist() == [[4, 19, 6, 2, 13], [16, 3, 11, 10, 8], [0, 12, 7, 5, 18],
+                                 [17, 14, 9, 1, 15]]
+    X, y = _data(0, 2, counts=[7, 5])
+    Xc, _ = partition("by_class", X, y, 4, np.zeros(4, bool), np.random.default_rng(0))
+    assert _ids(Xc).tolist() == [[4, 7], [6, 11], [10, 2], [5, 0]]
+    X, y = _data(24, 3)
+    Xc, _ = partition("unbalanced", X, y, 4, np.array([False, True, False, False]),
+                      np.random.default_rng(0), concentration=0.5)
+    assert _ids(Xc).tolist() == [[16, 4, 5, 14, 7, 21, 15, 9], [14, 12, 8, 18, 9, 7, 21, 6],
+                                 [18, 20, 11, 6, 13, 17, 22, 19], [23, 8, 12, 1, 0, 2, 10, 3]]
+
+
+def _reference_cases():
+    X1, y1 = _data(103, 4)
+    byz1 = np.zeros(10, bool)
+    byz1[[1, 7]] = True
+    X2, y2 = _data(0, 3, counts=[40, 31, 50])
+    X3, y3 = _data(2000, 5)
+    byz3 = draw_byzantine(12, 2, np.random.default_rng(1))
+    return [
+        ("iid", X1, y1, 10, byz1, 3, {}, "3497c3e263aab6a0"),
+        ("iid", X1, y1, 10, byz1, 3, {"samples_per_client": 4}, "d36c7a29242a4e25"),
+        ("by_class", X2, y2, 6, np.zeros(6, bool), 0, {}, "9ac8136995ec6591"),
+        ("unbalanced", X3, y3, 12, byz3, 2, {}, "d4b32e5805ab3a22"),
+        ("unbalanced", X3, y3, 12, byz3, 2, {"concentration": 0.5, "samples_per_client": 100},
+         "0c53fd69133af840"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_equal_size_partitions_unchanged_digest(case):
+    name, X, y, n, byz, seed, params, digest = _reference_cases()[case]
+    Xc, yc = partition(name, X, y, n, byz, np.random.default_rng(seed), **params)
+    assert _digest(Xc, yc) == digest
+    # partition_clients gives the same arrays, with every count equal to J
+    cd = partition_clients(name, X, y, n, byz, np.random.default_rng(seed), **params)
+    assert _digest(cd.X, cd.y) == digest
+    assert cd.equal_sizes and (cd.counts == Xc.shape[1]).all() and cd.counts.dtype == np.int64
+
+
+def test_equal_size_partitions_unchanged_mnist(mnist):
+    X, y = mnist.X_train, mnist.y_train
+    out = partition("by_class", X, y, 30, draw_byzantine(30, 3, None, indices=range(3)),
+                    np.random.default_rng(0))
+    assert _digest(*out) == "504050405833adf3"
+    out = partition("unbalanced", X, y, 25, draw_byzantine(25, 5, np.random.default_rng(0)),
+                    np.random.default_rng(1))
+    assert _digest(*out) == "5f0c80598f6983fa"
+    out = partition("iid", X, y, 30, np.zeros(30, bool), np.random.default_rng(2))
+    assert _digest(*out) == "599df5c3492e772f"
+
+
+def test_partition_refuses_ragged_before_any_draw():
+    X, y = _data(0, 2, counts=[7, 5])
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    for name, params in [("dirichlet", {}), ("quantity_skew", {"beta": 2.0}),
+                         ("by_class", {"truncate": False})]:
+        with pytest.raises(ValueError, match=rf"partition '{name}'.*unequal numbers of samples.*"
+                                             r"use partition_clients\(\)"):
+            partition(name, X, y, 2, np.zeros(2, bool), rng, **params)
+    assert rng.bit_generator.state == state  # nothing was drawn
 
 
 # --------------------------------------------------------------------------- iid
@@ -68,7 +154,7 @@ def test_iid_shapes_disjoint_deterministic():
 def test_iid_samples_per_client_too_large():
     X, y = _data(50, 2)
     with pytest.raises(ValueError, match=r"samples_per_client=6 is too large: at most 5"):
-        iid(X, y, 10, np.zeros(10, bool), np.random.default_rng(0), samples_per_client=6)
+        partition("iid", X, y, 10, np.zeros(10, bool), np.random.default_rng(0), samples_per_client=6)
 
 
 def test_float32_input_gives_float64():
@@ -95,7 +181,7 @@ def test_by_class_layout():
 def test_by_class_uses_sorted_distinct_labels():
     X, y = _data(0, 3, counts=[10, 10, 10])
     y = np.array([2, 5, 9])[y]
-    _, yc = by_class(X, y, 3, np.zeros(3, bool), np.random.default_rng(0))
+    _, yc = partition("by_class", X, y, 3, np.zeros(3, bool), np.random.default_rng(0))
     assert yc[:, 0].tolist() == [2, 5, 9]
 
 
@@ -112,6 +198,125 @@ def test_by_class_mnist_paper_b_layout(mnist):
     assert Xc.shape == (50, 5421 // 5, 1)
     assert set(np.unique(yc[~byz])) == set(range(2, 10))  # classes 0, 1 vanish
     assert _no_reuse(_ids(Xc))
+
+
+def test_by_class_untruncated_mnist_drops_nothing(mnist):
+    """Paper B's text: every three workers evenly share the data of one class."""
+    y = mnist.y_train
+    byz = draw_byzantine(30, 3, None, indices=range(3))
+    ids = np.arange(60000.0)[:, None]
+    cd = partition_clients("by_class", ids, y, 30, byz, np.random.default_rng(0), truncate=False)
+    cd.validate(10)
+    used = _ids(cd.X)[cd.mask]
+    assert np.array_equal(np.sort(used), np.arange(60000))  # every sample, once
+    n_c = np.bincount(y)
+    K = class_counts(cd, 10)
+    np.testing.assert_array_equal(K.sum(axis=0), n_c)
+    # class c on clients 3c..3c+2 only, in shares n_c // 3 or n_c // 3 + 1, larger first
+    expect = np.zeros((30, 10), np.int64)
+    for c in range(10):
+        expect[3 * c: 3 * c + 3, c] = n_c[c] // 3 + (np.arange(3) < n_c[c] % 3)
+    np.testing.assert_array_equal(K, expect)
+    assert cd.counts.min() == 5421 // 3 and cd.J_max == -(-6742 // 3)  # 1807 .. 2248
+    # the truncated split drops 9.7 % of MNIST
+    Xt, _ = partition("by_class", ids, y, 30, byz, np.random.default_rng(0))
+    assert Xt.shape[:2] == (30, 1807) and round(1 - 30 * 1807 / 60000, 3) == 0.097
+
+
+def test_by_class_untruncated_errors():
+    X, y = _data(0, 2, counts=[7, 2])
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"leave a client with no sample: class 1 has 2 samples "
+                                         r"for n_clients/C = 3"):
+        partition_clients("by_class", X, y, 6, np.zeros(6, bool), rng, truncate=False)
+    with pytest.raises(ValueError, match=r"samples_per_client=2 .* leave it unset"):
+        partition_clients("by_class", X, y, 2, np.zeros(2, bool), rng, truncate=False,
+                          samples_per_client=2)
+    with pytest.raises(ValueError, match="truncate must be true or false, got 'no'"):
+        partition_clients("by_class", X, y, 2, np.zeros(2, bool), rng, truncate="no")
+
+
+# --------------------------------------------------------------------------- dirichlet, quantity skew
+
+
+def test_dirichlet_mnist_label_skew(mnist):
+    y = mnist.y_train
+    ids = np.arange(60000.0)[:, None]
+
+    def split(beta, seed=0):
+        cd = partition_clients("dirichlet", ids, y, 30, np.zeros(30, bool),
+                               np.random.default_rng(seed), beta=beta)
+        cd.validate(10)
+        assert np.array_equal(np.sort(_ids(cd.X)[cd.mask]), np.arange(60000))  # none dropped
+        K = class_counts(cd, 10)
+        np.testing.assert_array_equal(K.sum(axis=0), np.bincount(y))
+        assert cd.counts.min() >= 10  # the default min_size
+        return cd, K
+
+    skews = []
+    for beta in (0.1, 1.0, 100.0):
+        cd, K = split(beta)
+        skews.append((K.max(axis=1) / K.sum(axis=1)).mean())  # share of a client's top class
+    assert skews[0] > 0.5 > skews[1] > skews[2]
+    assert skews[2] < 0.2  # beta = 100: close to iid (top class ~ 1/10)
+    cd, _ = split(0.5)
+    assert cd.counts.max() > 1.5 * cd.counts.min()  # unequal sizes
+    cd2, _ = split(0.5)
+    np.testing.assert_array_equal(cd.X, cd2.X)  # same seed, same split
+    cd3, _ = split(0.5, seed=1)
+    assert not np.array_equal(cd.counts, cd3.counts)
+
+
+def test_dirichlet_byzantine_clients_hold_data():
+    X, y = _data(600, 3)
+    byz = np.array([True, False, False, True, False])
+    cd = partition_clients("dirichlet", X, y, 5, byz, np.random.default_rng(0), beta=1.0)
+    assert (cd.counts[byz] >= 10).all()
+    assert np.unique(_ids(cd.X)[cd.mask]).size == 600  # Byzantine rows are real, distinct samples
+
+
+def test_quantity_skew_sizes_unequal_labels_follow_the_data(mnist):
+    y = mnist.y_train
+    cd = partition_clients("quantity_skew", np.arange(60000.0)[:, None], y, 10, np.zeros(10, bool),
+                           np.random.default_rng(0), beta=0.5)
+    cd.validate(10)
+    assert np.array_equal(np.sort(_ids(cd.X)[cd.mask]), np.arange(60000))
+    assert cd.counts.max() > 3 * cd.counts.min()
+    K = class_counts(cd, 10)
+    big = cd.counts >= 1000
+    # a uniform subset of >= 1000 samples: every class share within 0.04 of the data's
+    assert np.abs(K[big] / cd.counts[big, None] - np.bincount(y) / 60000).max() < 0.04
+
+
+@pytest.mark.parametrize("name", ["dirichlet", "quantity_skew"])
+@pytest.mark.parametrize("params, match", [
+    ({"beta": 0}, r"beta must be a finite number > 0 \(the Dirichlet concentration.*got 0"),
+    ({"beta": -0.5}, "beta must be a finite number > 0 .*got -0.5"),
+    ({"beta": float("nan")}, "beta must be a finite number > 0 .*got nan"),
+    ({"beta": float("inf")}, "beta must be a finite number > 0 .*got inf"),
+    ({"beta": True}, "beta must be a finite number > 0 .*got True"),
+    ({"beta": "1"}, "beta must be a finite number > 0 .*got '1'"),
+    ({"min_size": 0}, r"min_size must be an integer >= 1 \(a client needs a sample\), got 0"),
+    ({"min_size": 2.5}, "min_size must be an integer >= 1 .*got 2.5"),
+    ({"max_redraws": 0}, "max_redraws must be an integer >= 1, got 0"),
+    ({"min_size": 13}, r"min_size=13 cannot hold: n_clients \* min_size = 8 \* 13 = 104 > N = 100"),
+])
+def test_dirichlet_family_bad_input(name, params, match):
+    X, y = _data(100, 4)
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    with pytest.raises(ValueError, match=rf"{name}: {match}"):
+        partition_clients(name, X, y, 8, np.zeros(8, bool), rng, **params)
+    assert rng.bit_generator.state == state  # refused before any draw
+
+
+@pytest.mark.parametrize("name", ["dirichlet", "quantity_skew"])
+def test_dirichlet_family_min_size_unreachable(name):
+    X, y = _data(100, 4)
+    with pytest.raises(ValueError, match=rf"{name}: none of max_redraws=5 draws with beta=0.01 gave "
+                                         r"every one of the 10 clients at least min_size=10 samples"):
+        partition_clients(name, X, y, 10, np.zeros(10, bool), np.random.default_rng(0),
+                          beta=0.01, min_size=10, max_redraws=5)
 
 
 # --------------------------------------------------------------------------- unbalanced
@@ -150,7 +355,7 @@ def test_unbalanced_byzantine_rows_are_filler():
     X, y = _data(600, 3)
     byz = np.zeros(6, bool)
     byz[[0, 3]] = True
-    Xc, yc = unbalanced(X, y, 6, byz, np.random.default_rng(5))
+    Xc, yc = partition("unbalanced", X, y, 6, byz, np.random.default_rng(5))
     ids = _ids(Xc)
     # regular clients use each sample at most once; the filler is drawn with
     # replacement from the whole set, so it overlaps the regular clients' samples
@@ -174,9 +379,9 @@ def test_unbalanced_errors():
     with pytest.raises(ValueError, match="concentration must be a number > 0, got 0"):
         partition("unbalanced", X, y, 4, np.zeros(4, bool), rng, concentration=0)
     with pytest.raises(ValueError, match="at least one regular client"):
-        unbalanced(X, y, 2, np.ones(2, bool), rng)
+        partition("unbalanced", X, y, 2, np.ones(2, bool), rng)
     with pytest.raises(ValueError, match="at most 33"):
-        unbalanced(X, y, 4, np.array([1, 0, 0, 0], bool), rng, samples_per_client=34)
+        partition("unbalanced", X, y, 4, np.array([1, 0, 0, 0], bool), rng, samples_per_client=34)
 
 
 def test_unbalanced_mnist(mnist):
@@ -199,7 +404,7 @@ def test_unbalanced_mnist(mnist):
 def test_partition_validation():
     X, y = _data(40, 2)
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match="valid choices: by_class, iid, unbalanced"):
+    with pytest.raises(ValueError, match="valid choices: by_class, dirichlet, iid, quantity_skew, unbalanced"):
         partition("idd", X, y, 4, np.zeros(4, bool), rng)
     with pytest.raises(ValueError, match="valid parameters: samples_per_client"):
         partition("iid", X, y, 4, np.zeros(4, bool), rng, concentration=1.0)
@@ -274,9 +479,9 @@ def test_iid_invariants(setup):
     X, y, n, byz, rng, seed = setup
     if X.shape[0] < n:
         with pytest.raises(ValueError):
-            iid(X, y, n, byz, rng)
+            partition("iid", X, y, n, byz, rng)
         return
-    Xc, yc = iid(X, y, n, byz, rng)
+    Xc, yc = partition("iid", X, y, n, byz, rng)
     _check_common(X, y, Xc, yc, n)
     assert Xc.shape[1] == X.shape[0] // n
     assert _no_reuse(_ids(Xc))
@@ -289,9 +494,9 @@ def test_by_class_invariants(setup, per_class):
     n = per_class * C
     if np.bincount(y).min() < per_class:
         with pytest.raises(ValueError, match="not enough samples"):
-            by_class(X, y, n, np.zeros(n, bool), rng)
+            partition("by_class", X, y, n, np.zeros(n, bool), rng)
         return
-    Xc, yc = by_class(X, y, n, np.zeros(n, bool), rng)
+    Xc, yc = partition("by_class", X, y, n, np.zeros(n, bool), rng)
     _check_common(X, y, Xc, yc, n)
     assert Xc.shape[1] == np.bincount(y).min() // per_class
     assert (yc == (np.arange(n) // per_class)[:, None]).all()
@@ -305,13 +510,13 @@ def test_unbalanced_invariants(setup, concentration, j_seed):
     J_max = X.shape[0] // r
     if J_max < 1:
         with pytest.raises(ValueError):
-            unbalanced(X, y, n, byz, rng)
+            partition("unbalanced", X, y, n, byz, rng)
         return
     J = 1 + j_seed % J_max
-    Xc, yc = unbalanced(X, y, n, byz, rng, concentration=concentration, samples_per_client=J)
+    Xc, yc = partition("unbalanced", X, y, n, byz, rng, concentration=concentration, samples_per_client=J)
     _check_common(X, y, Xc, yc, n)
     assert Xc.shape[1] == J
     assert _no_reuse(_ids(Xc[~byz]))
     # default J = N // r uses (almost) the whole training set among the regular clients
-    Xd, _ = unbalanced(X, y, n, byz, np.random.default_rng(seed), concentration=concentration)
+    Xd, _ = partition("unbalanced", X, y, n, byz, np.random.default_rng(seed), concentration=concentration)
     assert Xd.shape[1] == J_max and _no_reuse(_ids(Xd[~byz]))
