@@ -49,7 +49,7 @@ def _progress_enabled(a) -> bool:
 
 
 def _store(a):
-    from .store import Store
+    from .runs.store import Store
 
     store = Store(a.store)
     store.clean_stale()
@@ -64,8 +64,8 @@ def _err(msg: str) -> None:
 
 
 def cmd_run(a) -> int:
-    from .store import Store
-    from .sweep import Progress, execute, load_entries
+    from .runs.store import Store
+    from .runs.execute import Progress, execute, load_entries
 
     files, overrides = _split_inputs(a.inputs)
     entries, _ = load_entries(files, overrides)
@@ -90,7 +90,7 @@ def cmd_run(a) -> int:
         cols, diverged, div_round = stored.columns(), stored.diverged, stored.diverged_round
         where = f"{stored.path}" + (" (stored before; --force reruns)" if report.skipped else "")
     if a.csv:
-        from .store import atomic_write_text, format_metrics_csv
+        from .runs.store import atomic_write_text, format_metrics_csv
 
         atomic_write_text(Path(a.csv), format_metrics_csv(cols))
     if not a.quiet:
@@ -106,8 +106,8 @@ def cmd_run(a) -> int:
 
 
 def cmd_sweep(a) -> int:
-    from .experiment import report_failures
-    from .sweep import Progress, default_sweep_name, execute, load_entries
+    from .runs.spec import report_failures
+    from .runs.execute import Progress, default_sweep_name, execute, load_entries
 
     files, overrides = _split_inputs(a.inputs)
     entries, info = load_entries(files, overrides)
@@ -149,8 +149,8 @@ def _describe(e) -> str:
 
 
 def _print_plan(entries, store) -> None:
-    from .experiment import derive_labels
-    from .store import canonical_config
+    from .runs.spec import derive_labels
+    from .runs.store import canonical_config
 
     labels = derive_labels([canonical_config(e.config) for e in entries])
     for e, (panel, line) in zip(entries, labels):
@@ -166,10 +166,10 @@ def _print_plan(entries, store) -> None:
 
 
 def cmd_figure(a) -> int:
-    from .experiment import derive_labels, rows_from_store, write_csv
-    from .plots import plot_panels, save_figure
-    from .store import canonical_config
-    from .sweep import RunEntry, default_sweep_name, load_entries
+    from .runs.spec import derive_labels, rows_from_store, write_csv
+    from .runs.plots import plot_panels, save_figure
+    from .runs.store import canonical_config
+    from .runs.execute import RunEntry, default_sweep_name, load_entries
 
     store = _store(a)
     files, overrides = _split_inputs(a.inputs)
@@ -258,7 +258,7 @@ def catalogue() -> dict[str, Any]:
     from .data import DATASETS
     from .models import MODELS
     from .partition import PARTITIONS
-    from .sweep import component_parameters
+    from .runs.execute import component_parameters
 
     def params(obj):
         return {k: (None if d is inspect.Parameter.empty else d) for k, d in component_parameters(obj).items()}
@@ -459,8 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .store import StoreError
-    from .sweep import SweepError, SweepInterrupted
+    from .runs.store import StoreError
+    from .runs.execute import SweepError, SweepInterrupted
 
     ap = build_parser()
     a = ap.parse_args(argv)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from byzsim.cli import build_parser, main
-from byzsim.store import FORMAT_VERSION, Store
+from byzsim.runs.store import FORMAT_VERSION, Store
 
 SMALL = ["method=rsa", "dataset=synthetic", "dataset_params.n_samples=400", "dataset_params.n_test=100",
          "n_clients=6", "n_byzantine=1", "attack=gaussian", "attack_params.std=10", "rounds=30", "eval_every=10"]

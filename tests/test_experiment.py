@@ -6,9 +6,9 @@ import math
 import pytest
 
 from byzsim.cli import main as cli_main
-from byzsim.experiment import derive_labels, load_spec, main, parse_spec, run_spec
-from byzsim.store import Store, canonical_config
-from byzsim.sweep import load_entries
+from byzsim.runs.spec import derive_labels, load_spec, main, parse_spec, run_spec
+from byzsim.runs.store import Store, canonical_config
+from byzsim.runs.execute import load_entries
 
 SPEC = """
 figure = "tiny"

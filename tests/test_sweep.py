@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from byzsim.store import Store, config_key
-from byzsim.sweep import (
+from byzsim.runs.store import Store, config_key
+from byzsim.runs.execute import (
     OverrideError, Progress, RunEntry, SweepError, entries_from_dicts, execute, expand_grid,
     load_entries, parse_override, parse_value, set_path,
 )
@@ -22,7 +22,7 @@ BASE = dict(
 
 
 def grid(**over):
-    from byzsim.sweep import parse_overrides
+    from byzsim.runs.execute import parse_overrides
 
     ovs = parse_overrides(f"{k}={v}" for k, v in over.items())
     return entries_from_dicts(expand_grid(BASE, ovs))
@@ -67,7 +67,7 @@ def test_malformed_overrides(bad, msg):
 
 
 def test_expand_grid_is_a_cartesian_product():
-    from byzsim.sweep import parse_overrides
+    from byzsim.runs.execute import parse_overrides
 
     ds = expand_grid({"a": 1, "p": {"x": 0}}, parse_overrides(["a=1,2", "p.x=3,4,5", "p.y=7"]))
     assert len(ds) == 6
@@ -272,7 +272,7 @@ def test_run_entry_key():
 
 
 def test_failed_forced_rerun_keeps_the_stored_result(tmp_path, monkeypatch):
-    import byzsim.sweep as sw
+    import byzsim.runs.execute as sw
 
     s = Store(tmp_path)
     entries = grid()
