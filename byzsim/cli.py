@@ -64,8 +64,8 @@ def _err(msg: str) -> None:
 
 
 def cmd_run(a) -> int:
-    from .runs.store import Store
-    from .runs.execute import Progress, execute, load_entries
+    from .runs import Progress, load_entries
+    from .runs.execute import execute
 
     files, overrides = _split_inputs(a.inputs)
     entries, _ = load_entries(files, overrides)
@@ -106,8 +106,8 @@ def cmd_run(a) -> int:
 
 
 def cmd_sweep(a) -> int:
-    from .runs.spec import report_failures
-    from .runs.execute import Progress, default_sweep_name, execute, load_entries
+    from .runs import Progress, default_sweep_name, load_entries, report_failures
+    from .runs.execute import execute
 
     files, overrides = _split_inputs(a.inputs)
     entries, info = load_entries(files, overrides)
@@ -149,8 +149,8 @@ def _describe(e) -> str:
 
 
 def _print_plan(entries, store) -> None:
-    from .runs.spec import derive_labels
     from .runs.store import canonical_config
+    from .runs.tables import derive_labels
 
     labels = derive_labels([canonical_config(e.config) for e in entries])
     for e, (panel, line) in zip(entries, labels):
@@ -166,10 +166,7 @@ def _print_plan(entries, store) -> None:
 
 
 def cmd_figure(a) -> int:
-    from .runs.spec import derive_labels, rows_from_store, write_csv
-    from .runs.plots import plot_panels, save_figure
-    from .runs.store import canonical_config
-    from .runs.execute import RunEntry, default_sweep_name, load_entries
+    from .runs import RunEntry, default_sweep_name, load_entries, plot_panels, rows_from_store, save_figure, write_csv
 
     store = _store(a)
     files, overrides = _split_inputs(a.inputs)
@@ -236,6 +233,31 @@ def cmd_figure(a) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- experiment
+
+
+def cmd_experiment(a) -> int:
+    import time
+
+    from .runs import load_spec, plot_spec, report_failures, run_spec
+
+    overrides = list(a.overrides) + ([f"rounds={a.rounds}"] if a.rounds is not None else [])
+    spec = load_spec(a.spec, overrides)
+    t0 = time.perf_counter()
+    rows, report = run_spec(spec, jobs=a.jobs, results_dir=a.results, store=a.store, force=a.force,
+                            quiet=a.quiet, progress=_progress_enabled(a), scheduler=a.scheduler)
+    t_sim = time.perf_counter() - t0
+    csv_path = Path(a.results) / f"{spec.figure}.csv"
+    paths = plot_spec(spec, rows, Path(a.figures), csv_path=csv_path)
+    if not a.quiet:
+        print(report.summary(spec.figure), file=sys.stderr)
+        print(f"[{spec.figure}] {t_sim:.1f}s; wrote {csv_path}, " + ", ".join(map(str, paths)), file=sys.stderr)
+    if report.failures:
+        report_failures(report, spec.figure)
+        return EXIT_FAILED_RUNS
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- list
 
 
@@ -258,7 +280,7 @@ def catalogue() -> dict[str, Any]:
     from .data import DATASETS
     from .models import MODELS
     from .partition import PARTITIONS
-    from .runs.execute import component_parameters
+    from .runs.spec import component_parameters
 
     def params(obj):
         return {k: (None if d is inspect.Parameter.empty else d) for k, d in component_parameters(obj).items()}
@@ -360,6 +382,14 @@ Never simulates: the runs come from the store (run `byzsim sweep` with the same
 arguments first). One panel per --panel value (default: attack), one line per method
 (and per any other field that varies), mean over seeds with a band.
 """,
+    "experiment": """examples:
+  byzsim experiment experiments/paper_a/fig2.toml --jobs 2
+  byzsim experiment experiments/paper_a/fig2.toml rounds=500 seed=0,1,2
+
+Runs the spec's runs that are not in the store yet, then writes results/<figure>.csv
+(from the store) and figures/<figure>.png and .pdf. Running it again simulates nothing;
+an interrupted run resumes. `python -m byzsim.experiment SPEC` is the same command.
+""",
     "list": """examples:
   byzsim list
   byzsim list attacks
@@ -442,6 +472,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="result store directory (default $BYZSIM_STORE or results/store)")
     p.set_defaults(func=cmd_figure)
 
+    p = sub.add_parser("experiment", help="run a figure spec (what is not stored) and draw it",
+                       epilog=EXAMPLES["experiment"], formatter_class=_Formatter,
+                       description="Run a figure spec's missing runs, then write its CSV and figure.")
+    p.add_argument("spec", help="TOML figure spec (see experiments/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides applied to every run (key=v1,v2 adds a grid axis)")
+    p.add_argument("--jobs", "-j", type=int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--results", default="results", help="directory of the CSV (default results/)")
+    p.add_argument("--figures", default="figures", help="directory of the figure (default figures/)")
+    p.add_argument("--rounds", type=int, default=None, help="override the number of rounds (quick looks)")
+    p.add_argument("--force", action="store_true", help="rerun runs that are already stored")
+    p.add_argument("--scheduler", default=None, metavar="ADDR", help="Dask scheduler address (tcp://host:port)")
+    _add_common(p)
+    p.set_defaults(func=cmd_experiment)
+
     p = sub.add_parser("list", help="registered methods, aggregators, attacks, partitions, datasets, models",
                        epilog=EXAMPLES["list"], formatter_class=_Formatter,
                        description="List what a config can name, with each component's parameters.")
@@ -459,8 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .runs.store import StoreError
-    from .runs.execute import SweepError, SweepInterrupted
+    from .runs import StoreError, SweepError, SweepInterrupted
 
     ap = build_parser()
     a = ap.parse_args(argv)

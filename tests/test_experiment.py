@@ -6,9 +6,9 @@ import math
 import pytest
 
 from byzsim.cli import main as cli_main
-from byzsim.runs.spec import derive_labels, load_spec, main, parse_spec, run_spec
-from byzsim.runs.store import Store, canonical_config
-from byzsim.runs.execute import load_entries
+from byzsim.experiment import main
+from byzsim.runs import Store, derive_labels, load_entries, load_spec, parse_spec, run_spec
+from byzsim.runs.store import canonical_config
 
 SPEC = """
 figure = "tiny"

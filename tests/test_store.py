@@ -214,7 +214,7 @@ def old_store(tmp_path):
 
 
 def test_store_written_before_the_runs_package_is_read(old_store, tmp_path):
-    from byzsim.runs.spec import load_spec, run_spec
+    from byzsim.runs import load_spec, run_spec
 
     store = Store(old_store / "store")
     spec = load_spec(old_store / "old_store.toml")
@@ -224,7 +224,7 @@ def test_store_written_before_the_runs_package_is_read(old_store, tmp_path):
 
 
 def test_plain_sweep_stored_before_the_runs_package_is_found(old_store):
-    from byzsim.runs.execute import load_entries
+    from byzsim.runs import load_entries
 
     store = Store(old_store / "store")
     manifest = store.read_sweep("plain")

@@ -1,9 +1,35 @@
 """Running experiments: specs -> run entries -> execution -> result store -> tables -> plots.
 
-* :mod:`.spec`: command-line overrides, grids, figure specs and config files become
+* :mod:`.spec`: command-line overrides, config files with grids and figure specs become
   :class:`RunEntry` lists (validated configs with their store keys);
 * :mod:`.execute`: runs the entries not stored yet (serial, joblib/loky, Dask) and
   stores each as it finishes (resume, failures, interruption);
 * :mod:`.store`: the on-disk result store, keyed by the resolved config;
-* :mod:`.plots`: metrics tables -> matplotlib figures.
+* :mod:`.tables`: stored runs -> long-format CSV rows, labels;
+* :mod:`.plots`: tables -> matplotlib figures;
+* :mod:`.progress`: the progress line.
+
+The modules import each other in that order only (store <- tables <- spec <- execute;
+progress and plots stand alone): there is no import cycle.  The function that runs
+entries is :func:`byzsim.runs.execute.execute` (``byzsim.runs.execute`` is the module).
 """
+
+from .execute import (
+    RunOutcome, SweepError, SweepInterrupted, SweepReport, WorkerDied, report_failures, run_spec,
+)
+from .plots import plot_panels, plot_spec, save_figure
+from .progress import Progress
+from .spec import (
+    Override, OverrideError, RunEntry, RunSpec, Spec, default_sweep_name, entries_from_dicts, expand_grid,
+    load_entries, load_spec, parse_overrides, parse_spec, spec_entries,
+)
+from .store import Store, StoredRun, StoreError, StoreFormatError, config_key
+from .tables import CSV_COLUMNS, derive_labels, read_csv, rows_from_store, write_csv
+
+__all__ = [
+    "RunOutcome", "SweepError", "SweepInterrupted", "SweepReport", "WorkerDied", "report_failures", "run_spec", "plot_panels", "plot_spec", "save_figure", "Progress",
+    "Override", "OverrideError", "RunEntry", "RunSpec", "Spec", "default_sweep_name",
+    "entries_from_dicts", "expand_grid", "load_entries", "load_spec", "parse_overrides",
+    "parse_spec", "spec_entries", "Store", "StoredRun", "StoreError", "StoreFormatError",
+    "config_key", "CSV_COLUMNS", "derive_labels", "read_csv", "rows_from_store", "write_csv",
+]

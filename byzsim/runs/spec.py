@@ -1,6 +1,18 @@
-"""Figure specs (data, in ``experiments/``) -> runs in the result store -> long CSV -> figure.
+"""Specs of every format -> validated run entries (a config and its store key).
 
-A spec is a TOML file::
+Command-line overrides follow the Hydra multirun convention::
+
+    lr=0.1                      one value, parsed as a TOML literal (0.1 is a float)
+    method=rsa                  a bare word is a string
+    lr=0.01,0.1  seed=0,1,2     comma-separated values: a grid (cartesian product)
+    attack_params.std=100       dotted keys set nested parameters
+    byzantine_indices=[1,2]     brackets/braces/quotes protect commas: one list value
+    seed=range(4)               range(stop) / range(start, stop[, step]): a grid of ints
+    byzantine_indices=null      null: unset (back to the default)
+
+Config files (:func:`load_entries`) are flat TOML tables of Config fields with an
+optional ``[grid]`` table of ``key = [values]``, merged left to right, or exactly one
+figure spec (data, in ``experiments/``)::
 
     figure = "fig2"                      # output names: results/fig2.csv, figures/fig2.{png,pdf}
     title  = "..."
@@ -17,55 +29,287 @@ A spec is a TOML file::
     method = "asynrsa-vr"
 
 Every run's config is ``base | panel | line | {seed} | overrides``; all are validated
-before any simulation starts.  Runs go through :func:`byzsim.sweep.execute`: each
-finished run is stored in the result store (``results/store`` by default) keyed by its
-resolved config, runs already stored are not simulated again, and
-``results/<figure>.csv`` is assembled from the store.  So running a figure twice runs
-the simulations once, and an interrupted figure resumes where it stopped.
-
-Command line: ``python -m byzsim.experiment SPEC [key=value ...] [--jobs N] [--store DIR]
-[--results DIR] [--figures DIR] [--rounds N] [--force] [--scheduler ADDR]`` (or
-``byzsim sweep SPEC`` + ``byzsim figure SPEC``).
+before any simulation starts.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
-import sys
-import time
+import copy
+import hashlib
+import itertools
+import os
+import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from ..config import Config, load_toml
-from .store import Store, StoredRun, atomic_write_text, canonical_config
+from ..config import Config, check_component_params, component_parameters, load_toml, make_config
+from .store import canonical_config, config_key
+from .tables import flatten_config, format_value
 
 __all__ = [
-    "CSV_COLUMNS",
-    "SPEC_KEYS",
-    "RunSpec",
-    "Spec",
-    "parse_spec",
-    "load_spec",
-    "spec_entries",
-    "flatten_config",
-    "derive_labels",
-    "run_rows",
-    "rows_from_store",
-    "csv_text",
-    "write_csv",
-    "read_csv",
-    "run_spec",
-    "report_failures",
-    "main",
+    "Override", "OverrideError", "RunEntry", "RunSpec", "Spec", "SPEC_KEYS",
+    "parse_value", "parse_override", "parse_overrides", "expand_grid", "set_path",
+    "component_parameters", "check_component_params", "entries_from_dicts",
+    "load_entries", "is_figure_spec", "default_sweep_name",
+    "parse_spec", "load_spec", "spec_entries",
 ]
 
-CSV_COLUMNS = (
-    "figure", "panel", "method", "attack", "seed", "round",
-    "test_accuracy", "train_loss", "distance", "diverged",
-)
+
+class OverrideError(ValueError):
+    """A malformed ``key=value`` override."""
+
+
+
+# --------------------------------------------------------------------------- overrides
+
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
+_BARE_RE = re.compile(r"^[A-Za-z0-9_.+\-:/@~]+$")
+_NUM_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_RANGE_RE = re.compile(r"^range\((.*)\)$")
+_OPEN, _CLOSE = "[{(", "]})"
+
+
+@dataclass(frozen=True)
+class Override:
+    """``path = values``: one value, or several (a grid axis)."""
+
+    path: tuple[str, ...]
+    values: tuple[Any, ...]
+    text: str = ""
+
+    @property
+    def key(self) -> str:
+        return ".".join(self.path)
+
+    @property
+    def is_grid(self) -> bool:
+        return len(self.values) > 1
+
+
+def _split_top_level(text: str, source: str) -> list[str]:
+    """Split on commas outside brackets, braces, parentheses and quotes."""
+    parts, depth, quote, cur = [], 0, None, []
+    for ch in text:
+        if quote:
+            cur.append(ch)
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch in _OPEN:
+            depth += 1
+        elif ch in _CLOSE:
+            depth -= 1
+            if depth < 0:
+                raise OverrideError(f"malformed override {source!r}: unbalanced {ch!r}")
+        elif ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    if quote or depth:
+        raise OverrideError(f"malformed override {source!r}: unclosed {'quote' if quote else 'bracket'}")
+    parts.append("".join(cur))
+    return parts
+
+
+def parse_value(text: str, source: str | None = None) -> Any:
+    """One override value: a TOML literal (``0.1``, ``true``, ``[1, 2]``, ``{c = 1.0}``,
+    ``"a b"``, ``inf``), ``null`` (None), a Python number (``.5``), or else a bare word
+    (a string)."""
+    src = source or text
+    t = text.strip()
+    if not t:
+        raise OverrideError(f"malformed override {src!r}: empty value (write key=value)")
+    if t in ("null", "None", "none"):
+        return None
+    try:
+        return tomllib.loads(f"v = {t}")["v"]
+    except tomllib.TOMLDecodeError:
+        pass
+    if _NUM_RE.match(t):
+        return float(t) if any(c in t for c in ".eE") else int(t)
+    if _BARE_RE.match(t):
+        return t
+    raise OverrideError(
+        f"malformed override {src!r}: cannot read the value {t!r} (use a TOML literal such as "
+        "0.1, true, [1, 2], {std = 100.0}, \"text\", or a bare word)"
+    )
+
+
+def _range_values(arg: str, source: str) -> list[int]:
+    try:
+        nums = [int(x) for x in arg.split(",")] if arg.strip() else []
+    except ValueError:
+        nums = []
+    if not 1 <= len(nums) <= 3:
+        raise OverrideError(f"malformed override {source!r}: use range(stop), range(start, stop) or range(start, stop, step) with integers")
+    vals = list(range(*nums))
+    if not vals:
+        raise OverrideError(f"malformed override {source!r}: the range is empty")
+    return vals
+
+
+def parse_override(text: str) -> Override:
+    """Parse ``key=value`` / ``key=v1,v2`` / ``a.b=v`` / ``key=range(…)``."""
+    if "=" not in text:
+        raise OverrideError(f"malformed override {text!r}: expected key=value (e.g. lr=0.1 or seed=0,1,2)")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if key.startswith(("+", "~")) or key.endswith("+"):
+        raise OverrideError(f"malformed override {text!r}: only key=value is supported (no +key, ~key, key+=)")
+    if not _KEY_RE.match(key):
+        raise OverrideError(f"malformed override {text!r}: bad key {key!r} (expected name or name.param)")
+    values: list[Any] = []
+    for item in _split_top_level(raw, text):
+        m = _RANGE_RE.match(item.strip())
+        if m:
+            values.extend(_range_values(m.group(1), text))
+        else:
+            values.append(parse_value(item, text))
+    return Override(tuple(key.split(".")), tuple(values), text)
+
+
+def parse_overrides(texts: Iterable[str | Override]) -> list[Override]:
+    """Parse overrides; a key given twice keeps the last one (like Hydra's command line)."""
+    out: dict[tuple[str, ...], Override] = {}
+    for t in texts:
+        o = t if isinstance(t, Override) else parse_override(t)
+        out.pop(o.path, None)
+        out[o.path] = o
+    return list(out.values())
+
+
+def set_path(d: dict, path: Sequence[str], value: Any) -> None:
+    """``d[a][b] = value`` for ``path = (a, b)``; intermediate tables are created."""
+    cur = d
+    for i, k in enumerate(path[:-1]):
+        nxt = cur.get(k)
+        if nxt is None:
+            nxt = cur[k] = {}
+        elif not isinstance(nxt, Mapping):
+            where = ".".join(path[: i + 1])
+            raise OverrideError(
+                f"cannot set {'.'.join(path)!r}: {where!r} is {nxt!r}, not a table of parameters"
+            )
+        else:
+            nxt = cur[k] = dict(nxt)
+        cur = nxt
+    if value is None:
+        cur.pop(path[-1], None)
+    else:
+        cur[path[-1]] = value
+
+
+def expand_grid(base: Mapping[str, Any], overrides: Sequence[Override]) -> list[dict]:
+    """All combinations of the overrides' values applied to ``base`` (first override
+    varies slowest)."""
+    out = []
+    for combo in itertools.product(*(o.values for o in overrides)):
+        d = copy.deepcopy(dict(base))
+        for o, v in zip(overrides, combo):
+            set_path(d, o.path, v)
+        out.append(d)
+    return out
+
+
+# --------------------------------------------------------------------------- entries
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """One run of a sweep: a validated config, its store key, optional plot labels."""
+
+    config: Config
+    key: str
+    panel: str | None = None
+    line: str | None = None
+
+    @classmethod
+    def of(cls, cfg: Config, panel: str | None = None, line: str | None = None) -> "RunEntry":
+        return cls(cfg, config_key(cfg), panel, line)
+
+
+def _make(d: Mapping[str, Any], where: str = "") -> Config:
+    try:
+        cfg = make_config(**d)
+        check_component_params(cfg)
+    except ValueError as e:
+        raise ValueError(f"{where}{e}") from None
+    return cfg
+
+
+def entries_from_dicts(dicts: Iterable[Mapping[str, Any]]) -> list[RunEntry]:
+    """Validate raw config dicts (all of them, before anything runs) and drop duplicates."""
+    out, seen = [], set()
+    for d in dicts:
+        e = RunEntry.of(_make(d))
+        if e.key not in seen:
+            seen.add(e.key)
+            out.append(e)
+    return out
+
+
+def is_figure_spec(raw: Mapping[str, Any]) -> bool:
+    return any(k in raw for k in ("figure", "panels", "lines", "base"))
+
+
+def load_entries(files: Sequence[str | os.PathLike], overrides: Sequence[str | Override]) -> tuple[list[RunEntry], dict]:
+    """Config files + overrides -> validated run entries and a description.
+
+    ``files``: flat config tables (Config fields; an optional ``[grid]`` table maps keys to
+    lists of values) merged left to right, or exactly one figure spec (see
+    :mod:`byzsim.experiment`).  ``overrides`` apply last (a grid key on the command line
+    replaces the file's).  Returns ``(entries, info)`` with ``info`` holding ``title``,
+    ``metric``, ``figure`` (for a figure spec), ``panels`` (ordered ``(name, title)``) and
+    ``lines`` (ordered labels) when known.
+    """
+    ovs = parse_overrides(overrides)
+    raws = [(str(f), load_toml(f)) for f in files]
+    specs = [(f, r) for f, r in raws if is_figure_spec(r)]
+    if specs:
+        if len(raws) != 1:
+            raise ValueError(f"a figure spec ({specs[0][0]}) must be the only config file")
+        spec = parse_spec(specs[0][1], specs[0][0], overrides=ovs)
+        entries = [RunEntry.of(r.config, r.panel, r.label) for r in spec.runs]
+        entries = list({e.key: e for e in entries}.values())
+        info = {"figure": spec.figure, "title": spec.title, "metric": spec.metric,
+                "panels": [(str(p.get("name", "")), str(p.get("title", p.get("name", "")))) for p in spec.panels],
+                "lines": list(dict.fromkeys(e.line for e in entries))}
+        return entries, info
+    base: dict[str, Any] = {}
+    grid: dict[tuple[str, ...], Override] = {}
+    for f, raw in raws:
+        raw = dict(raw)
+        g = raw.pop("grid", {})
+        if not isinstance(g, Mapping):
+            raise ValueError(f"{f}: [grid] must be a table of key = [values]")
+        base.update(raw)
+        for k, v in flatten_config(g).items():
+            vals = tuple(v) if isinstance(v, tuple) else (v,)
+            if not vals:
+                raise ValueError(f"{f}: [grid] {k} is an empty list")
+            grid[tuple(k.split("."))] = Override(tuple(k.split(".")), vals, f"{k} (grid in {f})")
+    for o in ovs:
+        grid.pop(o.path, None)
+        grid[o.path] = o
+    entries = entries_from_dicts(expand_grid(base, list(grid.values())))
+    return entries, {}
+
+
+def default_sweep_name(files: Sequence[str | os.PathLike], entries: Sequence[RunEntry]) -> str:
+    """``<stem of the first config file>-<8 hex of the run keys>`` (same runs, same name)."""
+    stem = Path(files[0]).stem if files else "sweep"
+    h = hashlib.sha256("".join(sorted(e.key for e in entries)).encode()).hexdigest()[:8]
+    return f"{stem}-{h}"
+
+
+# --------------------------------------------------------------------------- figure specs
+
+
 SPEC_KEYS = {"figure", "title", "metric", "seeds", "base", "panels", "lines", "notes"}
 
 
@@ -87,20 +331,6 @@ class Spec:
     runs: tuple[RunSpec, ...]
 
 
-def _fmt(v: Any) -> str:
-    """A short label for a config value (``[nnm, bucketing(s=2)]`` for a list of specs)."""
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    if isinstance(v, Mapping):
-        rest = {k: x for k, x in v.items() if k != "name" and x is not None}
-        inner = ", ".join(f"{k}={_fmt(x)}" for k, x in rest.items())
-        if "name" in v:
-            return f"{v['name']}({inner})" if inner else str(v["name"])
-        return "{" + inner + "}"
-    return str(v)
-
 
 def parse_spec(raw: dict[str, Any], source: str = "<spec>", overrides: Sequence = ()) -> Spec:
     """Validate a spec dict and expand it into runs (every config validated).
@@ -108,8 +338,6 @@ def parse_spec(raw: dict[str, Any], source: str = "<spec>", overrides: Sequence 
     ``overrides`` (``key=value`` strings or :class:`byzsim.sweep.Override`) apply to every
     run, after the spec's own fields; a grid override multiplies the runs, and its value
     is appended to the line label (``seed`` excepted: seeds are the band of a line)."""
-    from .execute import _make, expand_grid, parse_overrides
-
     unknown = set(raw) - SPEC_KEYS
     if unknown:
         raise ValueError(f"{source}: unknown spec key(s) {sorted(unknown)}; valid keys: {sorted(SPEC_KEYS)}")
@@ -140,7 +368,7 @@ def parse_spec(raw: dict[str, Any], source: str = "<spec>", overrides: Sequence 
                     label = str(line["label"])
                     if labelled:
                         cd = canonical_config(cfg)
-                        label += ", " + ", ".join(f"{o.key}={_fmt(_get_path(cd, o.path))}" for o in labelled)
+                        label += ", " + ", ".join(f"{o.key}={format_value(_get_path(cd, o.path))}" for o in labelled)
                     runs.append(RunSpec(str(panel.get("name", "")), label, int(cfg.seed), cfg))
     return Spec(
         figure=str(raw["figure"]),
@@ -162,236 +390,6 @@ def load_spec(path: str | Path, overrides: Sequence = ()) -> Spec:
     return parse_spec(load_toml(path), str(path), overrides)
 
 
-def spec_entries(spec: Spec) -> list:
+def spec_entries(spec: Spec) -> list[RunEntry]:
     """The spec's runs as :class:`byzsim.sweep.RunEntry` (with panel and line labels)."""
-    from .execute import RunEntry
-
     return [RunEntry.of(r.config, r.panel, r.label) for r in spec.runs]
-
-
-# --------------------------------------------------------------------------- labels
-
-
-def flatten_config(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"attack_params": {"std": 1}}`` -> ``{"attack_params.std": 1}`` (lists kept)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(flatten_config(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
-    return out
-
-
-def _determined(f: str, by: Sequence[str], flat: Sequence[dict]) -> bool:
-    seen: dict = {}
-    for d in flat:
-        k = tuple(repr(d.get(b)) for b in by)
-        if seen.setdefault(k, repr(d.get(f))) != repr(d.get(f)):
-            return False
-    return True
-
-
-def derive_labels(
-    configs: Sequence[Mapping[str, Any]],
-    *,
-    panel_fields: Sequence[str] = ("attack",),
-    line_fields: Sequence[str] | None = None,
-) -> list[tuple[str, str]]:
-    """(panel, line) labels for canonical config dicts of a sweep.
-
-    Panels: the values of ``panel_fields``.  Lines: ``method`` and every other field
-    that varies across the runs (dotted for nested parameters), except the seed (the
-    band), the panel fields, and fields that follow from the method or the panel (the
-    method presets' family/estimator/aggregator, an attack's parameters).
-    """
-    flat = [flatten_config(c) for c in configs]
-    keys = list(dict.fromkeys(k for d in flat for k in d))
-    varying = [k for k in keys if len({repr(d.get(k)) for d in flat}) > 1 and k != "seed"]
-    if line_fields is None:
-        line_fields = ["method"] + [
-            k for k in varying
-            if k != "method" and k not in panel_fields
-            and not (panel_fields and _determined(k, panel_fields, flat))
-            and not _determined(k, ["method"], flat)
-        ]
-    out = []
-    for d in flat:
-        panel = ", ".join(
-            _fmt(d.get(f)) if len(panel_fields) == 1 else f"{f}={_fmt(d.get(f))}" for f in panel_fields
-        )
-        parts = []
-        for f in line_fields:
-            parts.append(_fmt(d.get(f)) if f == "method" else f"{f}={_fmt(d.get(f))}")
-        out.append((panel, ", ".join(parts) or "run"))
-    return out
-
-
-# --------------------------------------------------------------------------- rows
-
-
-def run_rows(run: StoredRun, *, figure: str, panel: str, method: str) -> list[dict]:
-    """Long-format CSV rows of one stored run (a diverged run ends with a NaN row at the
-    round where it was stopped)."""
-    cols = run.columns()
-    cfg = run.config_dict
-    div = int(run.diverged)
-    keys = ("round", "test_accuracy", "train_loss", "distance")
-    rows = [
-        {"figure": figure, "panel": panel, "method": method, "attack": cfg["attack"], "seed": cfg["seed"],
-         **{k: (int(v) if k == "round" else float(v)) for k, v in zip(keys, vals)}, "diverged": div}
-        for vals in zip(*(cols[k].tolist() for k in keys))
-    ]
-    if run.diverged and run.diverged_round is not None:
-        nan = float("nan")
-        rows.append({"figure": figure, "panel": panel, "method": method, "attack": cfg["attack"],
-                     "seed": cfg["seed"], "round": int(run.diverged_round), "test_accuracy": nan,
-                     "train_loss": nan, "distance": nan, "diverged": 1})
-    return rows
-
-
-def rows_from_store(entries: Sequence, store: Store, figure: str, *,
-                    panel_fields: Sequence[str] = ("attack",),
-                    line_fields: Sequence[str] | None = None) -> tuple[list[dict], list]:
-    """CSV rows of the entries found in the store, sorted (panel, method, seed, round),
-    and the entries that are not stored (not run yet, or failed).  Entries without
-    labels get :func:`derive_labels`."""
-    runs = [(e, store.get(e.key)) for e in entries]
-    found = [(e, r) for e, r in runs if r is not None]
-    missing = [e for e, r in runs if r is None]
-    derived = derive_labels([r.config_dict for _, r in found], panel_fields=panel_fields,
-                            line_fields=line_fields) if found else []
-    rows: list[dict] = []
-    for (e, r), (dp, dl) in zip(found, derived):
-        panel = e.panel if e.panel is not None and line_fields is None else dp
-        line = e.line if e.line is not None and line_fields is None else dl
-        rows.extend(run_rows(r, figure=figure, panel=panel, method=line))
-    rows.sort(key=lambda r: (str(r["panel"]), str(r["method"]), int(r["seed"]), int(r["round"])))
-    return rows, missing
-
-
-def csv_text(rows: Sequence[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
-def write_csv(path: str | Path, rows: Sequence[dict]) -> Path:
-    path = Path(path)
-    atomic_write_text(path, csv_text(rows))
-    return path
-
-
-def read_csv(path: str | Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-# --------------------------------------------------------------------------- running
-
-
-def run_spec(
-    spec: Spec,
-    *,
-    jobs: int = 1,
-    results_dir: str | Path = "results",
-    store: Store | str | Path | None = None,
-    force: bool = False,
-    quiet: bool = False,
-    progress: bool | None = None,
-    scheduler: str | None = None,
-):
-    """Run the spec's runs that are not stored yet, then write ``<figure>.csv`` from the
-    store.  Returns ``(rows, report)``; failed runs are in ``report.failures`` (the CSV
-    holds the others)."""
-    from .execute import Progress, execute
-
-    store = store if isinstance(store, Store) else Store(store)
-    store.clean_stale()
-    entries = list({e.key: e for e in spec_entries(spec)}.values())
-    show = (not quiet) if progress is None else progress
-    prog = Progress(label=spec.figure, enabled=show and (progress or sys.stderr.isatty()))
-    store.write_sweep(spec.figure, {
-        "figure": spec.figure, "title": spec.title, "metric": spec.metric,
-        "panels": [[str(p.get("name", "")), str(p.get("title", p.get("name", "")))] for p in spec.panels],
-        "runs": [{"key": e.key, "panel": e.panel, "line": e.line} for e in entries],
-    })
-    report = execute(entries, store, jobs=jobs, scheduler=scheduler, force=force, progress=prog,
-                     on_outcome=None if quiet else _print_outcome(spec.figure))
-    rows, _ = rows_from_store(entries, store, spec.figure)
-    write_csv(Path(results_dir) / f"{spec.figure}.csv", rows)
-    return rows, report
-
-
-def _print_outcome(name: str):
-    def show(o) -> None:
-        if o.status == "failed":
-            print(f"[{name}] FAILED {o.entry.panel or ''} {o.entry.line or o.entry.config.method} "
-                  f"(seed {o.entry.config.seed}): {o.error}", file=sys.stderr, flush=True)
-        elif o.diverged:
-            print(f"[{name}] diverged: {o.entry.panel or ''} {o.entry.line or o.entry.config.method} "
-                  f"(seed {o.entry.config.seed})", file=sys.stderr, flush=True)
-    return show
-
-
-def report_failures(report, name: str, stream=None) -> None:
-    stream = stream or sys.stderr
-    for o in report.failures:
-        e = o.entry
-        print(f"  failed: {e.key[:12]} {e.panel + ' / ' if e.panel else ''}{e.line or e.config.method} "
-              f"seed {e.config.seed}: {o.error}", file=stream)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m byzsim.experiment",
-        description="Run a figure spec (runs not in the result store yet) and draw the figure.",
-        epilog="example: python -m byzsim.experiment experiments/paper_a/fig2.toml --jobs 2 rounds=500",
-    )
-    ap.add_argument("spec", help="TOML figure spec (see experiments/)")
-    ap.add_argument("overrides", nargs="*", metavar="key=value",
-                    help="config overrides applied to every run (key=v1,v2 adds a grid axis)")
-    ap.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default 1)")
-    ap.add_argument("--results", default="results", help="directory of the CSV (default results/)")
-    ap.add_argument("--figures", default="figures", help="directory of the figure (default figures/)")
-    ap.add_argument("--store", default=None, help="result store (default $BYZSIM_STORE or results/store)")
-    ap.add_argument("--rounds", type=int, default=None, help="override the number of rounds (quick looks)")
-    ap.add_argument("--force", action="store_true", help="rerun runs that are already stored")
-    ap.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:port)")
-    ap.add_argument("--progress", action="store_true", default=None, help="progress line even when stderr is not a terminal")
-    ap.add_argument("--quiet", action="store_true")
-    a = ap.parse_args(argv)
-    from .store import StoreError
-    from .execute import SweepError, SweepInterrupted
-
-    overrides = list(a.overrides) + ([f"rounds={a.rounds}"] if a.rounds is not None else [])
-    try:
-        spec = load_spec(a.spec, overrides)
-        t0 = time.perf_counter()
-        rows, report = run_spec(spec, jobs=a.jobs, results_dir=a.results, store=a.store, force=a.force,
-                                quiet=a.quiet, progress=False if a.quiet else a.progress, scheduler=a.scheduler)
-    except SweepInterrupted as e:
-        print(f"\ninterrupted: {e.report.ran} runs finished and stored; run the same command again "
-              "to run the rest", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, StoreError, SweepError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3 if isinstance(e, SweepError) else 2
-    t_sim = time.perf_counter() - t0
-    from .plots import plot_spec
-
-    paths = plot_spec(spec, rows, Path(a.figures), csv_path=Path(a.results) / f"{spec.figure}.csv")
-    if not a.quiet:
-        print(report.summary(spec.figure), file=sys.stderr)
-        print(f"[{spec.figure}] {t_sim:.1f}s; wrote {Path(a.results) / (spec.figure + '.csv')}, "
-              + ", ".join(map(str, paths)), file=sys.stderr)
-    if report.failures:
-        report_failures(report, spec.figure)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Stored runs -> long-format tables: labels, CSV rows, reading and writing CSVs.
+
+One row per (run, evaluated round): ``figure, panel, method, attack, seed, round,
+test_accuracy, train_loss, distance, diverged``; a diverged run ends with a row of
+NaN metrics at the round where it was stopped.  ``method`` is the line label.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .store import Store, StoredRun, atomic_write_text
+
+__all__ = [
+    "CSV_COLUMNS", "format_value", "flatten_config", "derive_labels", "run_rows",
+    "rows_from_store", "csv_text", "write_csv", "read_csv",
+]
+
+CSV_COLUMNS = (
+    "figure", "panel", "method", "attack", "seed", "round",
+    "test_accuracy", "train_loss", "distance", "diverged",
+)
+
+
+def format_value(v: Any) -> str:
+    """A short label for a config value (``[nnm, bucketing(s=2)]`` for a list of specs)."""
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(format_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        rest = {k: x for k, x in v.items() if k != "name" and x is not None}
+        inner = ", ".join(f"{k}={format_value(x)}" for k, x in rest.items())
+        if "name" in v:
+            return f"{v['name']}({inner})" if inner else str(v["name"])
+        return "{" + inner + "}"
+    return str(v)
+
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def flatten_config(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"attack_params": {"std": 1}}`` -> ``{"attack_params.std": 1}`` (lists kept)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(flatten_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def _determined(f: str, by: Sequence[str], flat: Sequence[dict]) -> bool:
+    seen: dict = {}
+    for d in flat:
+        k = tuple(repr(d.get(b)) for b in by)
+        if seen.setdefault(k, repr(d.get(f))) != repr(d.get(f)):
+            return False
+    return True
+
+
+def derive_labels(
+    configs: Sequence[Mapping[str, Any]],
+    *,
+    panel_fields: Sequence[str] = ("attack",),
+    line_fields: Sequence[str] | None = None,
+) -> list[tuple[str, str]]:
+    """(panel, line) labels for canonical config dicts of a sweep.
+
+    Panels: the values of ``panel_fields``.  Lines: ``method`` and every other field
+    that varies across the runs (dotted for nested parameters), except the seed (the
+    band), the panel fields, and fields that follow from the method or the panel (the
+    method presets' family/estimator/aggregator, an attack's parameters).
+    """
+    flat = [flatten_config(c) for c in configs]
+    keys = list(dict.fromkeys(k for d in flat for k in d))
+    varying = [k for k in keys if len({repr(d.get(k)) for d in flat}) > 1 and k != "seed"]
+    if line_fields is None:
+        line_fields = ["method"] + [
+            k for k in varying
+            if k != "method" and k not in panel_fields
+            and not (panel_fields and _determined(k, panel_fields, flat))
+            and not _determined(k, ["method"], flat)
+        ]
+    out = []
+    for d in flat:
+        panel = ", ".join(
+            format_value(d.get(f)) if len(panel_fields) == 1 else f"{f}={format_value(d.get(f))}" for f in panel_fields
+        )
+        parts = []
+        for f in line_fields:
+            parts.append(format_value(d.get(f)) if f == "method" else f"{f}={format_value(d.get(f))}")
+        out.append((panel, ", ".join(parts) or "run"))
+    return out
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def run_rows(run: StoredRun, *, figure: str, panel: str, method: str) -> list[dict]:
+    """Long-format CSV rows of one stored run (a diverged run ends with a NaN row at the
+    round where it was stopped)."""
+    cols = run.columns()
+    cfg = run.config_dict
+    div = int(run.diverged)
+    keys = ("round", "test_accuracy", "train_loss", "distance")
+    rows = [
+        {"figure": figure, "panel": panel, "method": method, "attack": cfg["attack"], "seed": cfg["seed"],
+         **{k: (int(v) if k == "round" else float(v)) for k, v in zip(keys, vals)}, "diverged": div}
+        for vals in zip(*(cols[k].tolist() for k in keys))
+    ]
+    if run.diverged and run.diverged_round is not None:
+        nan = float("nan")
+        rows.append({"figure": figure, "panel": panel, "method": method, "attack": cfg["attack"],
+                     "seed": cfg["seed"], "round": int(run.diverged_round), "test_accuracy": nan,
+                     "train_loss": nan, "distance": nan, "diverged": 1})
+    return rows
+
+
+def rows_from_store(entries: Sequence, store: Store, figure: str, *,
+                    panel_fields: Sequence[str] = ("attack",),
+                    line_fields: Sequence[str] | None = None) -> tuple[list[dict], list]:
+    """CSV rows of the entries found in the store, sorted (panel, method, seed, round),
+    and the entries that are not stored (not run yet, or failed).  Entries without
+    labels get :func:`derive_labels`."""
+    runs = [(e, store.get(e.key)) for e in entries]
+    found = [(e, r) for e, r in runs if r is not None]
+    missing = [e for e, r in runs if r is None]
+    derived = derive_labels([r.config_dict for _, r in found], panel_fields=panel_fields,
+                            line_fields=line_fields) if found else []
+    rows: list[dict] = []
+    for (e, r), (dp, dl) in zip(found, derived):
+        panel = e.panel if e.panel is not None and line_fields is None else dp
+        line = e.line if e.line is not None and line_fields is None else dl
+        rows.extend(run_rows(r, figure=figure, panel=panel, method=line))
+    rows.sort(key=lambda r: (str(r["panel"]), str(r["method"]), int(r["seed"]), int(r["round"])))
+    return rows, missing
+
+
+def csv_text(rows: Sequence[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_csv(path: str | Path, rows: Sequence[dict]) -> Path:
+    path = Path(path)
+    atomic_write_text(path, csv_text(rows))
+    return path
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
