@@ -258,6 +258,38 @@ def cmd_experiment(a) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- matrix
+
+
+def cmd_matrix(a) -> int:
+    import time
+
+    from .runs import load_matrix, plot_heatmap, report_failures, run_matrix, save_figure
+
+    def labels(text):
+        return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+    spec = load_matrix(a.spec, a.overrides, rows=labels(a.rows), columns=labels(a.columns), tiny=a.tiny,
+                       rounds=a.rounds)
+    if not a.quiet:
+        print(f"[{spec.name}] {len(spec.entries)} runs ({len(spec.rows)} rows x {len(spec.columns)} columns x "
+              f"{len(spec.entries) // (len(spec.rows) * len(spec.columns))} seeds), {a.jobs} jobs", file=sys.stderr)
+    t0 = time.perf_counter()
+    rows, report = run_matrix(spec, jobs=a.jobs, results_dir=a.results, store=a.store, force=a.force,
+                              quiet=a.quiet, progress=_progress_enabled(a), scheduler=a.scheduler)
+    csv_path = Path(a.results) / f"{spec.name}.csv"
+    fig = plot_heatmap(rows, spec.rows, spec.columns, spec.title)
+    paths = save_figure(fig, Path(a.figures) / spec.name, formats=("png",), dpi=150)
+    if not a.quiet:
+        print(report.summary(spec.name), file=sys.stderr)
+        print(f"[{spec.name}] {time.perf_counter() - t0:.1f}s; wrote {csv_path}, "
+              + ", ".join(map(str, paths)), file=sys.stderr)
+    if report.failures:
+        report_failures(report, spec.name)
+        return EXIT_FAILED_RUNS
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- list
 
 
@@ -390,6 +422,15 @@ Runs the spec's runs that are not in the store yet, then writes results/<figure>
 (from the store) and figures/<figure>.png and .pdf. Running it again simulates nothing;
 an interrupted run resumes. `python -m byzsim.experiment SPEC` is the same command.
 """,
+    "matrix": """examples:
+  byzsim matrix experiments/matrix.toml --jobs 2
+  byzsim matrix experiments/matrix.toml --tiny --rows mean,Krum --columns none,ALIE
+  byzsim matrix experiments/matrix.toml rounds=200 seed=0,1,2
+
+Runs every (row, column, seed) cell not in the store yet, then writes results/<name>.csv
+(final test accuracy and training loss per cell and seed) and figures/<name>.png (a
+heatmap of the mean final accuracy). Running it again simulates nothing.
+""",
     "list": """examples:
   byzsim list
   byzsim list attacks
@@ -486,6 +527,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=None, metavar="ADDR", help="Dask scheduler address (tcp://host:port)")
     _add_common(p)
     p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("matrix", help="run a robustness matrix (rows x columns) and draw its heatmap",
+                       epilog=EXAMPLES["matrix"], formatter_class=_Formatter,
+                       description="Run a matrix spec's missing cells, then write its CSV and heatmap.")
+    p.add_argument("spec", help="TOML matrix spec (experiments/matrix.toml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides applied to every cell (one value each; seed=0,1,2 sets the seeds)")
+    p.add_argument("--jobs", "-j", type=int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--rounds", type=int, default=None, help="override the number of rounds")
+    p.add_argument("--rows", default=None, metavar="LABEL,...", help="row labels to run (default all)")
+    p.add_argument("--columns", default=None, metavar="LABEL,...", help="column labels to run (default all)")
+    p.add_argument("--tiny", action="store_true", help="digits, 10 clients, 10 rounds: a smoke test")
+    p.add_argument("--results", default="results", help="directory of the CSV (default results/)")
+    p.add_argument("--figures", default="figures", help="directory of the figure (default figures/)")
+    p.add_argument("--force", action="store_true", help="rerun cells that are already stored")
+    p.add_argument("--scheduler", default=None, metavar="ADDR", help="Dask scheduler address (tcp://host:port)")
+    _add_common(p)
+    p.set_defaults(func=cmd_matrix)
 
     p = sub.add_parser("list", help="registered methods, aggregators, attacks, partitions, datasets, models",
                        epilog=EXAMPLES["list"], formatter_class=_Formatter,

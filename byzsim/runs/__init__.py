@@ -15,21 +15,27 @@ entries is :func:`byzsim.runs.execute.execute` (``byzsim.runs.execute`` is the m
 """
 
 from .execute import (
-    RunOutcome, SweepError, SweepInterrupted, SweepReport, WorkerDied, report_failures, run_spec,
+    RunOutcome, SweepError, SweepInterrupted, SweepReport, WorkerDied, report_failures, run_matrix, run_spec,
 )
-from .plots import plot_panels, plot_spec, save_figure
+from .plots import plot_heatmap, plot_panels, plot_spec, save_figure
 from .progress import Progress
 from .spec import (
     Override, OverrideError, RunEntry, RunSpec, Spec, default_sweep_name, entries_from_dicts, expand_grid,
-    load_entries, load_spec, parse_overrides, parse_spec, spec_entries,
+    MatrixSpec, load_entries, load_matrix, load_spec, parse_matrix, parse_overrides, parse_spec, spec_entries,
 )
 from .store import Store, StoredRun, StoreError, StoreFormatError, config_key
-from .tables import CSV_COLUMNS, derive_labels, read_csv, rows_from_store, write_csv
+from .tables import CSV_COLUMNS, MATRIX_COLUMNS, derive_labels, matrix_rows, read_csv, rows_from_store, write_csv
 
 __all__ = [
-    "RunOutcome", "SweepError", "SweepInterrupted", "SweepReport", "WorkerDied", "report_failures", "run_spec", "plot_panels", "plot_spec", "save_figure", "Progress",
-    "Override", "OverrideError", "RunEntry", "RunSpec", "Spec", "default_sweep_name",
-    "entries_from_dicts", "expand_grid", "load_entries", "load_spec", "parse_overrides",
-    "parse_spec", "spec_entries", "Store", "StoredRun", "StoreError", "StoreFormatError",
-    "config_key", "CSV_COLUMNS", "derive_labels", "read_csv", "rows_from_store", "write_csv",
+    # spec
+    "Override", "OverrideError", "RunEntry", "RunSpec", "Spec", "MatrixSpec", "default_sweep_name",
+    "entries_from_dicts", "expand_grid", "load_entries", "load_spec", "load_matrix", "parse_overrides",
+    "parse_spec", "parse_matrix", "spec_entries",
+    # execute
+    "RunOutcome", "SweepError", "SweepInterrupted", "SweepReport", "WorkerDied", "report_failures",
+    "run_spec", "run_matrix",
+    # store, tables, plots, progress
+    "Store", "StoredRun", "StoreError", "StoreFormatError", "config_key",
+    "CSV_COLUMNS", "MATRIX_COLUMNS", "derive_labels", "matrix_rows", "read_csv", "rows_from_store", "write_csv",
+    "plot_heatmap", "plot_panels", "plot_spec", "save_figure", "Progress",
 ]

@@ -36,13 +36,13 @@ from typing import Callable, Sequence
 
 from ..config import Config
 from .progress import Progress
-from .spec import RunEntry, Spec, spec_entries
+from .spec import MatrixSpec, RunEntry, Spec, spec_entries
 from .store import Store
-from .tables import rows_from_store, write_csv
+from .tables import MATRIX_COLUMNS, matrix_rows, rows_from_store, write_csv
 
 __all__ = [
     "SweepError", "SweepInterrupted", "WorkerDied", "RunOutcome", "SweepReport",
-    "execute", "run_spec", "report_failures",
+    "execute", "run_spec", "run_matrix", "report_failures",
 ]
 
 
@@ -295,6 +295,21 @@ def _run_parallel(todo, handle, *, jobs, scheduler, timeout, report) -> None:
 # --------------------------------------------------------------------------- running
 
 
+def _run_named(name: str, entries: Sequence[RunEntry], manifest: dict, store, *, jobs, force, quiet,
+               progress, scheduler) -> tuple[Store, list[RunEntry], SweepReport]:
+    """Record the manifest ``name`` in the store and run its entries not stored yet."""
+    store = store if isinstance(store, Store) else Store(store)
+    store.clean_stale()
+    entries = list({e.key: e for e in entries}.values())
+    show = (not quiet) if progress is None else progress
+    prog = Progress(label=name, enabled=show and (progress or sys.stderr.isatty()))
+    store.write_sweep(name, {**manifest, "runs": [{"key": e.key, "panel": e.panel, "line": e.line}
+                                                  for e in entries]})
+    report = execute(entries, store, jobs=jobs, scheduler=scheduler, force=force, progress=prog,
+                     on_outcome=None if quiet else _print_outcome(name))
+    return store, entries, report
+
+
 def run_spec(
     spec: Spec,
     *,
@@ -309,20 +324,37 @@ def run_spec(
     """Run the spec's runs that are not stored yet, then write ``<figure>.csv`` from the
     store.  Returns ``(rows, report)``; failed runs are in ``report.failures`` (the CSV
     holds the others)."""
-    store = store if isinstance(store, Store) else Store(store)
-    store.clean_stale()
-    entries = list({e.key: e for e in spec_entries(spec)}.values())
-    show = (not quiet) if progress is None else progress
-    prog = Progress(label=spec.figure, enabled=show and (progress or sys.stderr.isatty()))
-    store.write_sweep(spec.figure, {
+    manifest = {
         "figure": spec.figure, "title": spec.title, "metric": spec.metric,
         "panels": [[str(p.get("name", "")), str(p.get("title", p.get("name", "")))] for p in spec.panels],
-        "runs": [{"key": e.key, "panel": e.panel, "line": e.line} for e in entries],
-    })
-    report = execute(entries, store, jobs=jobs, scheduler=scheduler, force=force, progress=prog,
-                     on_outcome=None if quiet else _print_outcome(spec.figure))
+    }
+    store, entries, report = _run_named(spec.figure, spec_entries(spec), manifest, store, jobs=jobs, force=force,
+                                        quiet=quiet, progress=progress, scheduler=scheduler)
     rows, _ = rows_from_store(entries, store, spec.figure)
     write_csv(Path(results_dir) / f"{spec.figure}.csv", rows)
+    return rows, report
+
+
+def run_matrix(
+    spec: MatrixSpec,
+    *,
+    jobs: int = 1,
+    results_dir: str | Path = "results",
+    store: Store | str | Path | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    progress: bool | None = None,
+    scheduler: str | None = None,
+):
+    """Run the matrix's cells that are not stored yet, then write ``<name>.csv`` (one
+    line per cell and seed, :data:`~byzsim.runs.tables.MATRIX_COLUMNS`) from the store.
+    Returns ``(rows, report)``; a failed cell is a line with ``status = error: …``."""
+    manifest = {"title": spec.title, "metric": "test_accuracy", "rows": list(spec.rows),
+                "columns": list(spec.columns)}
+    store, _, report = _run_named(spec.name, spec.entries, manifest, store, jobs=jobs, force=force,
+                                  quiet=quiet, progress=progress, scheduler=scheduler)
+    rows = matrix_rows(spec, store)
+    write_csv(Path(results_dir) / f"{spec.name}.csv", rows, MATRIX_COLUMNS)
     return rows, report
 
 

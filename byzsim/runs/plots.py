@@ -22,6 +22,7 @@ __all__ = [
     "plot_panels",
     "save_figure",
     "plot_spec",
+    "plot_heatmap",
 ]
 
 LABELS = {
@@ -157,8 +158,8 @@ def plot_panels(
     return fig
 
 
-def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
-    """Save ``fig`` as ``<stem>.png`` and ``<stem>.pdf`` (written atomically) and close it."""
+def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf"), dpi: int = 130) -> list[Path]:
+    """Save ``fig`` as ``<stem>.<format>`` for each format (written atomically) and close it."""
     import os
 
     import matplotlib.pyplot as plt
@@ -169,7 +170,7 @@ def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf")) 
     for ext in formats:
         p = stem.parent / f"{stem.name}.{ext}"
         tmp = stem.parent / f".tmp-{stem.name}-{os.getpid()}.{ext}"
-        fig.savefig(tmp, dpi=130)
+        fig.savefig(tmp, dpi=dpi)
         os.replace(tmp, p)
         paths.append(p)
     plt.close(fig)
@@ -206,3 +207,44 @@ def plot_spec(spec, rows: Sequence[dict], figures_dir: Path, *, csv_path: Path |
     fig = plot_panels(rows, metric=metric or spec.metric, panels=panels, methods=methods,
                       title=spec.title, note=note, band=band)
     return save_figure(fig, Path(figures_dir) / spec.figure)
+
+
+def plot_heatmap(rows: Sequence[dict], row_labels: Sequence[str], col_labels: Sequence[str], title: str = ""):
+    """The robustness matrix: mean final test accuracy per (row, column) cell over the
+    seeds (rows of :func:`byzsim.runs.tables.matrix_rows`); ``div`` when a seed
+    diverged, ``n/a`` (grey) when no seed finished.  Returns the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    R, C = len(row_labels), len(col_labels)
+    acc = np.full((R, C), np.nan)
+    text = [["n/a"] * C for _ in range(R)]
+    for i, r in enumerate(row_labels):
+        for j, c in enumerate(col_labels):
+            ok = [x for x in rows if x["row"] == r and x["column"] == c and x["status"] == "ok"]
+            if not ok:
+                continue
+            if any(int(x["diverged"]) for x in ok):
+                acc[i, j] = 0.0
+                text[i][j] = "div"
+            else:
+                acc[i, j] = float(np.mean([float(x["final_test_accuracy"]) for x in ok]))
+                text[i][j] = f"{acc[i, j]:.2f}"
+    fig, ax = plt.subplots(figsize=(1.6 + 0.78 * C, 1.2 + 0.36 * R))
+    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#d9d9d9")
+    im = ax.imshow(np.ma.masked_invalid(acc), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(C), col_labels, rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(R), row_labels, fontsize=8)
+    for i in range(R):
+        for j in range(C):
+            v = acc[i, j]
+            dark = np.isfinite(v) and (v < 0.25 or v > 0.85)
+            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=7,
+                    color="white" if dark and text[i][j] == "div" else "black")
+    ax.set_title(title, fontsize=9)
+    cb = fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
+    cb.set_label("final test accuracy", fontsize=8)
+    fig.tight_layout()
+    return fig

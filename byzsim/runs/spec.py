@@ -40,6 +40,7 @@ import itertools
 import os
 import re
 import tomllib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -54,6 +55,7 @@ __all__ = [
     "component_parameters", "check_component_params", "entries_from_dicts",
     "load_entries", "is_figure_spec", "default_sweep_name",
     "parse_spec", "load_spec", "spec_entries",
+    "MatrixSpec", "MATRIX_KEYS", "TINY", "is_matrix_spec", "parse_matrix", "load_matrix",
 ]
 
 
@@ -261,14 +263,21 @@ def load_entries(files: Sequence[str | os.PathLike], overrides: Sequence[str | O
     """Config files + overrides -> validated run entries and a description.
 
     ``files``: flat config tables (Config fields; an optional ``[grid]`` table maps keys to
-    lists of values) merged left to right, or exactly one figure spec (see
-    :mod:`byzsim.experiment`).  ``overrides`` apply last (a grid key on the command line
+    lists of values) merged left to right, or exactly one figure spec or matrix spec (see
+    :func:`parse_spec`, :func:`parse_matrix`).  ``overrides`` apply last (a grid key on the command line
     replaces the file's).  Returns ``(entries, info)`` with ``info`` holding ``title``,
     ``metric``, ``figure`` (for a figure spec), ``panels`` (ordered ``(name, title)``) and
     ``lines`` (ordered labels) when known.
     """
     ovs = parse_overrides(overrides)
     raws = [(str(f), load_toml(f)) for f in files]
+    matrices = [(f, r) for f, r in raws if is_matrix_spec(r)]
+    if matrices:
+        if len(raws) != 1:
+            raise ValueError(f"a matrix spec ({matrices[0][0]}) must be the only config file")
+        m = parse_matrix(matrices[0][1], matrices[0][0], ovs)
+        entries = list({e.key: e for e in m.entries}.values())
+        return entries, {"title": m.title, "lines": list(m.columns)}
     specs = [(f, r) for f, r in raws if is_figure_spec(r)]
     if specs:
         if len(raws) != 1:
@@ -393,3 +402,98 @@ def load_spec(path: str | Path, overrides: Sequence = ()) -> Spec:
 def spec_entries(spec: Spec) -> list[RunEntry]:
     """The spec's runs as :class:`byzsim.sweep.RunEntry` (with panel and line labels)."""
     return [RunEntry.of(r.config, r.panel, r.label) for r in spec.runs]
+
+
+# --------------------------------------------------------------------------- matrix specs
+
+MATRIX_KEYS = {"name", "title", "seeds", "base", "rows", "columns", "notes"}
+#: ``--tiny``: scikit-learn's digits, 10 clients (2 Byzantine), 10 rounds; a smoke test.
+TINY = dict(
+    dataset="digits", dataset_params={}, n_clients=10, n_byzantine=2, byzantine_indices=[0, 5],
+    batch_size=8, rounds=10, eval_every=10, train_eval_samples=0,
+)
+
+
+@dataclass(frozen=True)
+class MatrixSpec:
+    """A robustness matrix: one run per (row, column, seed); ``entries`` carry the row
+    label as ``panel`` and the column label as ``line``."""
+
+    name: str
+    title: str
+    rows: tuple[str, ...]
+    columns: tuple[str, ...]
+    entries: tuple[RunEntry, ...]
+
+
+def is_matrix_spec(raw: Mapping[str, Any]) -> bool:
+    return "rows" in raw and "columns" in raw
+
+
+def _select(tables: Sequence[dict], want: Sequence[str] | None, what: str) -> list[dict]:
+    if want is None:
+        return list(tables)
+    labels = [t["label"] for t in tables]
+    missing = sorted(set(want) - set(labels))
+    if missing:
+        raise ValueError(f"unknown {what} label(s) {missing}; valid: {labels}")
+    return [t for t in tables if t["label"] in want]
+
+
+def parse_matrix(raw: Mapping[str, Any], source: str = "<matrix>", overrides: Sequence = (), *,
+                 rows: Sequence[str] | None = None, columns: Sequence[str] | None = None,
+                 tiny: bool = False, rounds: int | None = None) -> MatrixSpec:
+    """Validate a matrix spec and expand it into runs: ``base | row | column | {seed} |
+    overrides`` for every (row, column, seed), all validated before anything runs.
+
+    The spec has ``name``, ``title``, ``seeds``, a ``[base]`` table of Config fields, and
+    ``[[rows]]`` and ``[[columns]]`` lists (a ``label`` plus Config fields each).
+    ``rows``/``columns`` select labels; ``tiny`` swaps in :data:`TINY`; ``rounds`` sets
+    the rounds (and caps ``eval_every``).  An override takes one value (``seed`` may be
+    a grid: the seeds of every cell)."""
+    unknown = set(raw) - MATRIX_KEYS
+    if unknown:
+        raise ValueError(f"{source}: unknown matrix spec key(s) {sorted(unknown)}; valid keys: {sorted(MATRIX_KEYS)}")
+    for key in ("rows", "columns"):
+        if not raw.get(key):
+            raise ValueError(f"{source}: the spec needs a non-empty [[{key}]] list")
+        for t in raw[key]:
+            if "label" not in t:
+                raise ValueError(f"{source}: every [[{key}]] entry needs a 'label'; got {t!r}")
+    ovs = parse_overrides(overrides)
+    grid = [o.key for o in ovs if o.is_grid and o.path != ("seed",)]
+    if grid:
+        raise ValueError(f"a matrix override takes one value (seed excepted), got a grid for {', '.join(grid)}")
+    base = dict(raw.get("base", {}))
+    if tiny:
+        base.update(TINY)
+    if rounds is not None:
+        base["rounds"] = rounds
+        base["eval_every"] = min(base.get("eval_every", rounds), rounds)
+    seeds = [None] if any(o.path == ("seed",) for o in ovs) else raw.get("seeds", [0])
+    sel_rows = _select(raw["rows"], rows, "row")
+    sel_cols = _select(raw["columns"], columns, "column")
+    entries = []
+    for r in sel_rows:
+        for c in sel_cols:
+            for seed in seeds:
+                merged = {**base, **{k: v for k, v in r.items() if k != "label"},
+                          **{k: v for k, v in c.items() if k != "label"}}
+                if seed is not None:
+                    merged["seed"] = seed
+                where = f"{source}: row {r['label']!r}, column {c['label']!r}: "
+                for d in expand_grid(merged, ovs):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        entries.append(RunEntry.of(_make(d, where), str(r["label"]), str(c["label"])))
+    name = str(raw.get("name", "matrix")) + ("_tiny" if tiny else "")
+    title = str(raw.get("title", name)) + (" [--tiny: digits, 10 clients]" if tiny else "")
+    if rounds is not None:
+        title += f" [rounds={rounds}]"
+    return MatrixSpec(name, title, tuple(str(r["label"]) for r in sel_rows),
+                      tuple(str(c["label"]) for c in sel_cols), tuple(entries))
+
+
+def load_matrix(path: str | Path, overrides: Sequence = (), **kw) -> MatrixSpec:
+    """:func:`parse_matrix` of a TOML file (keywords as there)."""
+    return parse_matrix(load_toml(path), str(path), overrides, **kw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -16,7 +17,7 @@ from .store import Store, StoredRun, atomic_write_text
 
 __all__ = [
     "CSV_COLUMNS", "format_value", "flatten_config", "derive_labels", "run_rows",
-    "rows_from_store", "csv_text", "write_csv", "read_csv",
+    "rows_from_store", "csv_text", "write_csv", "read_csv", "MATRIX_COLUMNS", "matrix_row", "matrix_rows",
 ]
 
 CSV_COLUMNS = (
@@ -142,20 +143,63 @@ def rows_from_store(entries: Sequence, store: Store, figure: str, *,
     return rows, missing
 
 
-def csv_text(rows: Sequence[dict]) -> str:
+def csv_text(rows: Sequence[dict], columns: Sequence[str] = CSV_COLUMNS) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
 
 
-def write_csv(path: str | Path, rows: Sequence[dict]) -> Path:
+def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] = CSV_COLUMNS) -> Path:
+    """Write ``rows`` (the ``columns`` of each) atomically."""
     path = Path(path)
-    atomic_write_text(path, csv_text(rows))
+    atomic_write_text(path, csv_text(rows, columns))
     return path
 
 
 def read_csv(path: str | Path) -> list[dict]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+# --------------------------------------------------------------------------- matrix
+
+MATRIX_COLUMNS = (
+    "row", "column", "seed", "aggregator", "preaggregators", "resample", "attack",
+    "final_test_accuracy", "final_train_loss", "diverged", "diverged_round", "rounds",
+    "seconds", "status",
+)
+
+
+def matrix_row(entry, store: Store) -> dict:
+    """One line of the matrix CSV: a cell's (row, column, seed) and its final metrics
+    read from the store; ``status`` is ``ok``, ``error: …`` (the recorded failure) or
+    ``not run``."""
+    cfg = entry.config
+    out = {
+        "row": entry.panel, "column": entry.line, "seed": cfg.seed, "aggregator": cfg.aggregator,
+        "preaggregators": "+".join(p["name"] for p in cfg.preaggregators),
+        "resample": cfg.resample or 1, "attack": cfg.attack, "rounds": cfg.rounds,
+        "final_test_accuracy": math.nan, "final_train_loss": math.nan, "diverged": 0,
+        "diverged_round": "", "seconds": 0.0, "status": "ok",
+    }
+    run = store.get(entry.key)
+    if run is None:
+        failure = store.failure(entry.key)
+        out["status"] = f"error: {failure['error']}" if failure else "not run"
+        return out
+    out["seconds"] = run.meta.get("seconds") or 0.0
+    if run.diverged:
+        out["diverged"], out["diverged_round"] = 1, run.diverged_round
+    else:
+        cols = run.columns()
+        out["final_test_accuracy"] = float(cols["test_accuracy"][-1])
+        out["final_train_loss"] = float(cols["train_loss"][-1])
+    return out
+
+
+def matrix_rows(spec, store: Store) -> list[dict]:
+    """The matrix CSV rows of a :class:`~byzsim.runs.spec.MatrixSpec`, in the spec's
+    row, column, seed order."""
+    return [matrix_row(e, store) for e in spec.entries]
