@@ -23,6 +23,8 @@ import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
+from .simulate import METRICS
+
 EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_EXECUTOR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 _CONFIG_HELP = ("TOML config files and key=value overrides, in any order (key=v1,v2 sweeps over the "
@@ -94,9 +96,10 @@ def cmd_run(a) -> int:
 
         atomic_write_text(Path(a.csv), format_metrics_csv(cols))
     if not a.quiet:
-        print(f"{'round':>8} {'test_accuracy':>14} {'train_loss':>12} {'distance':>10}")
-        for r, acc, loss, dist in zip(cols["round"], cols["test_accuracy"], cols["train_loss"], cols["distance"]):
-            print(f"{int(r):>8} {acc:>14.4f} {loss:>12.5g} {dist:>10.4g}")
+        widths = [max(8, len(k)) for k in METRICS]
+        print(" ".join(f"{k:>{w}}" for k, w in zip(METRICS, widths)))
+        for vals in zip(*(cols[k] for k in METRICS)):
+            print(" ".join([f"{int(vals[0]):>{widths[0]}}"] + [f"{v:>{w}.5g}" for v, w in zip(vals[1:], widths[1:])]))
         status = f"DIVERGED at round {div_round}" if diverged else "ok"
         print(f"# {e.config.method} on {e.config.dataset}: {status}; key {e.key[:12]}; {where}", file=sys.stderr)
     return EXIT_OK
@@ -500,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Plot a metric against round from the result store.")
     p.add_argument("inputs", nargs="*", metavar="CONFIG.toml | key=value", help=_CONFIG_HELP)
     p.add_argument("--sweep", default=None, metavar="NAME", help="a stored sweep (default: the most recent)")
-    p.add_argument("--metric", choices=("test_accuracy", "train_loss", "distance"), default=None,
+    p.add_argument("--metric", choices=METRICS[1:], default=None,
                    help="what to plot (default: the spec's, else test_accuracy)")
     p.add_argument("--panel", default=None, metavar="FIELD[,FIELD]", help="one panel per value (default attack)")
     p.add_argument("--line", default=None, metavar="FIELD[,FIELD]",

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..config import Config, check_component_params, component_parameters, load_toml, make_config
+from ..simulate import METRICS
 from .store import canonical_config, config_key
 from .tables import flatten_config, format_value
 
@@ -352,6 +353,9 @@ def parse_spec(raw: dict[str, Any], source: str = "<spec>", overrides: Sequence 
         raise ValueError(f"{source}: unknown spec key(s) {sorted(unknown)}; valid keys: {sorted(SPEC_KEYS)}")
     if "figure" not in raw:
         raise ValueError(f"{source}: missing 'figure' (the output name)")
+    metric = str(raw.get("metric", "test_accuracy"))
+    if metric not in METRICS[1:]:
+        raise ValueError(f"{source}: unknown metric {metric!r}; valid choices: {', '.join(METRICS[1:])}")
     ovs = parse_overrides(overrides)
     labelled = [o for o in ovs if o.is_grid and o.path != ("seed",)]
     base = dict(raw.get("base", {}))
@@ -382,7 +386,7 @@ def parse_spec(raw: dict[str, Any], source: str = "<spec>", overrides: Sequence 
     return Spec(
         figure=str(raw["figure"]),
         title=str(raw.get("title", raw["figure"])),
-        metric=str(raw.get("metric", "test_accuracy")),
+        metric=metric,
         panels=panels,
         lines=lines,
         runs=tuple(runs),

@@ -46,11 +46,11 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from ..config import Config, make_config
+from ..simulate import METRICS
 
 __all__ = [
     "FORMAT_VERSION",
     "DEFAULT_STORE",
-    "METRIC_COLUMNS",
     "StoreError",
     "StoreFormatError",
     "Store",
@@ -65,10 +65,10 @@ __all__ = [
     "parse_metrics_csv",
 ]
 
-#: Bumped whenever the layout, the key derivation or the file formats change.
+#: Bumped whenever the layout, the key derivation or the file formats change (the
+#: columns of ``metrics.csv`` are :data:`byzsim.simulate.METRICS`).
 FORMAT_VERSION = 1
 DEFAULT_STORE = "results/store"
-METRIC_COLUMNS = ("round", "test_accuracy", "train_loss", "distance")
 _MARKER = "COMPLETE"
 _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
@@ -179,12 +179,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 def format_metrics_csv(columns: Mapping[str, Any]) -> str:
     """Metrics columns -> CSV text.  Deterministic: ints as ints, floats as ``repr``
     (shortest round-trip form), so equal arrays give byte-identical files."""
-    cols = [np.asarray(columns[k]) for k in METRIC_COLUMNS]
+    cols = [np.asarray(columns[k]) for k in METRICS]
     n = len(cols[0])
     if any(len(c) != n for c in cols):
         raise ValueError("metrics columns have different lengths")
     out = io.StringIO()
-    out.write(",".join(METRIC_COLUMNS) + "\n")
+    out.write(",".join(METRICS) + "\n")
     rounds = [int(r) for r in cols[0].tolist()]
     rest = [[repr(float(v)) for v in c.tolist()] for c in cols[1:]]
     for i in range(n):
@@ -194,11 +194,11 @@ def format_metrics_csv(columns: Mapping[str, Any]) -> str:
 
 def parse_metrics_csv(text: str) -> dict[str, np.ndarray]:
     rows = list(csv.reader(io.StringIO(text)))
-    if not rows or tuple(rows[0]) != METRIC_COLUMNS:
+    if not rows or tuple(rows[0]) != METRICS:
         raise StoreError(f"metrics.csv: unexpected header {rows[0] if rows else None!r}")
     body = rows[1:]
     out = {"round": np.array([int(r[0]) for r in body], dtype=np.int64)}
-    for j, k in enumerate(METRIC_COLUMNS[1:], 1):
+    for j, k in enumerate(METRICS[1:], 1):
         out[k] = np.array([float(r[j]) for r in body], dtype=np.float64)
     return out
 

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..simulate import METRICS
 from .store import Store, StoredRun, atomic_write_text
 
 __all__ = [
@@ -20,10 +21,7 @@ __all__ = [
     "rows_from_store", "csv_text", "write_csv", "read_csv", "MATRIX_COLUMNS", "matrix_row", "matrix_rows",
 ]
 
-CSV_COLUMNS = (
-    "figure", "panel", "method", "attack", "seed", "round",
-    "test_accuracy", "train_loss", "distance", "diverged",
-)
+CSV_COLUMNS = ("figure", "panel", "method", "attack", "seed", *METRICS, "diverged")
 
 
 def format_value(v: Any) -> str:
@@ -109,17 +107,16 @@ def run_rows(run: StoredRun, *, figure: str, panel: str, method: str) -> list[di
     cols = run.columns()
     cfg = run.config_dict
     div = int(run.diverged)
-    keys = ("round", "test_accuracy", "train_loss", "distance")
     rows = [
         {"figure": figure, "panel": panel, "method": method, "attack": cfg["attack"], "seed": cfg["seed"],
-         **{k: (int(v) if k == "round" else float(v)) for k, v in zip(keys, vals)}, "diverged": div}
-        for vals in zip(*(cols[k].tolist() for k in keys))
+         **{k: (int(v) if k == "round" else float(v)) for k, v in zip(METRICS, vals)}, "diverged": div}
+        for vals in zip(*(cols[k].tolist() for k in METRICS))
     ]
     if run.diverged and run.diverged_round is not None:
         nan = float("nan")
         rows.append({"figure": figure, "panel": panel, "method": method, "attack": cfg["attack"],
-                     "seed": cfg["seed"], "round": int(run.diverged_round), "test_accuracy": nan,
-                     "train_loss": nan, "distance": nan, "diverged": 1})
+                     "seed": cfg["seed"], "round": int(run.diverged_round), **{k: nan for k in METRICS[1:]},
+                     "diverged": 1})
     return rows
 
 
