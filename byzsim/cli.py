@@ -110,7 +110,7 @@ def cmd_run(a) -> int:
 
 def cmd_sweep(a) -> int:
     from .runs import Progress, default_sweep_name, load_entries, report_failures
-    from .runs.execute import execute
+    from .runs.execute import execute, plugins_manifest
 
     files, overrides = _split_inputs(a.inputs)
     entries, info = load_entries(files, overrides)
@@ -127,6 +127,8 @@ def cmd_sweep(a) -> int:
         "panels": info.get("panels"),
         "runs": [{"key": e.key, "panel": e.panel, "line": e.line} for e in entries],
     }
+    if any(e.plugins for e in entries):
+        manifest["plugins"] = plugins_manifest(entries)
     store.write_sweep(name, manifest)
     prog = Progress(label=name, enabled=_progress_enabled(a))
     report = execute(entries, store, jobs=a.jobs, scheduler=a.scheduler, scheduler_timeout=a.scheduler_timeout,
@@ -188,6 +190,10 @@ def cmd_figure(a) -> int:
         if name is None:
             raise ValueError(f"no sweep stored in {store.root}; run `byzsim sweep ...` first or give config files")
         m = store.read_sweep(name)
+        from .plugins import load_plugin
+
+        for p in m.get("plugins", ()):  # the sweep's runs name components of these
+            load_plugin(p["name"], f"sweep {name!r}", root=p.get("root"))
         entries = []
         for r in m["runs"]:
             run = store.get(r["key"])
@@ -343,7 +349,23 @@ def catalogue() -> dict[str, Any]:
                    "config_field": "preaggregators", "doc": (inspect.getdoc(obj) or "").split("\n")[0]}
             for name, aliases, obj in _groups(PREAGGREGATORS)}
     out["fields"] = {k: getattr(defaults, k) for k in FIELDS}
+    _mark_plugins(out)
     return out
+
+
+def _mark_plugins(cat: dict[str, Any]) -> None:
+    """Mark the components plugins added (``"plugin": name``) and list the plugins."""
+    from .plugins import loaded
+
+    plugins = loaded()
+    for p in plugins:
+        for kind, names in p.added.items():
+            for n in names:
+                if n in cat.get(kind, {}):
+                    cat[kind][n]["plugin"] = p.name
+    if plugins:
+        cat["plugins"] = {p.name: {"version": p.version, "sha256": p.sha256, "origin": p.origin,
+                                   "added": {k: list(v) for k, v in p.added.items()}} for p in plugins}
 
 
 def cmd_list(a) -> int:
@@ -366,7 +388,12 @@ def cmd_list(a) -> int:
             if kind == "fields":
                 print(f"  {name:22s} default {d!r}")
                 continue
+            if kind == "plugins":
+                added = "; ".join(f"{k} {', '.join(v)}" for k, v in d["added"].items()) or "(registered nothing)"
+                print(f"  {name} {d['version'] or ''} ({d['origin']}, sha256 {d['sha256'][:12]}): {added}")
+                continue
             alias = f" (alias {', '.join(d['aliases'])})" if d.get("aliases") else ""
+            alias += f" [plugin {d['plugin']}]" if d.get("plugin") else ""
             if kind == "methods":
                 preset = ", ".join(f"{k}={v}" for k, v in d["preset"].items()) or "(give family, estimator, aggregator)"
                 print(f"  {name + alias:34s} {preset}")
@@ -446,7 +473,14 @@ heatmap of the mean final accuracy). Running it again simulates nothing.
 }
 
 
+def _add_plugin(p) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import this module first: it registers its own components (repeatable; "
+                        "also $BYZSIM_PLUGINS and the 'byzsim.plugins' entry points)")
+
+
 def _add_common(p, *, store=True):
+    _add_plugin(p)
     if store:
         p.add_argument("--store", default=None, metavar="DIR",
                        help="result store directory (default $BYZSIM_STORE or results/store)")
@@ -514,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, metavar="PATH", help="long CSV of the plotted data (default results/<name>.csv)")
     p.add_argument("--store", default=None, metavar="DIR",
                    help="result store directory (default $BYZSIM_STORE or results/store)")
+    _add_plugin(p)
     p.set_defaults(func=cmd_figure)
 
     p = sub.add_parser("experiment", help="run a figure spec (what is not stored) and draw it",
@@ -555,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", nargs="?", default=None,
                    help="methods | aggregators | preaggregators | attacks | partitions | datasets | models | fields")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_plugin(p)
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("bench", help="run the benchmarks (source checkout)", epilog=EXAMPLES["bench"],
@@ -571,6 +607,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
     try:
+        if hasattr(a, "plugin"):  # before any config is validated
+            from .plugins import load_plugins
+
+            load_plugins(a.plugin)
         return a.func(a)
     except SweepInterrupted as e:
         r = e.report

@@ -188,9 +188,10 @@ def test_dask_cluster_byte_identical_to_serial(tmp_path, serial_reference):
     from distributed import LocalCluster
 
     entries, ref = serial_reference
-    # a real scheduler and worker talking tcp on loopback; the worker runs in-process
-    # (processes=False) to keep the test fast, one thread (simulate's caches are per process)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+    # a real scheduler and workers talking tcp on loopback; the workers run in-process
+    # (processes=False) to keep the test fast.  Two of them: with a single worker thread
+    # joblib's Dask backend would run every task in this process, not on the cluster.
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp://",
                       host="127.0.0.1", dashboard_address=None, silence_logs=50) as cluster:
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
         s = Store(tmp_path)

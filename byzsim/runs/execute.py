@@ -42,7 +42,7 @@ from .tables import MATRIX_COLUMNS, matrix_rows, rows_from_store, write_csv
 
 __all__ = [
     "SweepError", "SweepInterrupted", "WorkerDied", "RunOutcome", "SweepReport",
-    "execute", "run_spec", "run_matrix", "report_failures",
+    "execute", "run_spec", "run_matrix", "report_failures", "plugins_manifest",
 ]
 
 
@@ -132,20 +132,42 @@ class SweepReport:
         return s
 
 
-def _simulate(index: int, cfg: Config, callback: Callable | None = None) -> tuple[int, dict]:
-    """Worker task: run one config; never raises for a failing run (returns the error)."""
+def _simulate(index: int, cfg: Config, callback: Callable | None = None,
+              plugins: Sequence[tuple] = ()) -> tuple[int, dict]:
+    """Worker task: load the run's plugins (``Plugin.task()`` tuples; once per process),
+    run one config; never raises for a failing run (returns the error, naming the plugin
+    when the failure is in a plugin's code)."""
+    from ..plugins import ensure_loaded, plugin_in_traceback
     from ..simulate import run
 
     t = time.perf_counter()
     try:
+        ensure_loaded(plugins)
         res = run(cfg, callback=callback)
     except Exception as e:  # noqa: BLE001 - a failing run is data, not a crash
-        return index, {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
-                       "wall": time.perf_counter() - t}
+        where = plugin_in_traceback(e.__traceback__)
+        msg = str(e) if type(e).__name__ == "PluginError" else f"{type(e).__name__}: {e}"
+        return index, {"ok": False, "error": (f"in plugin {where!r}: " if where else "") + msg,
+                       "traceback": traceback.format_exc(), "wall": time.perf_counter() - t}
     return index, {
         "ok": True, "columns": res.columns, "diverged": res.diverged, "diverged_round": res.diverged_round,
         "seconds": res.seconds, "wall": time.perf_counter() - t, "info": res.info,
     }
+
+
+def _tasks(e: RunEntry) -> tuple:
+    return tuple(p.task() for p in e.plugins)
+
+
+def plugins_manifest(entries: Sequence[RunEntry]) -> list[dict]:
+    """The plugins a sweep's runs use, for its manifest (``byzsim figure`` loads them)."""
+    ps = {p.name: p for e in entries for p in e.plugins}
+    return [{"name": p.name, "root": p.root} for p in ps.values()]
+
+
+def _with_plugins(entries: Sequence[RunEntry]) -> dict:
+    pm = plugins_manifest(entries)
+    return {"plugins": pm} if pm else {}
 
 
 def _connect(address: str, timeout: float):
@@ -214,10 +236,11 @@ def execute(
             store.put(e.config, payload["columns"], diverged=payload["diverged"],
                       diverged_round=payload["diverged_round"], seconds=payload["seconds"],
                       extra={"wall_seconds": payload["wall"], "info": payload.get("info", {})},
-                      force=force)
+                      force=force, plugins=[p.ref() for p in e.plugins])
             out = RunOutcome(e, "ran", diverged=bool(payload["diverged"]), seconds=payload["seconds"])
         else:
-            store.record_failure(e.config, payload["error"], payload.get("traceback", ""))
+            store.record_failure(e.config, payload["error"], payload.get("traceback", ""),
+                                 plugins=[p.ref() for p in e.plugins])
             out = RunOutcome(e, "failed", error=payload["error"], seconds=payload.get("wall", 0.0))
         report.outcomes.append(out)
         prog.finished(e.config.rounds if out.status == "ran" else 0, failed=out.status == "failed",
@@ -228,7 +251,8 @@ def execute(
     try:
         if todo and jobs == 1 and scheduler is None:
             for i, e in enumerate(todo):
-                _, payload = _simulate(i, e.config, callback=prog.rounds if prog.enabled else None)
+                _, payload = _simulate(i, e.config, callback=prog.rounds if prog.enabled else None,
+                                       plugins=_tasks(e))
                 handle(i, payload)
         elif todo:
             _run_parallel(todo, handle, jobs=jobs, scheduler=scheduler, timeout=scheduler_timeout,
@@ -260,7 +284,7 @@ def _account_stored(report: SweepReport, todo: Sequence[RunEntry], store: Store)
 def _run_parallel(todo, handle, *, jobs, scheduler, timeout, report) -> None:
     from joblib import Parallel, delayed, parallel_config
 
-    tasks = (delayed(_simulate)(i, e.config) for i, e in enumerate(todo))
+    tasks = (delayed(_simulate)(i, e.config, plugins=_tasks(e)) for i, e in enumerate(todo))
     client = None
     if scheduler is not None:
         client = _connect(scheduler, timeout)
@@ -303,7 +327,7 @@ def _run_named(name: str, entries: Sequence[RunEntry], manifest: dict, store, *,
     entries = list({e.key: e for e in entries}.values())
     show = (not quiet) if progress is None else progress
     prog = Progress(label=name, enabled=show and (progress or sys.stderr.isatty()))
-    store.write_sweep(name, {**manifest, "runs": [{"key": e.key, "panel": e.panel, "line": e.line}
+    store.write_sweep(name, {**manifest, **_with_plugins(entries), "runs": [{"key": e.key, "panel": e.panel, "line": e.line}
                                                   for e in entries]})
     report = execute(entries, store, jobs=jobs, scheduler=scheduler, force=force, progress=prog,
                      on_outcome=None if quiet else _print_outcome(name))

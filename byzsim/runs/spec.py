@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..config import Config, check_component_params, component_parameters, load_toml, make_config
+from ..plugins import Plugin, used_plugins
 from ..simulate import METRICS
 from .store import canonical_config, config_key
 from .tables import flatten_config, format_value
@@ -230,10 +231,12 @@ class RunEntry:
     key: str
     panel: str | None = None
     line: str | None = None
+    plugins: tuple[Plugin, ...] = ()  # the loaded plugins whose components the config names
 
     @classmethod
     def of(cls, cfg: Config, panel: str | None = None, line: str | None = None) -> "RunEntry":
-        return cls(cfg, config_key(cfg), panel, line)
+        plugins = used_plugins(canonical_config(cfg))
+        return cls(cfg, config_key(cfg, [p.ref() for p in plugins]), panel, line, plugins)
 
 
 def _make(d: Mapping[str, Any], where: str = "") -> Config:

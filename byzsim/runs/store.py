@@ -41,7 +41,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -120,10 +120,14 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def config_key(cfg: Config) -> str:
-    """The store key of a run: sha256 hex of the canonical config and the store format."""
-    payload = canonical_json({"store_format": FORMAT_VERSION, "config": canonical_config(cfg)})
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+def config_key(cfg: Config, plugins: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The store key of a run: sha256 hex of the canonical config and the store format,
+    and of the plugins whose components the run uses (``Plugin.ref()``: name, version,
+    source sha256), when there are any; without plugins the key is as it always was."""
+    obj: dict[str, Any] = {"store_format": FORMAT_VERSION, "config": canonical_config(cfg)}
+    if plugins:
+        obj["plugins"] = sorted((dict(p) for p in plugins), key=lambda p: p["name"])
+    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
 
 
 def config_from_dict(d: Mapping[str, Any]) -> Config:
@@ -333,14 +337,16 @@ class Store:
         seconds: float | None = None,
         extra: Mapping[str, Any] | None = None,
         force: bool = False,
+        plugins: Sequence[Mapping[str, Any]] = (),
     ) -> Path:
         """Store a *successful* run atomically and return its directory.
 
         If the run is already stored, the existing result is kept (it is the same
         config and the simulator is deterministic) unless ``force``, in which case the
-        new directory atomically takes its place.
+        new directory atomically takes its place.  ``plugins``: the ``Plugin.ref()`` of
+        the plugins the run uses (part of the key, recorded in ``config.json``).
         """
-        key = config_key(cfg)
+        key = config_key(cfg, plugins)
         final = self.runs_dir / key
         if self.has(key) and not force:
             return final
@@ -358,6 +364,7 @@ class Store:
             "python_version": platform.python_version(),
             "host": socket.gethostname(),
             "stored_at": _now(),
+            **({"plugins": _jsonable(list(plugins))} if plugins else {}),
             **_jsonable(dict(extra or {})),
         }
         tmp = self.runs_dir / f"{_TMP_PREFIX}{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -398,9 +405,10 @@ class Store:
         shutil.rmtree(old, ignore_errors=True)
 
     # -- failures -------------------------------------------------------------
-    def record_failure(self, cfg: Config, error: str, traceback: str = "") -> Path:
+    def record_failure(self, cfg: Config, error: str, traceback: str = "",
+                       plugins: Sequence[Mapping[str, Any]] = ()) -> Path:
         """Record that run ``cfg`` raised (it stays unfinished and will be retried)."""
-        key = config_key(cfg)
+        key = config_key(cfg, plugins)
         path = self.failed_dir / f"{key}.json"
         atomic_write_text(path, json.dumps({
             "store_format": FORMAT_VERSION, "key": key, "config": canonical_config(cfg),
