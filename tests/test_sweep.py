@@ -280,7 +280,7 @@ def test_failed_forced_rerun_keeps_the_stored_result(tmp_path, monkeypatch):
     entries = grid()
     execute(entries, s)
     before = s.get(entries[0].key).metrics_text()
-    monkeypatch.setattr(sw, "_simulate", lambda i, cfg, callback=None: (i, {"ok": False, "error": "RuntimeError: x"}))
+    monkeypatch.setattr(sw, "_simulate", lambda i, cfg, **kw: (i, {"ok": False, "error": "RuntimeError: x"}))
     rep = execute(entries, s, force=True)
     assert len(rep.failures) == 1 and rep.ran == 0
     assert s.get(entries[0].key).metrics_text() == before
