@@ -1,11 +1,13 @@
-"""The ``byzsim`` command (also ``python -m byzsim``): run | sweep | figure | list | bench.
+"""The ``byzsim`` command (also ``python -m byzsim``), the only command line:
+run | sweep | figure | experiment | matrix | list | bench.
 
 Configs come from TOML files (flat tables of :class:`~byzsim.config.Config` fields, with
 an optional ``[grid]`` table, or one figure spec such as ``experiments/paper_a/fig2.toml``)
 and ``key=value`` overrides (``key=v1,v2`` is a grid axis; dotted keys set nested
 parameters; values are TOML literals, bare words are strings).  Every finished run is
 kept in the result store (``results/store`` or ``$BYZSIM_STORE``); a sweep skips what is
-stored.
+stored.  ``--plugin MODULE`` (and ``$BYZSIM_PLUGINS``, the ``byzsim.plugins`` entry
+points) loads a user's components first (:mod:`byzsim.plugins`).
 
 Exit status: 0 done; 1 some runs failed (the others are stored); 2 bad input (config,
 override, store); 3 the executor failed (a worker died, the Dask scheduler is
