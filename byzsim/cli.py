@@ -481,6 +481,17 @@ def _add_plugin(p) -> None:
                         "also $BYZSIM_PLUGINS and the 'byzsim.plugins' entry points)")
 
 
+def _add_spec_run(p) -> None:
+    """Options of the commands that run a spec and write its CSV and figure."""
+    p.add_argument("--jobs", "-j", type=int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--rounds", type=int, default=None, help="override the number of rounds (quick looks)")
+    p.add_argument("--results", default="results", help="directory of the CSV (default results/)")
+    p.add_argument("--figures", default="figures", help="directory of the figure (default figures/)")
+    p.add_argument("--force", action="store_true", help="rerun runs that are already stored")
+    p.add_argument("--scheduler", default=None, metavar="ADDR", help="Dask scheduler address (tcp://host:port)")
+    _add_common(p)
+
+
 def _add_common(p, *, store=True):
     _add_plugin(p)
     if store:
@@ -559,13 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="TOML figure spec (see experiments/)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides applied to every run (key=v1,v2 adds a grid axis)")
-    p.add_argument("--jobs", "-j", type=int, default=1, help="parallel worker processes (default 1)")
-    p.add_argument("--results", default="results", help="directory of the CSV (default results/)")
-    p.add_argument("--figures", default="figures", help="directory of the figure (default figures/)")
-    p.add_argument("--rounds", type=int, default=None, help="override the number of rounds (quick looks)")
-    p.add_argument("--force", action="store_true", help="rerun runs that are already stored")
-    p.add_argument("--scheduler", default=None, metavar="ADDR", help="Dask scheduler address (tcp://host:port)")
-    _add_common(p)
+    _add_spec_run(p)
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("matrix", help="run a robustness matrix (rows x columns) and draw its heatmap",
@@ -574,16 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="TOML matrix spec (experiments/matrix.toml)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides applied to every cell (one value each; seed=0,1,2 sets the seeds)")
-    p.add_argument("--jobs", "-j", type=int, default=1, help="parallel worker processes (default 1)")
-    p.add_argument("--rounds", type=int, default=None, help="override the number of rounds")
     p.add_argument("--rows", default=None, metavar="LABEL,...", help="row labels to run (default all)")
     p.add_argument("--columns", default=None, metavar="LABEL,...", help="column labels to run (default all)")
     p.add_argument("--tiny", action="store_true", help="digits, 10 clients, 10 rounds: a smoke test")
-    p.add_argument("--results", default="results", help="directory of the CSV (default results/)")
-    p.add_argument("--figures", default="figures", help="directory of the figure (default figures/)")
-    p.add_argument("--force", action="store_true", help="rerun cells that are already stored")
-    p.add_argument("--scheduler", default=None, metavar="ADDR", help="Dask scheduler address (tcp://host:port)")
-    _add_common(p)
+    _add_spec_run(p)
     p.set_defaults(func=cmd_matrix)
 
     p = sub.add_parser("list", help="registered methods, aggregators, attacks, partitions, datasets, models",

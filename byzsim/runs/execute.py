@@ -319,64 +319,49 @@ def _run_parallel(todo, handle, *, jobs, scheduler, timeout, report) -> None:
 # --------------------------------------------------------------------------- running
 
 
-def _run_named(name: str, entries: Sequence[RunEntry], manifest: dict, store, *, jobs, force, quiet,
-               progress, scheduler) -> tuple[Store, list[RunEntry], SweepReport]:
-    """Record the manifest ``name`` in the store and run its entries not stored yet."""
+def _run_named(name: str, entries: Sequence[RunEntry], manifest: dict, store: Store | str | Path | None = None,
+               *, jobs: int = 1, force: bool = False, quiet: bool = False, progress: bool | None = None,
+               scheduler: str | None = None) -> tuple[Store, list[RunEntry], SweepReport]:
+    """Record the manifest ``name`` in the store and run its entries not stored yet
+    (``jobs``, ``force``, ``scheduler`` as for :func:`execute`; ``quiet``: no lines for
+    failed or diverged runs; ``progress``: the progress line, default on a terminal)."""
     store = store if isinstance(store, Store) else Store(store)
     store.clean_stale()
     entries = list({e.key: e for e in entries}.values())
     show = (not quiet) if progress is None else progress
     prog = Progress(label=name, enabled=show and (progress or sys.stderr.isatty()))
-    store.write_sweep(name, {**manifest, **_with_plugins(entries), "runs": [{"key": e.key, "panel": e.panel, "line": e.line}
-                                                  for e in entries]})
+    runs = [{"key": e.key, "panel": e.panel, "line": e.line} for e in entries]
+    store.write_sweep(name, {**manifest, **_with_plugins(entries), "runs": runs})
     report = execute(entries, store, jobs=jobs, scheduler=scheduler, force=force, progress=prog,
                      on_outcome=None if quiet else _print_outcome(name))
     return store, entries, report
 
 
-def run_spec(
-    spec: Spec,
-    *,
-    jobs: int = 1,
-    results_dir: str | Path = "results",
-    store: Store | str | Path | None = None,
-    force: bool = False,
-    quiet: bool = False,
-    progress: bool | None = None,
-    scheduler: str | None = None,
-):
+def run_spec(spec: Spec, *, results_dir: str | Path = "results", store: Store | str | Path | None = None,
+             **options):
     """Run the spec's runs that are not stored yet, then write ``<figure>.csv`` from the
     store.  Returns ``(rows, report)``; failed runs are in ``report.failures`` (the CSV
-    holds the others)."""
+    holds the others).  ``options``: ``jobs``, ``force``, ``quiet``, ``progress``,
+    ``scheduler`` (:func:`_run_named`)."""
     manifest = {
         "figure": spec.figure, "title": spec.title, "metric": spec.metric,
         "panels": [[str(p.get("name", "")), str(p.get("title", p.get("name", "")))] for p in spec.panels],
     }
-    store, entries, report = _run_named(spec.figure, spec_entries(spec), manifest, store, jobs=jobs, force=force,
-                                        quiet=quiet, progress=progress, scheduler=scheduler)
+    store, entries, report = _run_named(spec.figure, spec_entries(spec), manifest, store, **options)
     rows, _ = rows_from_store(entries, store, spec.figure)
     write_csv(Path(results_dir) / f"{spec.figure}.csv", rows)
     return rows, report
 
 
-def run_matrix(
-    spec: MatrixSpec,
-    *,
-    jobs: int = 1,
-    results_dir: str | Path = "results",
-    store: Store | str | Path | None = None,
-    force: bool = False,
-    quiet: bool = False,
-    progress: bool | None = None,
-    scheduler: str | None = None,
-):
+def run_matrix(spec: MatrixSpec, *, results_dir: str | Path = "results", store: Store | str | Path | None = None,
+               **options):
     """Run the matrix's cells that are not stored yet, then write ``<name>.csv`` (one
     line per cell and seed, :data:`~byzsim.runs.tables.MATRIX_COLUMNS`) from the store.
-    Returns ``(rows, report)``; a failed cell is a line with ``status = error: …``."""
+    Returns ``(rows, report)``; a failed cell is a line with ``status = error: …``.
+    ``options`` as for :func:`run_spec`."""
     manifest = {"title": spec.title, "metric": "test_accuracy", "rows": list(spec.rows),
                 "columns": list(spec.columns)}
-    store, _, report = _run_named(spec.name, spec.entries, manifest, store, jobs=jobs, force=force,
-                                  quiet=quiet, progress=progress, scheduler=scheduler)
+    store, _, report = _run_named(spec.name, spec.entries, manifest, store, **options)
     rows = matrix_rows(spec, store)
     write_csv(Path(results_dir) / f"{spec.name}.csv", rows, MATRIX_COLUMNS)
     return rows, report
