@@ -182,13 +182,17 @@ def load_plugin(spec: str, origin: str = "--plugin", root: str | None = None) ->
     except Exception as e:  # noqa: BLE001 - any failure on import is the plugin's
         _rollback(regs, before)
         raise PluginError(f"plugin {name!r} ({origin}) failed on import: {type(e).__name__}: {e}") from None
+    if file_root is not None and Path(getattr(module, "__file__", "") or "").resolve() != Path(spec).resolve():
+        raise PluginError(f"plugin {spec!r} ({origin}): the module name {name!r} is taken by "
+                          f"{getattr(module, '__file__', None) or 'a built-in module'}; rename the file")
     if imported_before:  # imported earlier in this process: its components by module
         added = {k: tuple(n for n in r.names() if _defined_in(r[n], name)) for k, r in regs.items()}
     else:
         added = {k: tuple(sorted(set(r.names()) - before[k])) for k, r in regs.items()}
     files = _source_files(module)
-    plugin = Plugin(name=name, root=root or file_root or _import_root(module, name), version=_version(module), sha256=_sha256(files),
-                    added={k: v for k, v in added.items() if v}, origin=origin, files=tuple(map(str, files)))
+    plugin = Plugin(name=name, root=root or file_root or _import_root(module, name), version=_version(module),
+                    sha256=_sha256(files), added={k: v for k, v in added.items() if v}, origin=origin,
+                    files=tuple(map(str, files)))
     _LOADED[name] = plugin
     return plugin
 

@@ -245,3 +245,10 @@ def test_readme_plugin_example_runs_as_written(tmp_path):
                           "--csv", str(tmp_path / "fig.csv")], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert fig.returncode == 0, fig.stderr
     assert (tmp_path / "fig.png").stat().st_size > 1000
+
+
+def test_plugin_file_named_like_an_imported_module_is_refused(tmp_path, isolated):
+    f = tmp_path / "json.py"
+    f.write_text("x = 1\n")
+    with pytest.raises(pl.PluginError, match="the module name 'json' is taken by .*json/__init__.py; rename the file"):
+        pl.load_plugin(str(f))
