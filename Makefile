@@ -39,7 +39,7 @@ test-thorough: $(TSTAMP)
 
 ## paper A (AsynRSA-VR): figures/figN.{png,pdf}, results/figN.csv
 fig1 fig2 fig3: %: $(STAMP)
-	$(PY) -m byzsim.experiment experiments/paper_a/$@.toml --jobs $(JOBS)
+	$(PY) -m byzsim experiment experiments/paper_a/$@.toml --jobs $(JOBS)
 
 paper-a: fig1 fig2 fig3
 
@@ -48,10 +48,10 @@ b-fig3: $(STAMP)
 	$(PY) experiments/paper_b/fig3_theory.py
 
 b-fig4 b-fig5 b-fig6 b-fig4-6: $(STAMP)
-	$(PY) -m byzsim.experiment experiments/paper_b/fig4_6.toml --jobs $(JOBS)
+	$(PY) -m byzsim experiment experiments/paper_b/fig4_6.toml --jobs $(JOBS)
 
 b-fig7 b-fig8 b-fig9 b-fig10 b-fig11: b-%: $(STAMP)
-	$(PY) -m byzsim.experiment experiments/paper_b/$*.toml --jobs $(JOBS)
+	$(PY) -m byzsim experiment experiments/paper_b/$*.toml --jobs $(JOBS)
 
 paper-b: b-fig3 b-fig4-6 b-fig7 b-fig8 b-fig9 b-fig10 b-fig11
 
@@ -63,7 +63,7 @@ bench-sweep: $(STAMP)
 
 ## robustness matrix: every aggregator x every attack -> figures/matrix.png, results/matrix.csv
 matrix: $(STAMP)
-	$(PY) scripts/matrix.py experiments/matrix.toml --jobs $(JOBS)
+	$(PY) -m byzsim matrix experiments/matrix.toml --jobs $(JOBS)
 
 clean:
 	rm -rf results figures .pytest_cache .hypothesis

@@ -1,11 +1,13 @@
-"""The ``byzsim`` command (also ``python -m byzsim``): run | sweep | figure | list | bench.
+"""The ``byzsim`` command (also ``python -m byzsim``), the only command line:
+run | sweep | figure | experiment | matrix | list | bench.
 
 Configs come from TOML files (flat tables of :class:`~byzsim.config.Config` fields, with
 an optional ``[grid]`` table, or one figure spec such as ``experiments/paper_a/fig2.toml``)
 and ``key=value`` overrides (``key=v1,v2`` is a grid axis; dotted keys set nested
 parameters; values are TOML literals, bare words are strings).  Every finished run is
 kept in the result store (``results/store`` or ``$BYZSIM_STORE``); a sweep skips what is
-stored.
+stored.  ``--plugin MODULE`` (and ``$BYZSIM_PLUGINS``, the ``byzsim.plugins`` entry
+points) loads a user's components first (:mod:`byzsim.plugins`).
 
 Exit status: 0 done; 1 some runs failed (the others are stored); 2 bad input (config,
 override, store); 3 the executor failed (a worker died, the Dask scheduler is
@@ -22,6 +24,8 @@ import sys
 import textwrap
 from pathlib import Path
 from typing import Any, Sequence
+
+from .simulate import METRICS
 
 EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_EXECUTOR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -49,7 +53,7 @@ def _progress_enabled(a) -> bool:
 
 
 def _store(a):
-    from .store import Store
+    from .runs.store import Store
 
     store = Store(a.store)
     store.clean_stale()
@@ -64,8 +68,8 @@ def _err(msg: str) -> None:
 
 
 def cmd_run(a) -> int:
-    from .store import Store
-    from .sweep import Progress, execute, load_entries
+    from .runs import Progress, load_entries
+    from .runs.execute import execute
 
     files, overrides = _split_inputs(a.inputs)
     entries, _ = load_entries(files, overrides)
@@ -90,13 +94,14 @@ def cmd_run(a) -> int:
         cols, diverged, div_round = stored.columns(), stored.diverged, stored.diverged_round
         where = f"{stored.path}" + (" (stored before; --force reruns)" if report.skipped else "")
     if a.csv:
-        from .store import atomic_write_text, format_metrics_csv
+        from .runs.store import atomic_write_text, format_metrics_csv
 
         atomic_write_text(Path(a.csv), format_metrics_csv(cols))
     if not a.quiet:
-        print(f"{'round':>8} {'test_accuracy':>14} {'train_loss':>12} {'distance':>10}")
-        for r, acc, loss, dist in zip(cols["round"], cols["test_accuracy"], cols["train_loss"], cols["distance"]):
-            print(f"{int(r):>8} {acc:>14.4f} {loss:>12.5g} {dist:>10.4g}")
+        widths = [max(8, len(k)) for k in METRICS]
+        print(" ".join(f"{k:>{w}}" for k, w in zip(METRICS, widths)))
+        for vals in zip(*(cols[k] for k in METRICS)):
+            print(" ".join([f"{int(vals[0]):>{widths[0]}}"] + [f"{v:>{w}.5g}" for v, w in zip(vals[1:], widths[1:])]))
         status = f"DIVERGED at round {div_round}" if diverged else "ok"
         print(f"# {e.config.method} on {e.config.dataset}: {status}; key {e.key[:12]}; {where}", file=sys.stderr)
     return EXIT_OK
@@ -106,8 +111,8 @@ def cmd_run(a) -> int:
 
 
 def cmd_sweep(a) -> int:
-    from .experiment import report_failures
-    from .sweep import Progress, default_sweep_name, execute, load_entries
+    from .runs import Progress, default_sweep_name, load_entries, report_failures
+    from .runs.execute import execute, plugins_manifest
 
     files, overrides = _split_inputs(a.inputs)
     entries, info = load_entries(files, overrides)
@@ -124,6 +129,8 @@ def cmd_sweep(a) -> int:
         "panels": info.get("panels"),
         "runs": [{"key": e.key, "panel": e.panel, "line": e.line} for e in entries],
     }
+    if any(e.plugins for e in entries):
+        manifest["plugins"] = plugins_manifest(entries)
     store.write_sweep(name, manifest)
     prog = Progress(label=name, enabled=_progress_enabled(a))
     report = execute(entries, store, jobs=a.jobs, scheduler=a.scheduler, scheduler_timeout=a.scheduler_timeout,
@@ -149,8 +156,8 @@ def _describe(e) -> str:
 
 
 def _print_plan(entries, store) -> None:
-    from .experiment import derive_labels
-    from .store import canonical_config
+    from .runs.store import canonical_config
+    from .runs.tables import derive_labels
 
     labels = derive_labels([canonical_config(e.config) for e in entries])
     for e, (panel, line) in zip(entries, labels):
@@ -166,10 +173,7 @@ def _print_plan(entries, store) -> None:
 
 
 def cmd_figure(a) -> int:
-    from .experiment import derive_labels, rows_from_store, write_csv
-    from .plots import plot_panels, save_figure
-    from .store import canonical_config
-    from .sweep import RunEntry, default_sweep_name, load_entries
+    from .runs import RunEntry, default_sweep_name, load_entries, plot_panels, rows_from_store, save_figure, write_csv
 
     store = _store(a)
     files, overrides = _split_inputs(a.inputs)
@@ -188,6 +192,10 @@ def cmd_figure(a) -> int:
         if name is None:
             raise ValueError(f"no sweep stored in {store.root}; run `byzsim sweep ...` first or give config files")
         m = store.read_sweep(name)
+        from .plugins import load_plugin
+
+        for p in m.get("plugins", ()):  # the sweep's runs name components of these
+            load_plugin(p["name"], f"sweep {name!r}", root=p.get("root"))
         entries = []
         for r in m["runs"]:
             run = store.get(r["key"])
@@ -236,6 +244,63 @@ def cmd_figure(a) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- experiment
+
+
+def cmd_experiment(a) -> int:
+    import time
+
+    from .runs import load_spec, plot_spec, report_failures, run_spec
+
+    overrides = list(a.overrides) + ([f"rounds={a.rounds}"] if a.rounds is not None else [])
+    spec = load_spec(a.spec, overrides)
+    t0 = time.perf_counter()
+    rows, report = run_spec(spec, jobs=a.jobs, results_dir=a.results, store=a.store, force=a.force,
+                            quiet=a.quiet, progress=_progress_enabled(a), scheduler=a.scheduler)
+    t_sim = time.perf_counter() - t0
+    csv_path = Path(a.results) / f"{spec.figure}.csv"
+    paths = plot_spec(spec, rows, Path(a.figures), csv_path=csv_path)
+    if not a.quiet:
+        print(report.summary(spec.figure), file=sys.stderr)
+        print(f"[{spec.figure}] {t_sim:.1f}s; wrote {csv_path}, " + ", ".join(map(str, paths)), file=sys.stderr)
+    if report.failures:
+        report_failures(report, spec.figure)
+        return EXIT_FAILED_RUNS
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- matrix
+
+
+def cmd_matrix(a) -> int:
+    import time
+
+    from .runs import load_matrix, plot_heatmap, report_failures, run_matrix, save_figure
+
+    def labels(text):
+        return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+    spec = load_matrix(a.spec, a.overrides, rows=labels(a.rows), columns=labels(a.columns), tiny=a.tiny,
+                       rounds=a.rounds)
+    if not a.quiet:
+        print(f"[{spec.name}] {len(spec.entries)} runs ({len(spec.rows)} rows x {len(spec.columns)} columns x "
+              f"{len(spec.entries) // (len(spec.rows) * len(spec.columns))} seeds), {a.jobs} jobs", file=sys.stderr)
+    t0 = time.perf_counter()
+    rows, report = run_matrix(spec, jobs=a.jobs, results_dir=a.results, store=a.store, force=a.force,
+                              quiet=a.quiet, progress=_progress_enabled(a), scheduler=a.scheduler)
+    csv_path = Path(a.results) / f"{spec.name}.csv"
+    fig = plot_heatmap(rows, spec.rows, spec.columns, spec.title)
+    paths = save_figure(fig, Path(a.figures) / spec.name, formats=("png",), dpi=150)
+    if not a.quiet:
+        print(report.summary(spec.name), file=sys.stderr)
+        print(f"[{spec.name}] {time.perf_counter() - t0:.1f}s; wrote {csv_path}, "
+              + ", ".join(map(str, paths)), file=sys.stderr)
+    if report.failures:
+        report_failures(report, spec.name)
+        return EXIT_FAILED_RUNS
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- list
 
 
@@ -258,7 +323,7 @@ def catalogue() -> dict[str, Any]:
     from .data import DATASETS
     from .models import MODELS
     from .partition import PARTITIONS
-    from .sweep import component_parameters
+    from .runs.spec import component_parameters
 
     def params(obj):
         return {k: (None if d is inspect.Parameter.empty else d) for k, d in component_parameters(obj).items()}
@@ -286,7 +351,23 @@ def catalogue() -> dict[str, Any]:
                    "config_field": "preaggregators", "doc": (inspect.getdoc(obj) or "").split("\n")[0]}
             for name, aliases, obj in _groups(PREAGGREGATORS)}
     out["fields"] = {k: getattr(defaults, k) for k in FIELDS}
+    _mark_plugins(out)
     return out
+
+
+def _mark_plugins(cat: dict[str, Any]) -> None:
+    """Mark the components plugins added (``"plugin": name``) and list the plugins."""
+    from .plugins import loaded
+
+    plugins = loaded()
+    for p in plugins:
+        for kind, names in p.added.items():
+            for n in names:
+                if n in cat.get(kind, {}):
+                    cat[kind][n]["plugin"] = p.name
+    if plugins:
+        cat["plugins"] = {p.name: {"version": p.version, "sha256": p.sha256, "origin": p.origin,
+                                   "added": {k: list(v) for k, v in p.added.items()}} for p in plugins}
 
 
 def cmd_list(a) -> int:
@@ -309,7 +390,12 @@ def cmd_list(a) -> int:
             if kind == "fields":
                 print(f"  {name:22s} default {d!r}")
                 continue
+            if kind == "plugins":
+                added = "; ".join(f"{k} {', '.join(v)}" for k, v in d["added"].items()) or "(registered nothing)"
+                print(f"  {name} {d['version'] or ''} ({d['origin']}, sha256 {d['sha256'][:12]}): {added}")
+                continue
             alias = f" (alias {', '.join(d['aliases'])})" if d.get("aliases") else ""
+            alias += f" [plugin {d['plugin']}]" if d.get("plugin") else ""
             if kind == "methods":
                 preset = ", ".join(f"{k}={v}" for k, v in d["preset"].items()) or "(give family, estimator, aggregator)"
                 print(f"  {name + alias:34s} {preset}")
@@ -360,6 +446,23 @@ Never simulates: the runs come from the store (run `byzsim sweep` with the same
 arguments first). One panel per --panel value (default: attack), one line per method
 (and per any other field that varies), mean over seeds with a band.
 """,
+    "experiment": """examples:
+  byzsim experiment experiments/paper_a/fig2.toml --jobs 2
+  byzsim experiment experiments/paper_a/fig2.toml rounds=500 seed=0,1,2
+
+Runs the spec's runs that are not in the store yet, then writes results/<figure>.csv
+(from the store) and figures/<figure>.png and .pdf. Running it again simulates nothing;
+an interrupted run resumes. `python -m byzsim.experiment SPEC` is the same command.
+""",
+    "matrix": """examples:
+  byzsim matrix experiments/matrix.toml --jobs 2
+  byzsim matrix experiments/matrix.toml --tiny --rows mean,Krum --columns none,ALIE
+  byzsim matrix experiments/matrix.toml rounds=200 seed=0,1,2
+
+Runs every (row, column, seed) cell not in the store yet, then writes results/<name>.csv
+(final test accuracy and training loss per cell and seed) and figures/<name>.png (a
+heatmap of the mean final accuracy). Running it again simulates nothing.
+""",
     "list": """examples:
   byzsim list
   byzsim list attacks
@@ -372,7 +475,25 @@ arguments first). One panel per --panel value (default: attack), one line per me
 }
 
 
+def _add_plugin(p) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import this module first: it registers its own components (repeatable; "
+                        "also $BYZSIM_PLUGINS and the 'byzsim.plugins' entry points)")
+
+
+def _add_spec_run(p) -> None:
+    """Options of the commands that run a spec and write its CSV and figure."""
+    p.add_argument("--jobs", "-j", type=int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--rounds", type=int, default=None, help="override the number of rounds (quick looks)")
+    p.add_argument("--results", default="results", help="directory of the CSV (default results/)")
+    p.add_argument("--figures", default="figures", help="directory of the figure (default figures/)")
+    p.add_argument("--force", action="store_true", help="rerun runs that are already stored")
+    p.add_argument("--scheduler", default=None, metavar="ADDR", help="Dask scheduler address (tcp://host:port)")
+    _add_common(p)
+
+
 def _add_common(p, *, store=True):
+    _add_plugin(p)
     if store:
         p.add_argument("--store", default=None, metavar="DIR",
                        help="result store directory (default $BYZSIM_STORE or results/store)")
@@ -429,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Plot a metric against round from the result store.")
     p.add_argument("inputs", nargs="*", metavar="CONFIG.toml | key=value", help=_CONFIG_HELP)
     p.add_argument("--sweep", default=None, metavar="NAME", help="a stored sweep (default: the most recent)")
-    p.add_argument("--metric", choices=("test_accuracy", "train_loss", "distance"), default=None,
+    p.add_argument("--metric", choices=METRICS[1:], default=None,
                    help="what to plot (default: the spec's, else test_accuracy)")
     p.add_argument("--panel", default=None, metavar="FIELD[,FIELD]", help="one panel per value (default attack)")
     p.add_argument("--line", default=None, metavar="FIELD[,FIELD]",
@@ -440,7 +561,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, metavar="PATH", help="long CSV of the plotted data (default results/<name>.csv)")
     p.add_argument("--store", default=None, metavar="DIR",
                    help="result store directory (default $BYZSIM_STORE or results/store)")
+    _add_plugin(p)
     p.set_defaults(func=cmd_figure)
+
+    p = sub.add_parser("experiment", help="run a figure spec (what is not stored) and draw it",
+                       epilog=EXAMPLES["experiment"], formatter_class=_Formatter,
+                       description="Run a figure spec's missing runs, then write its CSV and figure.")
+    p.add_argument("spec", help="TOML figure spec (see experiments/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides applied to every run (key=v1,v2 adds a grid axis)")
+    _add_spec_run(p)
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("matrix", help="run a robustness matrix (rows x columns) and draw its heatmap",
+                       epilog=EXAMPLES["matrix"], formatter_class=_Formatter,
+                       description="Run a matrix spec's missing cells, then write its CSV and heatmap.")
+    p.add_argument("spec", help="TOML matrix spec (experiments/matrix.toml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides applied to every cell (one value each; seed=0,1,2 sets the seeds)")
+    p.add_argument("--rows", default=None, metavar="LABEL,...", help="row labels to run (default all)")
+    p.add_argument("--columns", default=None, metavar="LABEL,...", help="column labels to run (default all)")
+    p.add_argument("--tiny", action="store_true", help="digits, 10 clients, 10 rounds: a smoke test")
+    _add_spec_run(p)
+    p.set_defaults(func=cmd_matrix)
 
     p = sub.add_parser("list", help="registered methods, aggregators, attacks, partitions, datasets, models",
                        epilog=EXAMPLES["list"], formatter_class=_Formatter,
@@ -448,6 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", nargs="?", default=None,
                    help="methods | aggregators | preaggregators | attacks | partitions | datasets | models | fields")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_plugin(p)
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("bench", help="run the benchmarks (source checkout)", epilog=EXAMPLES["bench"],
@@ -459,12 +603,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .store import StoreError
-    from .sweep import SweepError, SweepInterrupted
+    from .runs import StoreError, SweepError, SweepInterrupted
 
     ap = build_parser()
     a = ap.parse_args(argv)
     try:
+        if hasattr(a, "plugin"):  # before any config is validated
+            from .plugins import load_plugins
+
+            load_plugins(a.plugin)
         return a.func(a)
     except SweepInterrupted as e:
         r = e.report

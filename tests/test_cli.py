@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from byzsim.cli import build_parser, main
-from byzsim.store import FORMAT_VERSION, Store
+from byzsim.runs.store import FORMAT_VERSION, Store
+from byzsim.simulate import METRICS
 
 SMALL = ["method=rsa", "dataset=synthetic", "dataset_params.n_samples=400", "dataset_params.n_test=100",
          "n_clients=6", "n_byzantine=1", "attack=gaussian", "attack_params.std=10", "rounds=30", "eval_every=10"]
@@ -24,7 +25,7 @@ def here(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("cmd", [None, "run", "sweep", "figure", "list", "bench"])
+@pytest.mark.parametrize("cmd", [None, "run", "sweep", "figure", "experiment", "matrix", "list", "bench"])
 def test_help_shows_an_example(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"] if cmd else ["--help"])
@@ -256,3 +257,39 @@ def test_unreachable_scheduler_exit_3(here, capsys):
     sock.close()
     assert main(["sweep", *SMALL, "--scheduler", f"tcp://127.0.0.1:{port}", "--scheduler-timeout", "1"]) == 3
     assert "cannot reach the Dask scheduler" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the front door
+
+
+def _default_config(**fields):
+    from byzsim.config import make_config
+
+    try:
+        return make_config(**fields)
+    except ValueError as e:  # a config layer without defaults for a bare run
+        pytest.skip(f"make_config() without a method has no default config: {e}")
+
+
+@pytest.mark.slow
+def test_bare_run_runs_the_default_config(here, capsys):
+    cfg = _default_config()
+    assert main(["run"]) == 0
+    out = capsys.readouterr()
+    assert out.out.splitlines()[0].split() == list(METRICS)
+    assert f"# {cfg.method} on {cfg.dataset}: ok" in out.err
+
+
+def test_run_takes_the_default_for_every_field_not_given(here, capsys):
+    cfg = _default_config(rounds=4, eval_every=2)
+    assert main(["run", "rounds=4", "eval_every=2", "--no-store"]) == 0
+    out = capsys.readouterr()
+    assert [int(line.split()[0]) for line in out.out.splitlines()[1:]] == [0, 2, 4]
+    assert f"# {cfg.method} on {cfg.dataset}: ok" in out.err
+
+
+@pytest.mark.parametrize("args, field", [(["method=rsa", "lr=abc"], "lr"), (["method=rsa", "rounds=-1"], "rounds")])
+def test_run_bad_field_is_one_line_naming_it(here, args, field):
+    out = subprocess.run([sys.executable, "-m", "byzsim", "run", *args], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and f"'{field}'" in out.stderr

@@ -6,9 +6,9 @@ import math
 import pytest
 
 from byzsim.cli import main as cli_main
-from byzsim.experiment import derive_labels, load_spec, main, parse_spec, run_spec
-from byzsim.store import Store, canonical_config
-from byzsim.sweep import load_entries
+from byzsim.experiment import main
+from byzsim.runs import Store, derive_labels, load_entries, load_spec, parse_spec, run_spec
+from byzsim.runs.store import canonical_config
 
 SPEC = """
 figure = "tiny"
@@ -131,3 +131,11 @@ def test_derive_labels_hides_what_follows_from_method_or_panel():
     labels = derive_labels([canonical_config(e.config) for e in entries], panel_fields=("method",),
                            line_fields=("lr",))
     assert {p for p, _ in labels} == {"rsa", "byrd-sgd"} and {l for _, l in labels} == {"lr=0.01", "lr=0.1"}
+
+
+def test_python_m_byzsim_experiment_is_the_cli_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "byzsim.experiment", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("usage: byzsim experiment")

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from byzsim import store as st
+from byzsim.runs import store as st
 from byzsim.config import make_config
-from byzsim.store import (
+from byzsim.runs.store import (
     FORMAT_VERSION, Store, StoreError, StoreFormatError, config_key, format_metrics_csv,
     parse_metrics_csv,
 )
@@ -196,3 +196,38 @@ def test_sweep_manifests(tmp_path):
         s.read_sweep("c")
     with pytest.raises(ValueError):
         s.write_sweep("../x", {})
+
+
+# --------------------------------------------------------------------------- a store written before
+
+FIXTURE = __import__("pathlib").Path(__file__).parent / "fixtures" / "store_v1"
+
+
+@pytest.fixture
+def old_store(tmp_path):
+    """A copy of ``tests/fixtures/store_v1``: a figure spec and a plain 2-run sweep, run and
+    stored by byzsim 0.1.0 before the runs package existed (store format 1)."""
+    import shutil
+
+    shutil.copytree(FIXTURE, tmp_path / "fx")
+    return tmp_path / "fx"
+
+
+def test_store_written_before_the_runs_package_is_read(old_store, tmp_path):
+    from byzsim.runs import load_spec, run_spec
+
+    store = Store(old_store / "store")
+    spec = load_spec(old_store / "old_store.toml")
+    rows, report = run_spec(spec, results_dir=tmp_path / "res", store=store, quiet=True)
+    assert (report.ran, report.skipped, len(report.failures)) == (0, 2, 0)
+    assert (tmp_path / "res/old_store.csv").read_bytes() == (old_store / "old_store.csv").read_bytes()
+
+
+def test_plain_sweep_stored_before_the_runs_package_is_found(old_store):
+    from byzsim.runs import load_entries
+
+    store = Store(old_store / "store")
+    manifest = store.read_sweep("plain")
+    entries, _ = load_entries([], manifest["command"][2:])
+    assert [e.key for e in entries] == [r["key"] for r in manifest["runs"]]
+    assert all(store.has(e.key) for e in entries)

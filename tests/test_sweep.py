@@ -7,11 +7,12 @@ import time
 
 import pytest
 
-from byzsim.store import Store, config_key
-from byzsim.sweep import (
-    OverrideError, Progress, RunEntry, SweepError, entries_from_dicts, execute, expand_grid,
-    load_entries, parse_override, parse_value, set_path,
+from byzsim.runs import (
+    OverrideError, Progress, RunEntry, Store, SweepError, config_key, entries_from_dicts, expand_grid,
+    load_entries,
 )
+from byzsim.runs.execute import execute
+from byzsim.runs.spec import parse_override, parse_value, set_path
 
 # tiny, fast runs that need no scikit-learn import in worker processes
 BASE = dict(
@@ -22,7 +23,7 @@ BASE = dict(
 
 
 def grid(**over):
-    from byzsim.sweep import parse_overrides
+    from byzsim.runs import parse_overrides
 
     ovs = parse_overrides(f"{k}={v}" for k, v in over.items())
     return entries_from_dicts(expand_grid(BASE, ovs))
@@ -67,7 +68,7 @@ def test_malformed_overrides(bad, msg):
 
 
 def test_expand_grid_is_a_cartesian_product():
-    from byzsim.sweep import parse_overrides
+    from byzsim.runs import parse_overrides
 
     ds = expand_grid({"a": 1, "p": {"x": 0}}, parse_overrides(["a=1,2", "p.x=3,4,5", "p.y=7"]))
     assert len(ds) == 6
@@ -187,9 +188,10 @@ def test_dask_cluster_byte_identical_to_serial(tmp_path, serial_reference):
     from distributed import LocalCluster
 
     entries, ref = serial_reference
-    # a real scheduler and worker talking tcp on loopback; the worker runs in-process
-    # (processes=False) to keep the test fast, one thread (simulate's caches are per process)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+    # a real scheduler and workers talking tcp on loopback; the workers run in-process
+    # (processes=False) to keep the test fast.  Two of them: with a single worker thread
+    # joblib's Dask backend would run every task in this process, not on the cluster.
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp://",
                       host="127.0.0.1", dashboard_address=None, silence_logs=50) as cluster:
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
         s = Store(tmp_path)
@@ -272,13 +274,13 @@ def test_run_entry_key():
 
 
 def test_failed_forced_rerun_keeps_the_stored_result(tmp_path, monkeypatch):
-    import byzsim.sweep as sw
+    import byzsim.runs.execute as sw
 
     s = Store(tmp_path)
     entries = grid()
     execute(entries, s)
     before = s.get(entries[0].key).metrics_text()
-    monkeypatch.setattr(sw, "_simulate", lambda i, cfg, callback=None: (i, {"ok": False, "error": "RuntimeError: x"}))
+    monkeypatch.setattr(sw, "_simulate", lambda i, cfg, **kw: (i, {"ok": False, "error": "RuntimeError: x"}))
     rep = execute(entries, s, force=True)
     assert len(rep.failures) == 1 and rep.ran == 0
     assert s.get(entries[0].key).metrics_text() == before
@@ -297,3 +299,32 @@ def test_runs_stored_by_another_version_are_reported(tmp_path):
     rep = execute(entries, s)
     assert rep.skipped == 1 and rep.other_version == 1
     assert "another byzsim version" in rep.summary()
+
+
+def test_runs_package_has_no_import_cycle():
+    """Every import between the modules of byzsim.runs (function-local ones included)
+    goes one way: the graph is acyclic."""
+    import ast
+    from pathlib import Path
+
+    import byzsim.runs
+
+    root = Path(byzsim.runs.__file__).parent
+    mods = {p.stem for p in root.glob("*.py")} - {"__init__"}
+    graph = {}
+    for m in mods:
+        tree = ast.parse((root / f"{m}.py").read_text())
+        graph[m] = {n.module for n in ast.walk(tree)
+                    if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module in mods}
+    done: set = set()
+
+    def visit(m, path):
+        assert m not in path, f"import cycle: {' -> '.join([*path, m])}"
+        if m not in done:
+            for d in graph[m]:
+                visit(d, [*path, m])
+            done.add(m)
+
+    for m in graph:
+        visit(m, [])
+    assert graph["execute"] >= {"spec", "store"}  # the check sees the imports

@@ -1,0 +1,386 @@
+"""Execution: run entries that are not stored yet, in parallel, with resume.
+
+:func:`execute` runs a list of :class:`~byzsim.runs.spec.RunEntry` (a validated config
+and its store key) and writes each finished run to a :class:`~byzsim.runs.store.Store`;
+runs already stored are skipped (``force=True`` reruns them).  Whole runs execute in
+parallel:
+
+* ``jobs=1``: in this process, one after the other;
+* ``jobs=N``: joblib worker processes (loky), one BLAS thread each
+  (:func:`byzsim.simulate.run` limits BLAS to one thread);
+* ``scheduler="tcp://host:8786"``: the same tasks on a Dask cluster through joblib's
+  Dask backend (optional extra ``byzsim[dask]``).
+
+Only the calling process writes to the store (workers return the metrics), so the
+store needs no locking and the cluster's workers need no access to it.  The metrics
+of a run do not depend on where or next to what it ran: one ``np.random.Generator``
+per run, derived from its seed, and one BLAS thread.
+
+A run that raises is recorded as failed (``Store.record_failure``) and the sweep goes
+on; a run that diverges is a finished run with ``diverged = true``.
+
+:func:`run_spec` does this for a figure spec and writes ``results/<figure>.csv`` from the
+store: running a figure twice runs the simulations once, and an interrupted figure
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..config import Config
+from .progress import Progress
+from .spec import MatrixSpec, RunEntry, Spec, spec_entries
+from .store import Store
+from .tables import MATRIX_COLUMNS, matrix_rows, rows_from_store, write_csv
+
+__all__ = [
+    "SweepError", "SweepInterrupted", "WorkerDied", "RunOutcome", "SweepReport",
+    "execute", "run_spec", "run_matrix", "report_failures", "plugins_manifest",
+]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class SweepError(RuntimeError):
+    """The sweep could not go on (executor failure, unreachable scheduler, …).
+    ``report`` holds what was done before (finished runs are in the store)."""
+
+    def __init__(self, message: str, report: "SweepReport | None" = None):
+        super().__init__(message)
+        self.report = report
+
+
+class WorkerDied(SweepError):
+    """A worker process died (killed, out of memory, …) while running a task."""
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep; ``report`` holds what was finished and stored."""
+
+    def __init__(self, report: "SweepReport"):
+        super().__init__("sweep interrupted")
+        self.report = report
+
+
+# --------------------------------------------------------------------------- execution
+
+
+@dataclass
+class RunOutcome:
+    """What happened to one entry: ``status`` is ``"ran"`` (simulated and stored now),
+    ``"stored"`` (already in the store, skipped) or ``"failed"`` (raised; not stored)."""
+
+    entry: RunEntry
+    status: str
+    diverged: bool = False
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class SweepReport:
+    outcomes: list[RunOutcome] = field(default_factory=list)
+    total: int = 0
+    wall: float = 0.0
+    other_version: int = 0  # skipped runs stored by another byzsim version
+
+    def _count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def ran(self) -> int:
+        return self._count("ran")
+
+    @property
+    def skipped(self) -> int:
+        return self._count("stored")
+
+    @property
+    def failures(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def diverged(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.diverged]
+
+    @property
+    def missing(self) -> int:
+        """Entries with no outcome (the sweep stopped before them)."""
+        return self.total - len(self.outcomes)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.missing
+
+    def summary(self, name: str = "sweep") -> str:
+        s = (f"[{name}] {self.total} runs: {self.ran} ran, {self.skipped} already stored, "
+             f"{len(self.failures)} failed, {len(self.diverged)} diverged")
+        if self.missing:
+            s += f", {self.missing} not run"
+        s += f"; {self.wall:.1f} s"
+        if self.other_version:
+            s += (f" ({self.other_version} of the stored runs were made by another byzsim version; "
+                  "--force reruns them)")
+        return s
+
+
+def _simulate(index: int, cfg: Config, callback: Callable | None = None,
+              plugins: Sequence[tuple] = ()) -> tuple[int, dict]:
+    """Worker task: load the run's plugins (``Plugin.task()`` tuples; once per process),
+    run one config; never raises for a failing run (returns the error, naming the plugin
+    when the failure is in a plugin's code)."""
+    from ..plugins import ensure_loaded, plugin_in_traceback
+    from ..simulate import run
+
+    t = time.perf_counter()
+    try:
+        ensure_loaded(plugins)
+        res = run(cfg, callback=callback)
+    except Exception as e:  # noqa: BLE001 - a failing run is data, not a crash
+        where = plugin_in_traceback(e.__traceback__)
+        msg = str(e) if type(e).__name__ == "PluginError" else f"{type(e).__name__}: {e}"
+        return index, {"ok": False, "error": (f"in plugin {where!r}: " if where else "") + msg,
+                       "traceback": traceback.format_exc(), "wall": time.perf_counter() - t}
+    return index, {
+        "ok": True, "columns": res.columns, "diverged": res.diverged, "diverged_round": res.diverged_round,
+        "seconds": res.seconds, "wall": time.perf_counter() - t, "info": res.info,
+    }
+
+
+def _tasks(e: RunEntry) -> tuple:
+    return tuple(p.task() for p in e.plugins)
+
+
+def plugins_manifest(entries: Sequence[RunEntry]) -> list[dict]:
+    """The plugins a sweep's runs use, for its manifest (``byzsim figure`` loads them)."""
+    ps = {p.name: p for e in entries for p in e.plugins}
+    return [{"name": p.name, "root": p.root} for p in ps.values()]
+
+
+def _with_plugins(entries: Sequence[RunEntry]) -> dict:
+    pm = plugins_manifest(entries)
+    return {"plugins": pm} if pm else {}
+
+
+def _connect(address: str, timeout: float):
+    try:
+        from distributed import Client
+    except ImportError:
+        raise SweepError(
+            "--scheduler needs Dask's distributed scheduler, an optional extra: "
+            "pip install 'byzsim[dask]' (or pip install 'dask[distributed]')"
+        ) from None
+    try:
+        return Client(address, timeout=f"{timeout}s", set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise SweepError(
+            f"cannot reach the Dask scheduler at {address!r} within {timeout:g} s ({type(e).__name__}: {e}); "
+            "is `dask scheduler` running there and the address (tcp://host:port) right?"
+        ) from None
+
+
+def _executor_error(e: BaseException) -> bool:
+    """True for an infrastructure failure of joblib/loky (a worker died)."""
+    names = {c.__name__ for c in type(e).__mro__}
+    return bool(names & {"TerminatedWorkerError", "BrokenProcessPool", "KilledWorker"})
+
+
+def execute(
+    entries: Sequence[RunEntry],
+    store: Store,
+    *,
+    jobs: int = 1,
+    scheduler: str | None = None,
+    scheduler_timeout: float = 10.0,
+    force: bool = False,
+    progress: Progress | None = None,
+    on_outcome: Callable[[RunOutcome], None] | None = None,
+) -> SweepReport:
+    """Run the entries that are not stored yet (all of them with ``force``) and store
+    each as it finishes.
+
+    Raises :class:`SweepInterrupted` on Ctrl-C, :class:`WorkerDied` when a worker
+    process dies, :class:`SweepError` when the executor or the scheduler fails; their
+    ``report`` says what was finished (and is in the store).  A run that raises does
+    not stop the sweep: it is in ``report.failures``.
+    """
+    if jobs == 0 or not isinstance(jobs, int):
+        raise ValueError(f"jobs must be a non-zero integer (-1 = all cores), got {jobs!r}")
+    t0 = time.perf_counter()
+    report = SweepReport(total=len(entries))
+    todo: list[RunEntry] = []
+    from .. import __version__
+
+    for e in entries:
+        if not force and store.has(e.key):
+            report.outcomes.append(RunOutcome(e, "stored"))
+            stored = store.get(e.key)
+            if stored is not None and stored.meta.get("byzsim_version") != __version__:
+                report.other_version += 1
+        else:
+            todo.append(e)
+    prog = progress or Progress(enabled=False)
+    prog.start(len(entries), len(entries) - len(todo), sum(e.config.rounds for e in todo))
+
+    def handle(i: int, payload: dict) -> None:
+        e = todo[i]
+        if payload["ok"]:
+            store.put(e.config, payload["columns"], diverged=payload["diverged"],
+                      diverged_round=payload["diverged_round"], seconds=payload["seconds"],
+                      extra={"wall_seconds": payload["wall"], "info": payload.get("info", {})},
+                      force=force, plugins=[p.ref() for p in e.plugins])
+            out = RunOutcome(e, "ran", diverged=bool(payload["diverged"]), seconds=payload["seconds"])
+        else:
+            store.record_failure(e.config, payload["error"], payload.get("traceback", ""),
+                                 plugins=[p.ref() for p in e.plugins])
+            out = RunOutcome(e, "failed", error=payload["error"], seconds=payload.get("wall", 0.0))
+        report.outcomes.append(out)
+        prog.finished(e.config.rounds if out.status == "ran" else 0, failed=out.status == "failed",
+                      diverged=out.diverged)
+        if on_outcome is not None:
+            on_outcome(out)
+
+    try:
+        if todo and jobs == 1 and scheduler is None:
+            for i, e in enumerate(todo):
+                _, payload = _simulate(i, e.config, callback=prog.rounds if prog.enabled else None,
+                                       plugins=_tasks(e))
+                handle(i, payload)
+        elif todo:
+            _run_parallel(todo, handle, jobs=jobs, scheduler=scheduler, timeout=scheduler_timeout,
+                          report=report)
+    except KeyboardInterrupt:
+        _account_stored(report, todo, store)
+        report.wall = time.perf_counter() - t0
+        raise SweepInterrupted(report) from None
+    except SweepError as err:
+        _account_stored(report, todo, store)
+        report.wall = time.perf_counter() - t0
+        err.report = report
+        raise
+    finally:
+        prog.close()
+    report.wall = time.perf_counter() - t0
+    return report
+
+
+def _account_stored(report: SweepReport, todo: Sequence[RunEntry], store: Store) -> None:
+    """After an interruption: count runs that reached the store before their outcome
+    was recorded (the interrupt arrived just after the atomic rename)."""
+    seen = {o.entry.key for o in report.outcomes}
+    for e in todo:
+        if e.key not in seen and store.has(e.key):
+            report.outcomes.append(RunOutcome(e, "ran", diverged=bool(store.get(e.key).diverged)))
+
+
+def _run_parallel(todo, handle, *, jobs, scheduler, timeout, report) -> None:
+    from joblib import Parallel, delayed, parallel_config
+
+    tasks = (delayed(_simulate)(i, e.config, plugins=_tasks(e)) for i, e in enumerate(todo))
+    client = None
+    if scheduler is not None:
+        client = _connect(scheduler, timeout)
+        cfg = parallel_config(backend="dask", client=client, wait_for_workers_timeout=timeout,
+                              n_jobs=jobs if jobs != 1 else -1)
+    else:
+        cfg = parallel_config(backend="loky", n_jobs=jobs)
+    try:
+        with cfg, warnings.catch_warnings():
+            # on Ctrl-C joblib warns that the tasks in flight were cancelled: we say so ourselves
+            warnings.filterwarnings("ignore", message=".*tasks which were still being processed.*")
+            par = Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
+            for i, payload in par(tasks):
+                handle(i, payload)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        if _executor_error(e):
+            raise WorkerDied(
+                f"a worker process died while running a task ({type(e).__name__}: {e}). "
+                "Finished runs are stored; run the same command again to run the rest.",
+                report,
+            ) from None
+        if isinstance(e, (OSError, TimeoutError)) and scheduler is not None:
+            raise SweepError(f"lost the Dask scheduler {scheduler!r}: {type(e).__name__}: {e}", report) from None
+        raise
+    finally:
+        if client is not None:
+            client.close()
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _run_named(name: str, entries: Sequence[RunEntry], manifest: dict, store: Store | str | Path | None = None,
+               *, jobs: int = 1, force: bool = False, quiet: bool = False, progress: bool | None = None,
+               scheduler: str | None = None) -> tuple[Store, list[RunEntry], SweepReport]:
+    """Record the manifest ``name`` in the store and run its entries not stored yet
+    (``jobs``, ``force``, ``scheduler`` as for :func:`execute`; ``quiet``: no lines for
+    failed or diverged runs; ``progress``: the progress line, default on a terminal)."""
+    store = store if isinstance(store, Store) else Store(store)
+    store.clean_stale()
+    entries = list({e.key: e for e in entries}.values())
+    show = (not quiet) if progress is None else progress
+    prog = Progress(label=name, enabled=show and (progress or sys.stderr.isatty()))
+    runs = [{"key": e.key, "panel": e.panel, "line": e.line} for e in entries]
+    store.write_sweep(name, {**manifest, **_with_plugins(entries), "runs": runs})
+    report = execute(entries, store, jobs=jobs, scheduler=scheduler, force=force, progress=prog,
+                     on_outcome=None if quiet else _print_outcome(name))
+    return store, entries, report
+
+
+def run_spec(spec: Spec, *, results_dir: str | Path = "results", store: Store | str | Path | None = None,
+             **options):
+    """Run the spec's runs that are not stored yet, then write ``<figure>.csv`` from the
+    store.  Returns ``(rows, report)``; failed runs are in ``report.failures`` (the CSV
+    holds the others).  ``options``: ``jobs``, ``force``, ``quiet``, ``progress``,
+    ``scheduler`` (:func:`_run_named`)."""
+    manifest = {
+        "figure": spec.figure, "title": spec.title, "metric": spec.metric,
+        "panels": [[str(p.get("name", "")), str(p.get("title", p.get("name", "")))] for p in spec.panels],
+    }
+    store, entries, report = _run_named(spec.figure, spec_entries(spec), manifest, store, **options)
+    rows, _ = rows_from_store(entries, store, spec.figure)
+    write_csv(Path(results_dir) / f"{spec.figure}.csv", rows)
+    return rows, report
+
+
+def run_matrix(spec: MatrixSpec, *, results_dir: str | Path = "results", store: Store | str | Path | None = None,
+               **options):
+    """Run the matrix's cells that are not stored yet, then write ``<name>.csv`` (one
+    line per cell and seed, :data:`~byzsim.runs.tables.MATRIX_COLUMNS`) from the store.
+    Returns ``(rows, report)``; a failed cell is a line with ``status = error: …``.
+    ``options`` as for :func:`run_spec`."""
+    manifest = {"title": spec.title, "metric": "test_accuracy", "rows": list(spec.rows),
+                "columns": list(spec.columns)}
+    store, _, report = _run_named(spec.name, spec.entries, manifest, store, **options)
+    rows = matrix_rows(spec, store)
+    write_csv(Path(results_dir) / f"{spec.name}.csv", rows, MATRIX_COLUMNS)
+    return rows, report
+
+
+def _print_outcome(name: str):
+    def show(o) -> None:
+        if o.status == "failed":
+            print(f"[{name}] FAILED {o.entry.panel or ''} {o.entry.line or o.entry.config.method} "
+                  f"(seed {o.entry.config.seed}): {o.error}", file=sys.stderr, flush=True)
+        elif o.diverged:
+            print(f"[{name}] diverged: {o.entry.panel or ''} {o.entry.line or o.entry.config.method} "
+                  f"(seed {o.entry.config.seed})", file=sys.stderr, flush=True)
+    return show
+
+
+def report_failures(report, name: str, stream=None) -> None:
+    stream = stream or sys.stderr
+    for o in report.failures:
+        e = o.entry
+        print(f"  failed: {e.key[:12]} {e.panel + ' / ' if e.panel else ''}{e.line or e.config.method} "
+              f"seed {e.config.seed}: {o.error}", file=stream)

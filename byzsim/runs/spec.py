@@ -1,0 +1,506 @@
+"""Specs of every format -> validated run entries (a config and its store key).
+
+Command-line overrides follow the Hydra multirun convention::
+
+    lr=0.1                      one value, parsed as a TOML literal (0.1 is a float)
+    method=rsa                  a bare word is a string
+    lr=0.01,0.1  seed=0,1,2     comma-separated values: a grid (cartesian product)
+    attack_params.std=100       dotted keys set nested parameters
+    byzantine_indices=[1,2]     brackets/braces/quotes protect commas: one list value
+    seed=range(4)               range(stop) / range(start, stop[, step]): a grid of ints
+    byzantine_indices=null      null: unset (back to the default)
+
+Config files (:func:`load_entries`) are flat TOML tables of Config fields with an
+optional ``[grid]`` table of ``key = [values]``, merged left to right, or exactly one
+figure spec (data, in ``experiments/``)::
+
+    figure = "fig2"                      # output names: results/fig2.csv, figures/fig2.{png,pdf}
+    title  = "..."
+    metric = "test_accuracy"             # what the figure plots against round
+    seeds  = [0]
+    [base]                               # Config fields shared by every run
+    dataset = "mnist"
+    ...
+    [[panels]]                           # one subplot each: name, title + Config fields
+    name = "a"
+    attack = "same_value"
+    [[lines]]                            # one curve per panel each: label + Config fields
+    label = "AsynRSA-VR"
+    method = "asynrsa-vr"
+
+Every run's config is ``base | panel | line | {seed} | overrides``; all are validated
+before any simulation starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import os
+import re
+import tomllib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..config import Config, check_component_params, component_parameters, load_toml, make_config
+from ..plugins import Plugin, used_plugins
+from ..simulate import METRICS
+from .store import canonical_config, config_key
+from .tables import flatten_config, format_value
+
+__all__ = [
+    "Override", "OverrideError", "RunEntry", "RunSpec", "Spec", "SPEC_KEYS",
+    "parse_value", "parse_override", "parse_overrides", "expand_grid", "set_path",
+    "component_parameters", "check_component_params", "entries_from_dicts",
+    "load_entries", "is_figure_spec", "default_sweep_name",
+    "parse_spec", "load_spec", "spec_entries",
+    "MatrixSpec", "MATRIX_KEYS", "TINY", "is_matrix_spec", "parse_matrix", "load_matrix",
+]
+
+
+class OverrideError(ValueError):
+    """A malformed ``key=value`` override."""
+
+
+
+# --------------------------------------------------------------------------- overrides
+
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
+_BARE_RE = re.compile(r"^[A-Za-z0-9_.+\-:/@~]+$")
+_NUM_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_RANGE_RE = re.compile(r"^range\((.*)\)$")
+_OPEN, _CLOSE = "[{(", "]})"
+
+
+@dataclass(frozen=True)
+class Override:
+    """``path = values``: one value, or several (a grid axis)."""
+
+    path: tuple[str, ...]
+    values: tuple[Any, ...]
+    text: str = ""
+
+    @property
+    def key(self) -> str:
+        return ".".join(self.path)
+
+    @property
+    def is_grid(self) -> bool:
+        return len(self.values) > 1
+
+
+def _split_top_level(text: str, source: str) -> list[str]:
+    """Split on commas outside brackets, braces, parentheses and quotes."""
+    parts, depth, quote, cur = [], 0, None, []
+    for ch in text:
+        if quote:
+            cur.append(ch)
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch in _OPEN:
+            depth += 1
+        elif ch in _CLOSE:
+            depth -= 1
+            if depth < 0:
+                raise OverrideError(f"malformed override {source!r}: unbalanced {ch!r}")
+        elif ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    if quote or depth:
+        raise OverrideError(f"malformed override {source!r}: unclosed {'quote' if quote else 'bracket'}")
+    parts.append("".join(cur))
+    return parts
+
+
+def parse_value(text: str, source: str | None = None) -> Any:
+    """One override value: a TOML literal (``0.1``, ``true``, ``[1, 2]``, ``{c = 1.0}``,
+    ``"a b"``, ``inf``), ``null`` (None), a Python number (``.5``), or else a bare word
+    (a string)."""
+    src = source or text
+    t = text.strip()
+    if not t:
+        raise OverrideError(f"malformed override {src!r}: empty value (write key=value)")
+    if t in ("null", "None", "none"):
+        return None
+    try:
+        return tomllib.loads(f"v = {t}")["v"]
+    except tomllib.TOMLDecodeError:
+        pass
+    if _NUM_RE.match(t):
+        return float(t) if any(c in t for c in ".eE") else int(t)
+    if _BARE_RE.match(t):
+        return t
+    raise OverrideError(
+        f"malformed override {src!r}: cannot read the value {t!r} (use a TOML literal such as "
+        "0.1, true, [1, 2], {std = 100.0}, \"text\", or a bare word)"
+    )
+
+
+def _range_values(arg: str, source: str) -> list[int]:
+    try:
+        nums = [int(x) for x in arg.split(",")] if arg.strip() else []
+    except ValueError:
+        nums = []
+    if not 1 <= len(nums) <= 3:
+        raise OverrideError(f"malformed override {source!r}: use range(stop), range(start, stop) or range(start, stop, step) with integers")
+    vals = list(range(*nums))
+    if not vals:
+        raise OverrideError(f"malformed override {source!r}: the range is empty")
+    return vals
+
+
+def parse_override(text: str) -> Override:
+    """Parse ``key=value`` / ``key=v1,v2`` / ``a.b=v`` / ``key=range(…)``."""
+    if "=" not in text:
+        raise OverrideError(f"malformed override {text!r}: expected key=value (e.g. lr=0.1 or seed=0,1,2)")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if key.startswith(("+", "~")) or key.endswith("+"):
+        raise OverrideError(f"malformed override {text!r}: only key=value is supported (no +key, ~key, key+=)")
+    if not _KEY_RE.match(key):
+        raise OverrideError(f"malformed override {text!r}: bad key {key!r} (expected name or name.param)")
+    values: list[Any] = []
+    for item in _split_top_level(raw, text):
+        m = _RANGE_RE.match(item.strip())
+        if m:
+            values.extend(_range_values(m.group(1), text))
+        else:
+            values.append(parse_value(item, text))
+    return Override(tuple(key.split(".")), tuple(values), text)
+
+
+def parse_overrides(texts: Iterable[str | Override]) -> list[Override]:
+    """Parse overrides; a key given twice keeps the last one (like Hydra's command line)."""
+    out: dict[tuple[str, ...], Override] = {}
+    for t in texts:
+        o = t if isinstance(t, Override) else parse_override(t)
+        out.pop(o.path, None)
+        out[o.path] = o
+    return list(out.values())
+
+
+def set_path(d: dict, path: Sequence[str], value: Any) -> None:
+    """``d[a][b] = value`` for ``path = (a, b)``; intermediate tables are created."""
+    cur = d
+    for i, k in enumerate(path[:-1]):
+        nxt = cur.get(k)
+        if nxt is None:
+            nxt = cur[k] = {}
+        elif not isinstance(nxt, Mapping):
+            where = ".".join(path[: i + 1])
+            raise OverrideError(
+                f"cannot set {'.'.join(path)!r}: {where!r} is {nxt!r}, not a table of parameters"
+            )
+        else:
+            nxt = cur[k] = dict(nxt)
+        cur = nxt
+    if value is None:
+        cur.pop(path[-1], None)
+    else:
+        cur[path[-1]] = value
+
+
+def expand_grid(base: Mapping[str, Any], overrides: Sequence[Override]) -> list[dict]:
+    """All combinations of the overrides' values applied to ``base`` (first override
+    varies slowest)."""
+    out = []
+    for combo in itertools.product(*(o.values for o in overrides)):
+        d = copy.deepcopy(dict(base))
+        for o, v in zip(overrides, combo):
+            set_path(d, o.path, v)
+        out.append(d)
+    return out
+
+
+# --------------------------------------------------------------------------- entries
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """One run of a sweep: a validated config, its store key, optional plot labels."""
+
+    config: Config
+    key: str
+    panel: str | None = None
+    line: str | None = None
+    plugins: tuple[Plugin, ...] = ()  # the loaded plugins whose components the config names
+
+    @classmethod
+    def of(cls, cfg: Config, panel: str | None = None, line: str | None = None) -> "RunEntry":
+        plugins = used_plugins(canonical_config(cfg))
+        return cls(cfg, config_key(cfg, [p.ref() for p in plugins]), panel, line, plugins)
+
+
+def _make(d: Mapping[str, Any], where: str = "") -> Config:
+    try:
+        cfg = make_config(**d)
+        check_component_params(cfg)
+    except ValueError as e:
+        raise ValueError(f"{where}{e}") from None
+    return cfg
+
+
+def entries_from_dicts(dicts: Iterable[Mapping[str, Any]]) -> list[RunEntry]:
+    """Validate raw config dicts (all of them, before anything runs) and drop duplicates."""
+    out, seen = [], set()
+    for d in dicts:
+        e = RunEntry.of(_make(d))
+        if e.key not in seen:
+            seen.add(e.key)
+            out.append(e)
+    return out
+
+
+def is_figure_spec(raw: Mapping[str, Any]) -> bool:
+    return any(k in raw for k in ("figure", "panels", "lines", "base"))
+
+
+def load_entries(files: Sequence[str | os.PathLike], overrides: Sequence[str | Override]) -> tuple[list[RunEntry], dict]:
+    """Config files + overrides -> validated run entries and a description.
+
+    ``files``: flat config tables (Config fields; an optional ``[grid]`` table maps keys to
+    lists of values) merged left to right, or exactly one figure spec or matrix spec (see
+    :func:`parse_spec`, :func:`parse_matrix`).  ``overrides`` apply last (a grid key on the command line
+    replaces the file's).  Returns ``(entries, info)`` with ``info`` holding ``title``,
+    ``metric``, ``figure`` (for a figure spec), ``panels`` (ordered ``(name, title)``) and
+    ``lines`` (ordered labels) when known.
+    """
+    ovs = parse_overrides(overrides)
+    raws = [(str(f), load_toml(f)) for f in files]
+    matrices = [(f, r) for f, r in raws if is_matrix_spec(r)]
+    if matrices:
+        if len(raws) != 1:
+            raise ValueError(f"a matrix spec ({matrices[0][0]}) must be the only config file")
+        m = parse_matrix(matrices[0][1], matrices[0][0], ovs)
+        entries = list({e.key: e for e in m.entries}.values())
+        return entries, {"title": m.title, "lines": list(m.columns)}
+    specs = [(f, r) for f, r in raws if is_figure_spec(r)]
+    if specs:
+        if len(raws) != 1:
+            raise ValueError(f"a figure spec ({specs[0][0]}) must be the only config file")
+        spec = parse_spec(specs[0][1], specs[0][0], overrides=ovs)
+        entries = [RunEntry.of(r.config, r.panel, r.label) for r in spec.runs]
+        entries = list({e.key: e for e in entries}.values())
+        info = {"figure": spec.figure, "title": spec.title, "metric": spec.metric,
+                "panels": [(str(p.get("name", "")), str(p.get("title", p.get("name", "")))) for p in spec.panels],
+                "lines": list(dict.fromkeys(e.line for e in entries))}
+        return entries, info
+    base: dict[str, Any] = {}
+    grid: dict[tuple[str, ...], Override] = {}
+    for f, raw in raws:
+        raw = dict(raw)
+        g = raw.pop("grid", {})
+        if not isinstance(g, Mapping):
+            raise ValueError(f"{f}: [grid] must be a table of key = [values]")
+        base.update(raw)
+        for k, v in flatten_config(g).items():
+            vals = tuple(v) if isinstance(v, tuple) else (v,)
+            if not vals:
+                raise ValueError(f"{f}: [grid] {k} is an empty list")
+            grid[tuple(k.split("."))] = Override(tuple(k.split(".")), vals, f"{k} (grid in {f})")
+    for o in ovs:
+        grid.pop(o.path, None)
+        grid[o.path] = o
+    entries = entries_from_dicts(expand_grid(base, list(grid.values())))
+    return entries, {}
+
+
+def default_sweep_name(files: Sequence[str | os.PathLike], entries: Sequence[RunEntry]) -> str:
+    """``<stem of the first config file>-<8 hex of the run keys>`` (same runs, same name)."""
+    stem = Path(files[0]).stem if files else "sweep"
+    h = hashlib.sha256("".join(sorted(e.key for e in entries)).encode()).hexdigest()[:8]
+    return f"{stem}-{h}"
+
+
+# --------------------------------------------------------------------------- figure specs
+
+
+SPEC_KEYS = {"figure", "title", "metric", "seeds", "base", "panels", "lines", "notes"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    panel: str
+    label: str
+    seed: int
+    config: Config
+
+
+@dataclass(frozen=True)
+class Spec:
+    figure: str
+    title: str
+    metric: str
+    panels: tuple[dict, ...]
+    lines: tuple[dict, ...]
+    runs: tuple[RunSpec, ...]
+
+
+
+def parse_spec(raw: dict[str, Any], source: str = "<spec>", overrides: Sequence = ()) -> Spec:
+    """Validate a spec dict and expand it into runs (every config validated).
+
+    ``overrides`` (``key=value`` strings or :class:`byzsim.sweep.Override`) apply to every
+    run, after the spec's own fields; a grid override multiplies the runs, and its value
+    is appended to the line label (``seed`` excepted: seeds are the band of a line)."""
+    unknown = set(raw) - SPEC_KEYS
+    if unknown:
+        raise ValueError(f"{source}: unknown spec key(s) {sorted(unknown)}; valid keys: {sorted(SPEC_KEYS)}")
+    if "figure" not in raw:
+        raise ValueError(f"{source}: missing 'figure' (the output name)")
+    metric = str(raw.get("metric", "test_accuracy"))
+    if metric not in METRICS[1:]:
+        raise ValueError(f"{source}: unknown metric {metric!r}; valid choices: {', '.join(METRICS[1:])}")
+    ovs = parse_overrides(overrides)
+    labelled = [o for o in ovs if o.is_grid and o.path != ("seed",)]
+    base = dict(raw.get("base", {}))
+    panels = tuple(raw.get("panels") or [{"name": ""}])
+    lines = tuple(raw.get("lines") or [{"label": base.get("method", "run")}])
+    seeds = raw.get("seeds", [0])
+    if any(o.path == ("seed",) for o in ovs):
+        seeds = [None]  # the override sets the seeds
+    runs = []
+    for panel in panels:
+        pfields = {k: v for k, v in panel.items() if k not in ("name", "title")}
+        for line in lines:
+            if "label" not in line:
+                raise ValueError(f"{source}: every [[lines]] entry needs a 'label'")
+            lfields = {k: v for k, v in line.items() if k != "label"}
+            for seed in seeds:
+                merged = {**base, **pfields, **lfields}
+                if seed is not None:
+                    merged["seed"] = seed
+                where = f"{source}: panel {panel.get('name', '')!r}, line {line.get('label')!r}: "
+                for d in expand_grid(merged, ovs):
+                    cfg = _make(d, where)
+                    label = str(line["label"])
+                    if labelled:
+                        cd = canonical_config(cfg)
+                        label += ", " + ", ".join(f"{o.key}={format_value(_get_path(cd, o.path))}" for o in labelled)
+                    runs.append(RunSpec(str(panel.get("name", "")), label, int(cfg.seed), cfg))
+    return Spec(
+        figure=str(raw["figure"]),
+        title=str(raw.get("title", raw["figure"])),
+        metric=metric,
+        panels=panels,
+        lines=lines,
+        runs=tuple(runs),
+    )
+
+
+def _get_path(d: Mapping, path: Sequence[str]) -> Any:
+    for k in path:
+        d = d.get(k) if isinstance(d, Mapping) else None
+    return d
+
+
+def load_spec(path: str | Path, overrides: Sequence = ()) -> Spec:
+    return parse_spec(load_toml(path), str(path), overrides)
+
+
+def spec_entries(spec: Spec) -> list[RunEntry]:
+    """The spec's runs as :class:`byzsim.sweep.RunEntry` (with panel and line labels)."""
+    return [RunEntry.of(r.config, r.panel, r.label) for r in spec.runs]
+
+
+# --------------------------------------------------------------------------- matrix specs
+
+MATRIX_KEYS = {"name", "title", "seeds", "base", "rows", "columns", "notes"}
+#: ``--tiny``: scikit-learn's digits, 10 clients (2 Byzantine), 10 rounds; a smoke test.
+TINY = dict(
+    dataset="digits", dataset_params={}, n_clients=10, n_byzantine=2, byzantine_indices=[0, 5],
+    batch_size=8, rounds=10, eval_every=10, train_eval_samples=0,
+)
+
+
+@dataclass(frozen=True)
+class MatrixSpec:
+    """A robustness matrix: one run per (row, column, seed); ``entries`` carry the row
+    label as ``panel`` and the column label as ``line``."""
+
+    name: str
+    title: str
+    rows: tuple[str, ...]
+    columns: tuple[str, ...]
+    entries: tuple[RunEntry, ...]
+
+
+def is_matrix_spec(raw: Mapping[str, Any]) -> bool:
+    return "rows" in raw and "columns" in raw
+
+
+def _select(tables: Sequence[dict], want: Sequence[str] | None, what: str) -> list[dict]:
+    if want is None:
+        return list(tables)
+    labels = [t["label"] for t in tables]
+    missing = sorted(set(want) - set(labels))
+    if missing:
+        raise ValueError(f"unknown {what} label(s) {missing}; valid: {labels}")
+    return [t for t in tables if t["label"] in want]
+
+
+def parse_matrix(raw: Mapping[str, Any], source: str = "<matrix>", overrides: Sequence = (), *,
+                 rows: Sequence[str] | None = None, columns: Sequence[str] | None = None,
+                 tiny: bool = False, rounds: int | None = None) -> MatrixSpec:
+    """Validate a matrix spec and expand it into runs: ``base | row | column | {seed} |
+    overrides`` for every (row, column, seed), all validated before anything runs.
+
+    The spec has ``name``, ``title``, ``seeds``, a ``[base]`` table of Config fields, and
+    ``[[rows]]`` and ``[[columns]]`` lists (a ``label`` plus Config fields each).
+    ``rows``/``columns`` select labels; ``tiny`` swaps in :data:`TINY`; ``rounds`` sets
+    the rounds (and caps ``eval_every``).  An override takes one value (``seed`` may be
+    a grid: the seeds of every cell)."""
+    unknown = set(raw) - MATRIX_KEYS
+    if unknown:
+        raise ValueError(f"{source}: unknown matrix spec key(s) {sorted(unknown)}; valid keys: {sorted(MATRIX_KEYS)}")
+    for key in ("rows", "columns"):
+        if not raw.get(key):
+            raise ValueError(f"{source}: the spec needs a non-empty [[{key}]] list")
+        for t in raw[key]:
+            if "label" not in t:
+                raise ValueError(f"{source}: every [[{key}]] entry needs a 'label'; got {t!r}")
+    ovs = parse_overrides(overrides)
+    grid = [o.key for o in ovs if o.is_grid and o.path != ("seed",)]
+    if grid:
+        raise ValueError(f"a matrix override takes one value (seed excepted), got a grid for {', '.join(grid)}")
+    base = dict(raw.get("base", {}))
+    if tiny:
+        base.update(TINY)
+    if rounds is not None:
+        base["rounds"] = rounds
+        base["eval_every"] = min(base.get("eval_every", rounds), rounds)
+    seeds = [None] if any(o.path == ("seed",) for o in ovs) else raw.get("seeds", [0])
+    sel_rows = _select(raw["rows"], rows, "row")
+    sel_cols = _select(raw["columns"], columns, "column")
+    entries = []
+    for r in sel_rows:
+        for c in sel_cols:
+            for seed in seeds:
+                merged = {**base, **{k: v for k, v in r.items() if k != "label"},
+                          **{k: v for k, v in c.items() if k != "label"}}
+                if seed is not None:
+                    merged["seed"] = seed
+                where = f"{source}: row {r['label']!r}, column {c['label']!r}: "
+                for d in expand_grid(merged, ovs):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        entries.append(RunEntry.of(_make(d, where), str(r["label"]), str(c["label"])))
+    name = str(raw.get("name", "matrix")) + ("_tiny" if tiny else "")
+    title = str(raw.get("title", name)) + (" [--tiny: digits, 10 clients]" if tiny else "")
+    if rounds is not None:
+        title += f" [rounds={rounds}]"
+    return MatrixSpec(name, title, tuple(str(r["label"]) for r in sel_rows),
+                      tuple(str(c["label"]) for c in sel_cols), tuple(entries))
+
+
+def load_matrix(path: str | Path, overrides: Sequence = (), **kw) -> MatrixSpec:
+    """:func:`parse_matrix` of a TOML file (keywords as there)."""
+    return parse_matrix(load_toml(path), str(path), overrides, **kw)

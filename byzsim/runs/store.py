@@ -1,0 +1,514 @@
+"""On-disk result store: one directory per run, keyed by the resolved config.
+
+Layout (``root`` defaults to ``results/store``)::
+
+    root/STORE.json                   {"byzsim_store_format": 1}  (checked on open)
+    root/runs/<key>/config.json       resolved config + provenance (version, numpy, timing, diverged)
+    root/runs/<key>/metrics.csv       round,test_accuracy,train_loss,distance (floats as repr)
+    root/runs/<key>/COMPLETE          completion marker, written last
+    root/failed/<key>.json            the last failure of a run (error + traceback); not a result
+    root/sweeps/<name>.json           manifest of a sweep: the keys of its runs (+ labels)
+
+``key = sha256(canonical JSON of {"store_format": FORMAT_VERSION, "config": Config.to_dict()})``
+with float fields normalised (``lr = 1`` and ``lr = 1.0`` are the same run).  Provenance
+(package version, timing, host) is stored but is not part of the key.
+
+Guarantees (see ``docs/reliability.md``):
+
+* A run is *finished* iff ``runs/<key>/COMPLETE`` exists.  A run directory is built in a
+  temporary sibling directory (``runs/.tmp-…``), every file is fsync'ed, then the
+  directory is renamed into place (atomic on POSIX) and the parent fsync'ed.  A crash
+  at any point leaves either no ``runs/<key>`` or a complete one; temporary directories
+  are never read and are cleaned up by :meth:`Store.clean_stale`.
+* Only successful runs are written with :meth:`Store.put`; a failed run is recorded in
+  ``failed/`` and never replaces a stored result.
+* A store written by another format version is refused with :class:`StoreFormatError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as _dt
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ..config import Config, make_config
+from ..simulate import METRICS
+
+__all__ = [
+    "FORMAT_VERSION",
+    "DEFAULT_STORE",
+    "StoreError",
+    "StoreFormatError",
+    "Store",
+    "StoredRun",
+    "default_store_dir",
+    "canonical_config",
+    "canonical_json",
+    "config_key",
+    "config_from_dict",
+    "atomic_write_text",
+    "format_metrics_csv",
+    "parse_metrics_csv",
+]
+
+#: Bumped whenever the layout, the key derivation or the file formats change (the
+#: columns of ``metrics.csv`` are :data:`byzsim.simulate.METRICS`).
+FORMAT_VERSION = 1
+DEFAULT_STORE = "results/store"
+_MARKER = "COMPLETE"
+_TMP_PREFIX = ".tmp-"
+_OLD_PREFIX = ".old-"
+
+
+class StoreError(RuntimeError):
+    """A problem with the result store (unreadable, inconsistent)."""
+
+
+class StoreFormatError(StoreError):
+    """The store was written by another store format version."""
+
+
+def default_store_dir() -> Path:
+    """``$BYZSIM_STORE`` if set, else ``results/store`` (relative to the working directory)."""
+    return Path(os.environ.get("BYZSIM_STORE") or DEFAULT_STORE)
+
+
+# --------------------------------------------------------------------------- keys
+
+_FLOAT_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.type in ("float", float))
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if not math.isfinite(v):
+            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        return v
+    return v
+
+
+def canonical_config(cfg: Config) -> dict[str, Any]:
+    """``cfg.to_dict()`` made canonical: JSON types only, float fields as floats."""
+    d = _jsonable(cfg.to_dict())
+    for k in _FLOAT_FIELDS:
+        if isinstance(d.get(k), int) and not isinstance(d.get(k), bool):
+            d[k] = float(d[k])
+    return d
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def config_key(cfg: Config, plugins: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The store key of a run: sha256 hex of the canonical config and the store format,
+    and of the plugins whose components the run uses (``Plugin.ref()``: name, version,
+    source sha256), when there are any; without plugins the key is as it always was."""
+    obj: dict[str, Any] = {"store_format": FORMAT_VERSION, "config": canonical_config(cfg)}
+    if plugins:
+        obj["plugins"] = sorted((dict(p) for p in plugins), key=lambda p: p["name"])
+    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
+
+
+def config_from_dict(d: Mapping[str, Any]) -> Config:
+    """Rebuild a :class:`Config` from a stored (canonical) dict."""
+    import warnings
+
+    from ..config import TheoryWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TheoryWarning)
+        return make_config(**dict(d))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: str | bytes) -> None:
+    """Write and fsync one file."""
+    mode = "wb" if isinstance(data, bytes) else "w"
+    kw = {} if isinstance(data, bytes) else {"encoding": "utf-8", "newline": ""}
+    with open(path, mode, **kw) as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``path`` via a temporary file in the same directory and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{_TMP_PREFIX}{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        _write_file(tmp, text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def format_metrics_csv(columns: Mapping[str, Any]) -> str:
+    """Metrics columns -> CSV text.  Deterministic: ints as ints, floats as ``repr``
+    (shortest round-trip form), so equal arrays give byte-identical files."""
+    cols = [np.asarray(columns[k]) for k in METRICS]
+    n = len(cols[0])
+    if any(len(c) != n for c in cols):
+        raise ValueError("metrics columns have different lengths")
+    out = io.StringIO()
+    out.write(",".join(METRICS) + "\n")
+    rounds = [int(r) for r in cols[0].tolist()]
+    rest = [[repr(float(v)) for v in c.tolist()] for c in cols[1:]]
+    for i in range(n):
+        out.write(",".join([str(rounds[i])] + [c[i] for c in rest]) + "\n")
+    return out.getvalue()
+
+
+def parse_metrics_csv(text: str) -> dict[str, np.ndarray]:
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or tuple(rows[0]) != METRICS:
+        raise StoreError(f"metrics.csv: unexpected header {rows[0] if rows else None!r}")
+    body = rows[1:]
+    out = {"round": np.array([int(r[0]) for r in body], dtype=np.int64)}
+    for j, k in enumerate(METRICS[1:], 1):
+        out[k] = np.array([float(r[j]) for r in body], dtype=np.float64)
+    return out
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+# --------------------------------------------------------------------------- store
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A finished run read back from the store."""
+
+    key: str
+    path: Path
+    meta: dict  # the whole config.json
+
+    @property
+    def config_dict(self) -> dict:
+        return self.meta["config"]
+
+    @property
+    def config(self) -> Config:
+        return config_from_dict(self.meta["config"])
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.meta.get("diverged", False))
+
+    @property
+    def diverged_round(self) -> int | None:
+        return self.meta.get("diverged_round")
+
+    def metrics_text(self) -> str:
+        return (self.path / "metrics.csv").read_text(encoding="utf-8")
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return parse_metrics_csv(self.metrics_text())
+
+
+class Store:
+    """A directory of finished runs (see the module docstring for the layout).
+
+    ``Store(root)`` creates the store if the directory is missing or empty, and raises
+    :class:`StoreFormatError` if it was written by another format version, or
+    :class:`StoreError` if the directory is something else.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, *, create: bool = True):
+        self.root = Path(root) if root is not None else default_store_dir()
+        self._check_or_create(create)
+        self.runs_dir = self.root / "runs"
+        self.failed_dir = self.root / "failed"
+        self.sweeps_dir = self.root / "sweeps"
+
+    # -- format ---------------------------------------------------------------
+    def _check_or_create(self, create: bool) -> None:
+        header = self.root / "STORE.json"
+        if header.is_file():
+            try:
+                fmt = json.loads(header.read_text(encoding="utf-8")).get("byzsim_store_format")
+            except (OSError, ValueError, AttributeError) as e:
+                raise StoreError(f"unreadable store header {header}: {e}") from None
+            if fmt != FORMAT_VERSION:
+                raise StoreFormatError(
+                    f"the result store {self.root} was written with store format version {fmt!r}; "
+                    f"this byzsim (version {_version()}) reads format {FORMAT_VERSION}. Use another "
+                    f"store directory (--store DIR) or move this one away; nothing was changed."
+                )
+            return
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"result store path {self.root} exists and is not a directory")
+        if self.root.is_dir() and any(p.name != ".gitkeep" for p in self.root.iterdir()):
+            raise StoreError(
+                f"{self.root} is not empty and has no STORE.json: not a byzsim result store "
+                "(refusing to write into it; pass another --store DIR)"
+            )
+        if not create:
+            raise StoreError(f"no result store at {self.root}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(header, canonical_json({"byzsim_store_format": FORMAT_VERSION}) + "\n")
+
+    # -- reading --------------------------------------------------------------
+    def run_dir(self, key: str) -> Path:
+        return self.runs_dir / key
+
+    def has(self, key: str) -> bool:
+        """True iff the run ``key`` is finished (its completion marker exists)."""
+        return (self.runs_dir / key / _MARKER).is_file()
+
+    def get(self, key: str) -> StoredRun | None:
+        """The finished run ``key``, or ``None`` (also for an incomplete directory)."""
+        d = self.runs_dir / key
+        if not (d / _MARKER).is_file():
+            return None
+        try:
+            meta = json.loads((d / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise StoreError(f"corrupt run {d}: config.json unreadable ({e}); delete the directory to rerun it") from None
+        if meta.get("store_format") != FORMAT_VERSION:
+            raise StoreFormatError(
+                f"run {d} has store format {meta.get('store_format')!r}, expected {FORMAT_VERSION}"
+            )
+        return StoredRun(key, d, meta)
+
+    def __contains__(self, key: str) -> bool:
+        return self.has(key)
+
+    def keys(self) -> list[str]:
+        """Keys of all finished runs."""
+        if not self.runs_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.runs_dir.iterdir()
+                      if not p.name.startswith(".") and (p / _MARKER).is_file())
+
+    def __iter__(self) -> Iterator[StoredRun]:
+        for k in self.keys():
+            r = self.get(k)
+            if r is not None:
+                yield r
+
+    # -- writing --------------------------------------------------------------
+    def put(
+        self,
+        cfg: Config,
+        columns: Mapping[str, Any],
+        *,
+        diverged: bool = False,
+        diverged_round: int | None = None,
+        seconds: float | None = None,
+        extra: Mapping[str, Any] | None = None,
+        force: bool = False,
+        plugins: Sequence[Mapping[str, Any]] = (),
+    ) -> Path:
+        """Store a *successful* run atomically and return its directory.
+
+        If the run is already stored, the existing result is kept (it is the same
+        config and the simulator is deterministic) unless ``force``, in which case the
+        new directory atomically takes its place.  ``plugins``: the ``Plugin.ref()`` of
+        the plugins the run uses (part of the key, recorded in ``config.json``).
+        """
+        key = config_key(cfg, plugins)
+        final = self.runs_dir / key
+        if self.has(key) and not force:
+            return final
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "store_format": FORMAT_VERSION,
+            "key": key,
+            "config": canonical_config(cfg),
+            "seed": cfg.seed,
+            "diverged": bool(diverged),
+            "diverged_round": None if diverged_round is None else int(diverged_round),
+            "seconds": None if seconds is None else float(seconds),
+            "byzsim_version": _version(),
+            "numpy_version": np.__version__,
+            "python_version": platform.python_version(),
+            "host": socket.gethostname(),
+            "stored_at": _now(),
+            **({"plugins": _jsonable(list(plugins))} if plugins else {}),
+            **_jsonable(dict(extra or {})),
+        }
+        tmp = self.runs_dir / f"{_TMP_PREFIX}{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            _write_file(tmp / "metrics.csv", format_metrics_csv(columns))
+            _write_file(tmp / "config.json", json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n")
+            _write_file(tmp / _MARKER, f"{key}\n")
+            _fsync_dir(tmp)
+            self._install(tmp, final, force)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsync_dir(self.runs_dir)
+        self.clear_failure(key)
+        return final
+
+    def _install(self, tmp: Path, final: Path, force: bool) -> None:
+        try:
+            os.rename(tmp, final)
+            return
+        except OSError:
+            if not final.exists():
+                raise
+        # the destination exists: a finished run (another writer got there first, or
+        # --force), or a leftover directory without its marker (never a result)
+        if (final / _MARKER).is_file() and not force:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        old = final.parent / f"{_OLD_PREFIX}{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.rename(final, old)
+        try:
+            os.rename(tmp, final)
+        except BaseException:
+            if not final.exists():
+                os.rename(old, final)  # put the previous result back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+
+    # -- failures -------------------------------------------------------------
+    def record_failure(self, cfg: Config, error: str, traceback: str = "",
+                       plugins: Sequence[Mapping[str, Any]] = ()) -> Path:
+        """Record that run ``cfg`` raised (it stays unfinished and will be retried)."""
+        key = config_key(cfg, plugins)
+        path = self.failed_dir / f"{key}.json"
+        atomic_write_text(path, json.dumps({
+            "store_format": FORMAT_VERSION, "key": key, "config": canonical_config(cfg),
+            "error": error, "traceback": traceback, "byzsim_version": _version(),
+            "failed_at": _now(), "host": socket.gethostname(),
+        }, indent=2, sort_keys=True) + "\n")
+        return path
+
+    def failure(self, key: str) -> dict | None:
+        path = self.failed_dir / f"{key}.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def clear_failure(self, key: str) -> None:
+        (self.failed_dir / f"{key}.json").unlink(missing_ok=True)
+
+    # -- sweeps ---------------------------------------------------------------
+    def write_sweep(self, name: str, manifest: Mapping[str, Any]) -> Path:
+        _check_name(name)
+        path = self.sweeps_dir / f"{name}.json"
+        atomic_write_text(path, json.dumps({"store_format": FORMAT_VERSION, "name": name, **manifest},
+                                           indent=2, sort_keys=False, default=str) + "\n")
+        return path
+
+    def read_sweep(self, name: str) -> dict:
+        path = self.sweeps_dir / f"{name}.json"
+        if not path.is_file():
+            known = ", ".join(self.sweeps()) or "(none)"
+            raise StoreError(f"no sweep named {name!r} in {self.root}; stored sweeps: {known}")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def sweeps(self) -> list[str]:
+        """Names of the stored sweep manifests, oldest first."""
+        if not self.sweeps_dir.is_dir():
+            return []
+        files = [p for p in self.sweeps_dir.glob("*.json") if not p.name.startswith(".")]
+        return [p.stem for p in sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))]
+
+    # -- housekeeping ---------------------------------------------------------
+    def clean_stale(self, min_age: float = 60.0) -> list[Path]:
+        """Remove temporary directories left by writers that no longer run (their pid is
+        gone from this host and they are older than ``min_age`` seconds, which also
+        spares a writer on another host sharing the store).  Restores a result whose
+        ``--force`` replacement was interrupted."""
+        import time
+
+        removed: list[Path] = []
+        now = time.time()
+        for parent in (self.runs_dir, self.failed_dir, self.sweeps_dir, self.root):
+            if not parent.is_dir():
+                continue
+            for p in parent.iterdir():
+                if not p.name.startswith((_TMP_PREFIX, _OLD_PREFIX)):
+                    continue
+                pid = _pid_of(p.name)
+                if pid is not None and _alive(pid):
+                    continue
+                try:
+                    if now - p.stat().st_mtime < min_age:
+                        continue
+                except FileNotFoundError:
+                    continue
+                if p.name.startswith(_OLD_PREFIX):
+                    key = p.name[len(_OLD_PREFIX):].split("-")[0]
+                    if not (parent / key).exists():
+                        os.rename(p, parent / key)  # an interrupted --force replacement
+                        continue
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                removed.append(p)
+        return removed
+
+
+def _pid_of(name: str) -> int | None:
+    parts = name.split("-")
+    try:
+        return int(parts[-2])
+    except (IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_name(name: str) -> None:
+    if not name or "/" in name or "\\" in name or name.startswith(".") or len(name) > 200:
+        raise ValueError(f"invalid sweep name {name!r}: use letters, digits, '-', '_', '.' (not leading)")
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
