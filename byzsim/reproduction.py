@@ -31,7 +31,6 @@ Summary(mean=0.81, half_width=0.0248..., n=3, diverged=0)
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from collections import defaultdict
@@ -168,12 +167,10 @@ def _finite(text: str) -> bool:
 
 def load_results(directory: str | Path) -> Results:
     """Every ``<figure>.csv`` of ``directory``."""
+    from .runs.tables import read_csv
+
     directory = Path(directory)
-    rows = {}
-    for p in sorted(directory.glob("*.csv")):
-        with p.open(newline="") as fh:
-            rows[p.stem] = list(csv.DictReader(fh))
-    return Results(rows, str(directory))
+    return Results({p.stem: read_csv(p) for p in sorted(directory.glob("*.csv"))}, str(directory))
 
 
 # --------------------------------------------------------------------------- tables
@@ -423,16 +420,16 @@ def regenerate(document: str | Path, manifest: Mapping[str, Any], results_dir: s
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m byzsim.reproduction``: run the manifest's specs (what the store holds is
-    not run again), copy their CSVs to the results directory, rebuild REPRODUCTION.md's
-    tables and claims.  ``--check``: only compare, exit 1 when the document is stale."""
+    not run again), write their CSVs to the results directory and their figures, and
+    rebuild REPRODUCTION.md's tables and claims.  ``--check``: only compare, exit 1 when the document is stale."""
     import argparse
-    import shutil
     import sys
 
     ap = argparse.ArgumentParser(prog="python -m byzsim.reproduction", description=main.__doc__)
     ap.add_argument("--manifest", default="experiments/reproduction.toml")
     ap.add_argument("--document", default="REPRODUCTION.md")
     ap.add_argument("--results", default="experiments/results", help="the committed CSVs")
+    ap.add_argument("--figures", default="figures", help="where the figures are drawn")
     ap.add_argument("--store", default=None)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-run", action="store_true", help="only rebuild the document from the CSVs")
@@ -441,16 +438,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         manifest = load_manifest(a.manifest)
         if not (a.no_run or a.check):
-            from .experiment import load_spec, run_spec
+            from .runs import load_spec, plot_spec, run_spec
 
             specs = [load_spec(p) for p in manifest.get("specs", [])]  # all validated first
             for spec in specs:
-                rows, report = run_spec(spec, jobs=a.jobs, results_dir="results", store=a.store, quiet=True)
+                rows, report = run_spec(spec, jobs=a.jobs, results_dir=a.results, store=a.store, quiet=True)
                 if report.failures:
                     print(f"error: {spec.figure}: {len(report.failures)} run(s) failed", file=sys.stderr)
                     return 1
-                Path(a.results).mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(Path("results") / f"{spec.figure}.csv", Path(a.results) / f"{spec.figure}.csv")
+                plot_spec(spec, rows, Path(a.figures), csv_path=Path(a.results) / f"{spec.figure}.csv")
         old, new = regenerate(a.document, manifest, a.results)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
