@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .simulate import METRICS
+from .runs.plots import BANDS
 
 EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_EXECUTOR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -555,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--panel", default=None, metavar="FIELD[,FIELD]", help="one panel per value (default attack)")
     p.add_argument("--line", default=None, metavar="FIELD[,FIELD]",
                    help="one line per value (default method + the other varying fields)")
-    p.add_argument("--band", choices=("minmax", "std", "none"), default="minmax", help="band over seeds")
+    p.add_argument("--band", choices=BANDS, default="ci95", help="band over seeds (ci95: the 95 %% t-interval of the mean)")
     p.add_argument("--title", default=None)
     p.add_argument("--out", default=None, metavar="STEM", help="output stem (default figures/<name>): .png and .pdf")
     p.add_argument("--csv", default=None, metavar="PATH", help="long CSV of the plotted data (default results/<name>.csv)")

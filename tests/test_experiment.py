@@ -139,3 +139,28 @@ def test_python_m_byzsim_experiment_is_the_cli_command():
 
     out = subprocess.run([sys.executable, "-m", "byzsim.experiment", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("usage: byzsim experiment")
+
+
+@pytest.mark.parametrize("seeds, needle", [
+    ([], "non-empty list"),
+    ([0, 1, 1], r"seed\(s\) \[1\] listed twice"),
+    ([0, -1], "integers >= 0"),
+    ("0", "non-empty list"),
+])
+def test_bad_seeds_name_the_spec_and_the_field(seeds, needle):
+    from byzsim.runs.spec import parse_spec
+
+    raw = {"figure": "f", "seeds": seeds, "base": {"method": "sgd", "rounds": 2}}
+    with pytest.raises(ValueError, match=rf"myspec\.toml: invalid spec field 'seeds'.*{needle}"):
+        parse_spec(raw, source="myspec.toml")
+
+
+def test_ci95_band_is_the_t_interval_of_the_mean():
+    from byzsim.runs.plots import _mean_band
+
+    # three seeds at round 10: 0.80, 0.82, 0.81 -> mean 0.81, half-width 4.302653 * 0.01 / sqrt(3)
+    runs = [([0, 10], [0.1, v], None) for v in (0.80, 0.82, 0.81)]
+    xs, mean, lo, hi = _mean_band(runs, "ci95")
+    assert mean[1] == pytest.approx(0.81)
+    assert hi[1] - mean[1] == pytest.approx(0.024841, abs=1e-6)
+    assert mean[1] - lo[1] == pytest.approx(0.024841, abs=1e-6)

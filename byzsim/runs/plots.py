@@ -3,8 +3,9 @@
 Input rows are the long-format CSV rows of :mod:`byzsim.experiment` (dicts with at
 least panel, method, seed, round and the metric).  One subplot per panel, one line per
 method, the mean over seeds (at each round, over the seeds that reached it) with a
-band when there are several seeds (``band``: min–max, ± one standard deviation, or
-none).  A run recorded as diverged ends with an ``×`` at the round where it was stopped.
+band when there are several seeds (``band``: the 95 % confidence interval of the mean
+over seeds, ``t_{0.975, k−1} s / √k`` with k the seeds at that round (the default);
+min–max; ± one standard deviation; or none).  A run recorded as diverged ends with an ``×`` at the round where it was stopped.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ LABELS = {
 }
 
 
-BANDS = ("minmax", "std", "none")
+BANDS = ("ci95", "minmax", "std", "none")
 
 
 def _is_marker(r: dict) -> bool:
@@ -70,8 +71,15 @@ def _mean_band(runs, band: str):
             warnings.simplefilter("ignore", RuntimeWarning)
             vals = [np.asarray(by_round[x], dtype=float) for x in sorted(by_round)]
             mean = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in vals])
-            if band == "std":
-                sd = np.array([np.nanstd(v) if np.isfinite(v).any() else np.nan for v in vals])
+            if band in ("std", "ci95"):
+                sd = np.array([np.nanstd(v, ddof=int(band == "ci95")) if np.isfinite(v).sum() > 1 else np.nan
+                               for v in vals])
+                if band == "ci95":
+                    from scipy import stats
+
+                    k = np.array([np.isfinite(v).sum() for v in vals])
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        sd = stats.t.ppf(0.975, np.maximum(k - 1, 1)) * sd / np.sqrt(k)
                 lo, hi = mean - sd, mean + sd
             else:
                 lo = np.array([np.nanmin(v) if np.isfinite(v).any() else np.nan for v in vals])
@@ -87,13 +95,14 @@ def plot_panels(
     methods: Sequence[str] | None = None,
     title: str = "",
     note: str = "",
-    band: str = "minmax",
+    band: str = "ci95",
 ):
     """Draw the figure and return it (``matplotlib.figure.Figure``).
 
     ``panels``: ``[(name, title), …]`` in order (default: as found in ``rows``);
-    ``methods``: line order (default: as found); ``band``: ``"minmax"`` (default),
-    ``"std"`` (mean ± one standard deviation) or ``"none"``, drawn with several seeds.
+    ``methods``: line order (default: as found); ``band``: ``"ci95"`` (default: the
+    95 % t-interval of the mean over seeds), ``"minmax"``, ``"std"`` (mean ± one standard
+    deviation) or ``"none"``, drawn with several seeds.
     """
     if band not in BANDS:
         raise ValueError(f"unknown band {band!r}; valid choices: {', '.join(BANDS)}")
@@ -188,7 +197,7 @@ def _dataset_note(cfg) -> str:
 
 
 def plot_spec(spec, rows: Sequence[dict], figures_dir: Path, *, csv_path: Path | str | None = None,
-              metric: str | None = None, band: str = "minmax") -> list[Path]:
+              metric: str | None = None, band: str = "ci95") -> list[Path]:
     """Draw a figure spec's rows and save ``<figure>.png`` and ``.pdf``; returns the paths."""
     panels = [(str(p.get("name", "")), str(p.get("title", p.get("name", "")))) for p in spec.panels]
     found = list(dict.fromkeys(str(r["method"]) for r in rows))

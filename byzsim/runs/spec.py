@@ -365,6 +365,14 @@ def parse_spec(raw: dict[str, Any], source: str = "<spec>", overrides: Sequence 
     panels = tuple(raw.get("panels") or [{"name": ""}])
     lines = tuple(raw.get("lines") or [{"label": base.get("method", "run")}])
     seeds = raw.get("seeds", [0])
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)):
+        raise ValueError(f"{source}: invalid spec field 'seeds' = {seeds!r}: expected a non-empty list of "
+                         "integers >= 0")
+    if len(set(seeds)) != len(seeds):
+        dup = sorted({x for x in seeds if seeds.count(x) > 1})
+        raise ValueError(f"{source}: invalid spec field 'seeds' = {seeds!r}: seed(s) {dup} listed twice "
+                         "(each seed is one run of every line)")
     if any(o.path == ("seed",) for o in ovs):
         seeds = [None]  # the override sets the seeds
     runs = []
