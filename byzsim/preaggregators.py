@@ -53,18 +53,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .aggregators import (
-    AGGREGATORS,
-    _check_int,
-    _dists,
-    _flatten,
-    _majority_max_f,
-    _masked_median_1d,
-    _prepare,
-    _resolve_f,
-    _robust_gram,
-    get_aggregator,
-)
+from .aggregators import AGGREGATORS, get_aggregator
+from .aggregators._base import _check_int, _flatten, _majority_max_f, _prepare, _resolve_f
+from .aggregators._gram import _dists, _robust_gram
+from .aggregators._order import _masked_median_1d
 from .registry import Registry, bind_parameters, keyword_parameters
 from .resampling import resample as _resample
 from .resampling import resample_indices, resampled

@@ -37,7 +37,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numerics import random_mask
 
-import byzsim.aggregators as agg_mod
+import byzsim.aggregators._geomed as agg_mod
 from byzsim.aggregators import geometric_median, get_aggregator
 from byzsim.registry import keyword_parameters
 from byzsim.resampling import averaging_matrix, resample, resample_indices, resampled

@@ -23,13 +23,13 @@ import pytest
 from byzsim import make_config, run
 from byzsim.aggregators import (
     AGGREGATORS,
-    _gram,
-    _weiszfeld_start,
     geometric_median,
     krum,
     mean,
     multi_krum,
 )
+from byzsim.aggregators._geomed import _weiszfeld_start
+from byzsim.aggregators._gram import _gram
 from test_aggregator_conformance import (
     NAMES,
     ONE_POINT_ADVERSARY,
