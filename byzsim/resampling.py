@@ -68,7 +68,7 @@ touch a non-finite message itself, so the leak above does not arise.
 from __future__ import annotations
 
 import numbers
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -219,7 +219,7 @@ def resample(v: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return g.mean(axis=-2, dtype=dtype)
 
 
-def resampled(aggregate_fn: Callable, s: int) -> Callable:
+def resampled(aggregate_fn: Callable, s: int, *, per_call: Iterable[str] | None = None) -> Callable:
     """Wrap an aggregator into *resample-then-aggregate* (paper B, eq. (12)).
 
     Parameters
@@ -227,11 +227,15 @@ def resampled(aggregate_fn: Callable, s: int) -> Callable:
     aggregate_fn : callable ``f(z, mask) -> (..., d)``
         An aggregator with the signature of :mod:`byzsim.aggregators` functions
         (``z (..., W, d)``, ``mask (W,) bool | None``).  If ``"mix"`` is among its
-        ``call_parameters`` (:func:`byzsim.aggregators.geometric_median`, also when bound
-        by ``get_aggregator``), it must accept ``f(z, None, mix=A)`` meaning
+        ``per_call`` parameters, it must accept ``f(z, None, mix=A)`` meaning
         ``f(A @ z, None)``.
     s : int
         Resampling size, ``s ≥ 1`` (``s ≤ W`` is checked at call time).
+    per_call : iterable of str, optional
+        The aggregator's per-call parameters.  Default: those declared when it was
+        registered (:data:`byzsim.aggregators.AGGREGATORS`; e.g. ``("mix",)`` for
+        :func:`byzsim.aggregators.geometric_median`, also when bound by
+        ``get_aggregator``), none for an unregistered callable.
 
     Returns
     -------
@@ -258,7 +262,12 @@ def resampled(aggregate_fn: Callable, s: int) -> Callable:
         ``W`` messages present).
     """
     s = _check_s(s)
-    mixes = "mix" in getattr(aggregate_fn, "call_parameters", ())
+    if per_call is None:
+        from .aggregators import AGGREGATORS
+
+        entry = AGGREGATORS.entry_of(aggregate_fn)
+        per_call = entry.meta["per_call"] if entry is not None else ()
+    mixes = "mix" in tuple(per_call)
     if s == 1:
         def aggregate(v, mask, rng):
             return aggregate_fn(v, mask)

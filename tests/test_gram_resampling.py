@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 from numerics import random_mask
 
 import byzsim.aggregators._geomed as agg_mod
-from byzsim.aggregators import geometric_median, get_aggregator
+from byzsim.aggregators import AGGREGATORS, geometric_median, get_aggregator
 from byzsim.registry import keyword_parameters
 from byzsim.resampling import averaging_matrix, resample, resample_indices, resampled
 
@@ -323,13 +323,14 @@ def test_mask_refers_to_the_mixed_rows():
 
 
 def test_mix_is_a_per_call_parameter_not_a_configurable_one():
-    assert "mix" not in keyword_parameters(geometric_median)
+    assert "mix" in keyword_parameters(geometric_median)
+    assert "mix" not in AGGREGATORS.parameters("geometric_median")  # declared per_call
     with pytest.raises(ValueError, match="no parameter"):
         get_aggregator("geomed", mix=np.eye(3))
     bound = get_aggregator("geometric_median", tol=1e-6)
-    assert "mix" in bound.call_parameters  # copied onto the bound partial
-    assert get_aggregator("krum", f=1).max_f(10) == 7  # other attributes too
-    assert not hasattr(get_aggregator("median"), "call_parameters")
+    assert AGGREGATORS.entry_of(bound).meta["per_call"] == ("mix",)  # found through the partial
+    assert AGGREGATORS.entry("krum").meta["max_f"](10) == 7
+    assert AGGREGATORS.entry("median").meta["per_call"] == ()
 
 
 # --------------------------------------------------------------------------------------
@@ -342,7 +343,6 @@ def test_resampled_passes_the_averaging_matrix_with_the_same_draw():
         seen["mixing"] = (z, mask, mix)
         return z[..., 0, :]
 
-    mixing.call_parameters = ("mix",)
 
     def plain(z, mask=None):
         seen["plain"] = (z, mask)
@@ -350,7 +350,7 @@ def test_resampled_passes_the_averaging_matrix_with_the_same_draw():
 
     v = np.random.default_rng(12).standard_normal((10, 3))
     rngs = [np.random.default_rng(13) for _ in range(3)]
-    resampled(mixing, 3)(v, None, rngs[0])
+    resampled(mixing, 3, per_call=("mix",))(v, None, rngs[0])
     resampled(plain, 3)(v, None, rngs[1])
     idx = resample_indices(rngs[2], 10, 3)
     z, mask, mix = seen["mixing"]

@@ -21,7 +21,7 @@ returns : ndarray, shape ``(..., d)``
 
 Parameters that depend on ``n`` (``f``, ``m``) are validated at call time with a
 ``ValueError`` naming the value and the valid range.  :func:`get_aggregator` binds
-parameters by name through :func:`byzsim.registry.bind_parameters`, so unknown or missing
+parameters by name through :meth:`byzsim.registry.Registry.bind`, so unknown or missing
 parameters fail before any work is done.
 
 Distances through the Gram matrix
@@ -64,20 +64,23 @@ clipping, ARC, SignGuard) live in :mod:`byzsim.preaggregators`.
 
 The Byzantine count ``f``
 -------------------------
-Every rule with an ``f`` parameter exposes ``rule.max_f(n)``, the largest ``f`` it is
-meant for with ``n`` rows (``n − 3`` for Krum, ``(n − 3) // 4`` for Bulyan, ``(n − 1) // 2``
-otherwise); the simulate layer caps its default ``f`` with it.  In the field's
-standard set (Bulyan to DnC above), ``f=None`` (the default) means ``max_f(m_p)`` of
-each batch element, so that
-``agg(z, mask) == agg(z[mask])``, and an explicit ``f`` is clipped per element to
+Every rule with an ``f`` parameter declares ``max_f`` when it is registered
+(``AGGREGATORS.entry(name).meta["max_f"](n)``): the largest ``f`` it is meant for with
+``n`` rows (``n − 3`` for Krum, ``(n − 3) // 4`` for Bulyan, ``(n − 1) // 2`` otherwise);
+the simulate layer caps its default ``f`` with it.  In the field's standard set (Bulyan
+to DnC above), ``f=None`` (the default) means ``max_f(m_p)`` of each batch element, so
+that ``agg(z, mask) == agg(z[mask])``, and an explicit ``f`` is clipped per element to
 ``m_p``'s range.  Rules that need randomness (DnC's coordinate subsets, the grouping of
 median of means) take a ``seed``: aggregators stay deterministic functions of
 ``(z, mask)``.
 
-Adding an aggregator::
+Adding an aggregator (the contract is :class:`byzsim.protocols.Aggregator`; check it
+with :func:`byzsim.testing.check_aggregator`)::
 
-    @AGGREGATORS.register("my_rule")
-    def my_rule(z, mask=None, *, p=1.0): ...
+    @AGGREGATORS.register("my_rule", max_f=lambda n: (n - 1) // 2)  # max_f: rules with f
+    def my_rule(z, mask=None, *, f=None, p=1.0): ...
+
+Registration without ``max_f`` for a rule with an ``f`` parameter fails at once.
 
 Layout
 ------

@@ -10,12 +10,26 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..registry import Registry, bind_parameters
+from ..registry import Meta, Registry, keyword_parameters, optional_callable
 
 __all__ = ["AGGREGATORS", "get_aggregator"]
 
 
-AGGREGATORS: Registry = Registry("aggregator")
+def _per_call_check(v: Any) -> str | None:
+    ok = isinstance(v, tuple) and all(isinstance(k, str) for k in v)
+    return None if ok else "a tuple of parameter names"
+
+
+#: The aggregators.  Declared at registration: ``max_f`` (``n -> int``, the largest
+#: ``f`` the rule tolerates with ``n`` rows; required for rules with an ``f``
+#: parameter) and ``per_call`` (keyword parameters the library supplies on each call,
+#: e.g. the ``mix`` of the geometric median; not configurable).
+AGGREGATORS: Registry = Registry("aggregator", schema={
+    "max_f": Meta("n -> the largest f the rule tolerates with n rows", default=None,
+                  check=optional_callable, required_if=lambda fn: "f" in keyword_parameters(fn)),
+    "per_call": Meta("keyword parameters supplied per call, not configurable", default=(),
+                     check=_per_call_check),
+})
 
 
 def get_aggregator(name: str, **params: Any) -> Callable:
@@ -41,8 +55,7 @@ def get_aggregator(name: str, **params: Any) -> Callable:
         If a parameter is unknown (the message lists the valid ones), a required one is
         missing, or ``f``/``m`` is not a non-negative integer.
     """
-    fn = AGGREGATORS[name]
-    bound = bind_parameters("aggregator", name, fn, params)
+    bound = AGGREGATORS.bind(name, params)
     for key in ("f", "m"):
         if params.get(key) is not None:
             _check_int(key, params[key], name)

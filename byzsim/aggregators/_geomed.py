@@ -205,7 +205,7 @@ def _weiszfeld_start(g, wts, mf, eps):
     return w0 / p.sum(axis=-1, keepdims=True)
 
 
-@AGGREGATORS.register("geometric_median", "geomed")
+@AGGREGATORS.register("geometric_median", "geomed", per_call=("mix",))
 def geometric_median(
     z: Any,
     mask: Any = None,
@@ -328,7 +328,7 @@ def geometric_median(
         Take the median of the rows ``mix @ z`` (see "Mixed rows"); leading axes must
         broadcast to those of ``z``.  Supplied per call (by
         :func:`byzsim.resampling.resampled`), not a configurable parameter
-        (``geometric_median.call_parameters``).
+        (declared ``per_call`` at registration).
 
     Returns
     -------
@@ -383,8 +383,3 @@ def geometric_median(
         direct = geometric_median(zm, mask, tol=tol, max_iter=max_iter, eps=eps, init=init)
         out = np.where(unresolved[..., None], direct, out)
     return out
-
-# Keyword parameters supplied per call rather than bound from a config
-# (byzsim.registry.keyword_parameters leaves them out): geometric_median takes the
-# mixing matrix of resampling (byzsim.resampling.resampled passes mix=).
-geometric_median.call_parameters = ("mix",)

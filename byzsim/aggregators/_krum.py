@@ -38,6 +38,11 @@ __all__ = ["bulyan", "krum", "monna", "multi_krum"]
 # Krum
 
 
+def _krum_max_f(n: int) -> int:
+    """Krum needs ``n − f − 2 >= 1`` neighbours: ``f <= n − 3``."""
+    return max(int(n) - 3, 0)
+
+
 def _krum_check(f: Any, n: int, who: str) -> int:
     f = _check_int("f", f, who)
     if n - f - 2 < 1:
@@ -82,7 +87,7 @@ def _krum_scores(z: np.ndarray, wts: np.ndarray, m: np.ndarray, f: int):
     return scores, np.argsort(key, axis=-1, kind="stable")
 
 
-@AGGREGATORS.register("krum")
+@AGGREGATORS.register("krum", max_f=_krum_max_f)
 def krum(z: Any, mask: Any = None, *, f: int) -> np.ndarray:
     """Krum (Blanchard et al., 2017): the row closest to its nearest neighbours.
 
@@ -118,6 +123,14 @@ def krum(z: Any, mask: Any = None, *, f: int) -> np.ndarray:
     ------
     ValueError
         If ``f`` is not an integer with ``n − f − 2 >= 1``.
+
+    Examples
+    --------
+    >>> z = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [0.1, 0.1], [50.0, 50.0]])
+    >>> krum(z, f=1)                    # (5, 2) -> (2,): an honest row (ties: lowest index)
+    array([0., 0.])
+    >>> krum(np.stack([z, -z]), f=1).shape          # one batch axis
+    (2, 2)
     """
     z, wts, m = _prepare(z, mask)
     f = _krum_check(f, z.shape[-2], "krum")
@@ -128,7 +141,7 @@ def krum(z: Any, mask: Any = None, *, f: int) -> np.ndarray:
     return out
 
 
-@AGGREGATORS.register("multi_krum")
+@AGGREGATORS.register("multi_krum", max_f=_krum_max_f)
 def multi_krum(z: Any, mask: Any = None, *, f: int, m: int | None = None) -> np.ndarray:
     """Multi-Krum: the mean of the ``m`` rows with the lowest Krum scores.
 
@@ -186,7 +199,7 @@ def _bulyan_max_f(n: int) -> int:
     return max((int(n) - 3) // 4, 0)
 
 
-@AGGREGATORS.register("bulyan")
+@AGGREGATORS.register("bulyan", max_f=_bulyan_max_f)
 def bulyan(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
     """Bulyan (El Mhamdi, Guerraoui & Rouault, 2018): iterated Krum, then a coordinate-wise
     trimmed mean around the median.
@@ -268,14 +281,13 @@ def bulyan(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
     return _finish(out, m2, lead, z.dtype)
 
 
-bulyan.max_f = _bulyan_max_f
 
 
 # --------------------------------------------------------------------------------------
 # MoNNA
 
 
-@AGGREGATORS.register("monna")
+@AGGREGATORS.register("monna", max_f=_majority_max_f)
 def monna(z: Any, mask: Any = None, *, f: int | None = None, idx: int | None = None) -> np.ndarray:
     """MoNNA: the mean of the ``m_p − f`` nearest neighbours of a reference row
     (Farhadkhani et al., 2023).
@@ -341,8 +353,3 @@ def monna(z: Any, mask: Any = None, *, f: int | None = None, idx: int | None = N
     return _finish(_subset_mean(sel, z2), m2, lead, z.dtype)
 
 
-monna.max_f = _majority_max_f
-
-# Byzantine-count limits of the original rules (used by the simulate layer's f default)
-krum.max_f = lambda n: max(int(n) - 3, 0)
-multi_krum.max_f = lambda n: max(int(n) - 3, 0)

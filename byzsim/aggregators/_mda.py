@@ -102,7 +102,7 @@ def _mda_removed(d2: np.ndarray, present: np.ndarray, fe: np.ndarray, o: np.ndar
     return REM[np.arange(B), pick]
 
 
-@AGGREGATORS.register("mda")
+@AGGREGATORS.register("mda", max_f=_majority_max_f)
 def mda(z: Any, mask: Any = None, *, f: int | None = None, max_branches: int = 2**16) -> np.ndarray:
     """Minimum-diameter averaging (El Mhamdi, Guerraoui & Rouault, 2018), exact.
 
@@ -169,4 +169,3 @@ def mda(z: Any, mask: Any = None, *, f: int | None = None, max_branches: int = 2
     return _finish(out, m2, lead, z.dtype)
 
 
-mda.max_f = _majority_max_f

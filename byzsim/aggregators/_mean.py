@@ -36,6 +36,14 @@ def mean(z: Any, mask: Any = None) -> np.ndarray:
     Returns
     -------
     ndarray, shape ``(..., d)``
+
+    Examples
+    --------
+    >>> z = np.array([[0.0, 1.0], [2.0, 3.0], [100.0, 100.0]])    # (n, d) = (3, 2)
+    >>> mean(z), mean(z, np.array([True, True, False]))
+    (array([34.        , 34.66666667]), array([1., 2.]))
+    >>> mean(np.zeros((4, 5, 3, 2))).shape                           # batch axes (4, 5)
+    (4, 5, 2)
     """
     z, wts, m = _prepare(z, mask)
     return _center(z, wts, m, mask is not None)[1]

@@ -50,6 +50,14 @@ def coordinate_median(z: Any, mask: Any = None) -> np.ndarray:
     Returns
     -------
     ndarray, shape ``(..., d)``
+
+    Examples
+    --------
+    >>> z = np.array([[1.0, -5.0], [2.0, 0.0], [1e9, 1.0]])          # (n, d) = (3, 2)
+    >>> coordinate_median(z)
+    array([2., 0.])
+    >>> coordinate_median(z, np.array([True, True, False]))          # mean of the middle two
+    array([ 1.5, -2.5])
     """
     z, wts, m = _prepare(z, mask)
     srt = _sorted_rows(z, wts, mask is not None)
@@ -62,7 +70,7 @@ def coordinate_median(z: Any, mask: Any = None) -> np.ndarray:
     return out
 
 
-@AGGREGATORS.register("trimmed_mean")
+@AGGREGATORS.register("trimmed_mean", max_f=_majority_max_f)
 def trimmed_mean(z: Any, mask: Any = None, *, f: int) -> np.ndarray:
     """Coordinate-wise trimmed mean: drop the ``f`` smallest and ``f`` largest values.
 
@@ -114,7 +122,7 @@ def trimmed_mean(z: Any, mask: Any = None, *, f: int) -> np.ndarray:
 # Meamed
 
 
-@AGGREGATORS.register("meamed")
+@AGGREGATORS.register("meamed", max_f=_majority_max_f)
 def meamed(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
     """Mean around the median (Meamed; Xie, Koyejo & Gupta, 2018).
 
@@ -157,14 +165,13 @@ def meamed(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
     return _finish(out, m2, lead, z.dtype)
 
 
-meamed.max_f = _majority_max_f
 
 
 # --------------------------------------------------------------------------------------
 # median of means
 
 
-@AGGREGATORS.register("median_of_means", "mom")
+@AGGREGATORS.register("median_of_means", "mom", max_f=_majority_max_f)
 def median_of_means(
     z: Any,
     mask: Any = None,
@@ -267,5 +274,3 @@ def median_of_means(
     return _finish(out, m2, lead, z.dtype)
 
 
-median_of_means.max_f = _majority_max_f
-trimmed_mean.max_f = _majority_max_f

@@ -27,7 +27,7 @@ from ._gram import _dists, _double_center, _robust_gram
 __all__ = ["caf", "dnc", "smea"]
 
 
-@AGGREGATORS.register("caf")
+@AGGREGATORS.register("caf", max_f=_majority_max_f)
 def caf(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
     """Covariance-bound agnostic filter (CAF; Allouah et al., as implemented in ByzFL).
 
@@ -105,7 +105,6 @@ def caf(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
     return _finish(_average(best_w.astype(dt), z2), m2, lead, z.dtype)
 
 
-caf.max_f = _majority_max_f
 
 
 # --------------------------------------------------------------------------------------
@@ -201,7 +200,7 @@ def _combination_chunks(V: np.ndarray, D: np.ndarray | None, f: int, chunk: int 
         lo = hi
 
 
-@AGGREGATORS.register("smea")
+@AGGREGATORS.register("smea", max_f=_majority_max_f)
 def smea(
     z: Any, mask: Any = None, *, f: int | None = None, max_subsets: int = 10**6
 ) -> np.ndarray:
@@ -321,14 +320,13 @@ def smea(
     return _finish(_subset_mean(keep_all, z2), m2, lead, z.dtype)
 
 
-smea.max_f = _majority_max_f
 
 
 # --------------------------------------------------------------------------------------
 # DnC
 
 
-@AGGREGATORS.register("dnc")
+@AGGREGATORS.register("dnc", max_f=_majority_max_f)
 def dnc(
     z: Any,
     mask: Any = None,
@@ -422,4 +420,3 @@ def dnc(
     return _finish(_subset_mean(good, z2), m2, lead, z.dtype)
 
 
-dnc.max_f = _majority_max_f
