@@ -21,6 +21,7 @@ from .config import METHODS, Config, make_config
 from .data import DATASETS, Dataset, DataError, load_dataset
 from .models import MLP, MODELS, SoftmaxRegression, make_model
 from .partition import PARTITIONS, draw_byzantine, partition
+from .pipeline import Pipeline
 from .preaggregators import PREAGGREGATORS, get_preaggregator
 from .protocols import Aggregator, Attack, Estimator, Model, PreAggregator
 from .registry import Registry, UnknownNameError
@@ -46,6 +47,7 @@ __all__ = [
     "PARTITIONS",
     "PREAGGREGATORS",
     "PenaltyMethod",
+    "Pipeline",
     "PreAggregator",
     "Problem",
     "Registry",

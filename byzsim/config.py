@@ -147,7 +147,9 @@ class Config:
     def replace(self, **changes) -> "Config":
         """A validated copy with ``changes``.  A new ``method`` re-applies its preset:
         the preset-owned fields (family, estimator, aggregator, resample) are reset
-        unless given in ``changes`` too."""
+        unless given in ``changes`` too.  Fields the new family does not use must be at
+        their defaults (e.g. a penalty-family config with ``penalty = 0.1`` needs
+        ``penalty=0.05`` in ``changes`` to become a gradient-family one)."""
         d = self.to_dict()
         if "method" in changes:
             for k in PRESET_FIELDS:

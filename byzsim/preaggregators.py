@@ -19,8 +19,8 @@ returns ``(z', mask')``
     ``mask'`` ``None`` (all rows of ``z'`` count) or bool ``(..., n')``.
 
 :func:`compose` chains pre-aggregators with an aggregator into the gradient family's
-``aggregate(v, mask, rng) -> (..., d)`` (the shape of callable
-:func:`byzsim.resampling.resampled` returns), and :func:`build_aggregate` does it from
+``aggregate(v, mask, rng) -> (..., d)``, a :class:`byzsim.pipeline.Pipeline` (the type
+:func:`byzsim.resampling.resampled` returns too), and :func:`build_aggregate` does it from
 config-style specs, choosing every ``f`` that is not given: the number of Byzantine
 clients, propagated through the chain (``resample`` with ``s`` makes it ``s·f``;
 ``bucketing`` with ``s`` gives ``⌈n/s⌉`` rows of which at most ``f`` are contaminated)
@@ -61,6 +61,7 @@ from .aggregators._base import _check_int, _flatten, _majority_max_f, _prepare, 
 from .aggregators._gram import _dists, _robust_gram
 from .aggregators._order import _masked_median_1d
 from .registry import Meta, Registry, keyword_parameters, optional_callable
+from .pipeline import Pipeline
 from .resampling import resample as _resample
 from .resampling import resample_indices, resampled
 
@@ -506,7 +507,7 @@ def signguard(
 # composition
 
 
-def compose(pre: Iterable[Callable], agg: Callable) -> Callable:
+def compose(pre: Iterable[Callable], agg: Callable) -> Pipeline:
     """Chain pre-aggregators and an aggregator into ``aggregate(v, mask, rng)``.
 
     Parameters
@@ -518,30 +519,11 @@ def compose(pre: Iterable[Callable], agg: Callable) -> Callable:
 
     Returns
     -------
-    aggregate : callable ``aggregate(v, mask, rng) -> (..., d)``
-        ``agg(*pre_k(...pre_1(v, mask, rng)...))``; attributes ``preaggregators`` and
-        ``aggregate_fn``.
+    aggregate : :class:`byzsim.pipeline.Pipeline` ``aggregate(v, mask, rng) -> (..., d)``
+        ``agg(*pre_k(...pre_1(v, mask, rng)...))``; attributes ``steps`` (alias
+        ``preaggregators``) and ``aggregate_fn``.
     """
-    pre = tuple(pre)
-
-    def aggregate(v, mask, rng):
-        z, m = v, mask
-        for p in pre:
-            z, m = p(z, m, rng)
-        return agg(z, m)
-
-    names = [_name(p) for p in pre] + [_name(agg)]
-    aggregate.__name__ = "_then_".join(names)
-    aggregate.__qualname__ = aggregate.__name__
-    aggregate.__doc__ = f"{' -> '.join(names)}; ``(v, mask, rng) -> (..., d)``."
-    aggregate.preaggregators = pre
-    aggregate.aggregate_fn = agg
-    return aggregate
-
-
-def _name(fn: Callable) -> str:
-    inner = getattr(fn, "func", fn)  # functools.partial
-    return getattr(inner, "__name__", type(inner).__name__)
+    return Pipeline(tuple(pre), agg)
 
 
 def normalize_preaggregators(specs: Any) -> tuple[dict, ...]:

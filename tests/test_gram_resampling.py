@@ -414,3 +414,28 @@ def test_resampled_geomed_default_equals_the_materialised_path(seed, dtype):
     rows = resample(v, resample_indices(np.random.default_rng(seed), 30, s))
     # measured: <= 7e-18 (float64), <= 5.4e-9 (float32) of the largest entry
     assert_same_point(new, geometric_median(rows), rows, rtol=1e-9 if dtype == np.float64 else 1e-5)
+
+
+# --------------------------------------------------------------------------------------
+# one pipeline type
+# --------------------------------------------------------------------------------------
+def test_resampling_is_the_first_step_of_one_pipeline_type():
+    """``resampled``, ``compose`` and ``build_aggregate`` all give a Pipeline; a listed
+    resampling step followed by the geometric median takes the same Gram path (same
+    draw, same numbers) as ``resampled``."""
+    from byzsim.pipeline import Pipeline
+    from byzsim.preaggregators import build_aggregate, compose, get_preaggregator
+
+    v = np.random.default_rng(20).standard_normal((12, 6))
+    v[:2] *= 1e3
+    gm = get_aggregator("geometric_median")
+    a = resampled(gm, 3)
+    b = compose([get_preaggregator("resample", s=3)], gm)
+    c = build_aggregate("geometric_median", {}, [], n=12, resample=3)
+    assert all(isinstance(x, Pipeline) for x in (a, b, c)) and a.s == b.s == c.s == 3
+    outs = [x(v, None, np.random.default_rng(21)) for x in (a, b, c)]
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    assert a.name == "resample_then_geometric_median"
+    assert resampled(gm, 1).steps == () and resampled(gm, 1).s == 1
+    with pytest.raises(ValueError, match="pipeline step 0 must be a callable"):
+        Pipeline((3,), gm)
