@@ -93,7 +93,7 @@ DEFAULT_METHOD = "asynrsa-vr"
 
 @dataclass(frozen=True)
 class Config:
-    """One simulation run.  Field docs give shapes/units; see DESIGN.md §2 for the rules.
+    """One simulation run.  Field docs give shapes/units.
 
     Gradient family: ``x ← x − lr · (Agg(messages) + server_l2 · x)``.
     Penalty family (RSA/AsynRSA-VR): client ``x_i ← x_i − lr (g_i + penalty · ∂‖x_i − x0‖_p)``,

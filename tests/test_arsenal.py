@@ -1,4 +1,4 @@
-"""The field's arsenal (issue 9): Bulyan, centered clipping, MDA, MoNNA, Meamed, CAF,
+"""The field's standard set: Bulyan, centered clipping, MDA, MoNNA, Meamed, CAF,
 SMEA, median of means, DnC; the pre-aggregators; ALIE, IPM, their optimized variants,
 mimic, inf and label flipping.
 
@@ -753,7 +753,7 @@ def test_new_attacks_shapes_and_purity(name):
 
 
 # ======================================================================================
-# 6. integration with the config and simulate layers (active once they support issue 9)
+# 6. integration with the config and simulate layers
 
 
 def _simulate_has(name):
@@ -766,11 +766,11 @@ def _simulate_has(name):
 
 needs_config = pytest.mark.skipif(
     "preaggregators" not in __import__("byzsim.config", fromlist=["FIELDS"]).FIELDS,
-    reason="the config has no 'preaggregators' field yet (issue 9 diff to config.py)",
+    reason="the config has no 'preaggregators' field",
 )
 needs_data_attacks = pytest.mark.skipif(
     not _simulate_has("apply_data_attack"),
-    reason="the simulate layer does not apply data attacks yet (issue 9 diff to simulate.py)",
+    reason="the simulate layer does not apply data attacks",
 )
 TINY = dict(dataset="digits", partition="iid", model="softmax", n_clients=10, n_byzantine=2,
             family="gradient", estimator="sgd", rounds=3, eval_every=3, batch_size=4, lr=0.1)

@@ -1,4 +1,4 @@
-"""Non-finite and huge messages (issue 8, item 2).
+"""Non-finite and huge messages.
 
 Contract (module notes of :mod:`byzsim.aggregators`): a robust rule returns a finite
 value, within its usual radius of the honest mean, while at most its tolerated number of

@@ -248,7 +248,7 @@ def geometric_median(
     several of these candidates are within 0.1 % of the best objective, a blend of them
     that depends continuously on the rows (see :func:`_weiszfeld_start`; this keeps
     permutation invariance and the equivariances where the median is not unique).
-    DESIGN §2.4 specifies "Weiszfeld, started at the mean"; that start is kept exactly
+    The textbook rule is "Weiszfeld, started at the mean"; that start is kept exactly
     whenever no row comes within 0.1 % of the mean's objective (typical of
     high-dimensional messages without outliers), and ``init="mean"`` restores it always
     (the iterates are then those of the textbook iteration).  Why: from the mean, far
@@ -323,7 +323,7 @@ def geometric_median(
         the iterate reaches a row.
     init : {"auto", "mean"}, default "auto"
         Start of the iteration: the better of the mean and the medoid step (above), or
-        the mean (DESIGN's original rule).
+        the mean (the textbook rule).
     mix : None or array_like, shape ``(m, n)`` or ``(..., m, n)``
         Take the median of the rows ``mix @ z`` (see "Mixed rows"); leading axes must
         broadcast to those of ``z``.  Supplied per call (by
