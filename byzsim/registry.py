@@ -146,9 +146,11 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, schema: Mapping[str, Meta] | None = None):
         self.kind = kind
         self.schema: Mapping[str, Meta] = types.MappingProxyType(dict(schema or {}))
+        # _items (name -> component) is the source of truth (code that adds or removes
+        # names directly, e.g. a plugin rollback, stays consistent); _entries holds the
+        # declared metadata of the components registered through register().
         self._items: dict[str, T] = {}
         self._entries: dict[str, Entry[T]] = {}
-        self._spelling: dict[str, str] = {}  # normalized -> registered spelling
 
     # ---------------------------------------------------------------- registration
     def register(self, name: str, *aliases: str, **meta: Any) -> Callable[[T], T]:
@@ -159,13 +161,12 @@ class Registry(Generic[T]):
             entry = Entry(name, obj, self._check_meta(name, obj, meta), tuple(aliases))
             keys = (name, *aliases)
             for key in keys:
-                other = self._spelling.get(normalize_name(key))
+                other = self._spelled(key)
                 if key in self._items or (other is not None and self._items[other] is not obj):
                     raise ValueError(f"{self.kind} {key!r} is already registered")
             for key in keys:
                 self._items[key] = obj
                 self._entries[key] = entry
-                self._spelling.setdefault(normalize_name(key), key)
             return obj
 
         return deco
@@ -198,6 +199,11 @@ class Registry(Generic[T]):
         return types.MappingProxyType(out)
 
     # ---------------------------------------------------------------- lookup
+    def _spelled(self, name: str) -> str | None:
+        """The registered name spelled like ``name`` up to hyphens/underscores/case."""
+        key = normalize_name(name)
+        return next((k for k in self._items if normalize_name(k) == key), None)
+
     def canonical(self, name: Any) -> str:
         """The registered spelling of ``name`` (hyphens and underscores are the same).
 
@@ -209,7 +215,7 @@ class Registry(Generic[T]):
         if isinstance(name, str):
             if name in self._items:
                 return name
-            hit = self._spelling.get(normalize_name(name))
+            hit = self._spelled(name)
             if hit is not None:
                 return hit
         raise UnknownNameError(self._miss_message(name))
@@ -220,10 +226,11 @@ class Registry(Generic[T]):
     def entry(self, name: str) -> Entry[T]:
         """The :class:`Entry` (component and declared metadata) of ``name``."""
         key = self.canonical(name)
-        if key not in self._entries:  # put into _items directly (tests): schema defaults
-            obj = self._items[key]
-            self._entries[key] = Entry(key, obj, self._check_meta(key, obj, {}))
-        return self._entries[key]
+        obj = self._items[key]
+        entry = self._entries.get(key)
+        if entry is None or entry.obj is not obj:  # put into _items directly: schema defaults
+            entry = self._entries[key] = Entry(key, obj, self._check_meta(key, obj, {}))
+        return entry
 
     def entry_of(self, obj: Any) -> Entry[T] | None:
         """The entry whose component is ``obj`` (or ``obj.func`` for a bound
@@ -269,9 +276,7 @@ class Registry(Generic[T]):
         return msg
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and (
-            name in self._items or normalize_name(name) in self._spelling
-        )
+        return isinstance(name, str) and (name in self._items or self._spelled(name) is not None)
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._items))

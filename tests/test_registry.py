@@ -100,3 +100,16 @@ def test_one_parameter_checker():
     check_parameters("attack", "g", accepted, {}, filled=("c",))
     with pytest.raises(ValueError, match="has no parameter 'mix'"):
         AGGREGATORS.check("geometric_median", {"mix": None})  # per-call, not configurable
+
+
+def test_names_removed_from_the_items_are_gone_everywhere():
+    """Code that edits ``_items`` directly (a plugin rollback, a test fixture) leaves the
+    registry consistent: spellings, entries and re-registration follow it."""
+    reg = Registry("colour")
+    reg.register("dark-red")(lambda: "r")
+    del reg._items["dark-red"]
+    assert "dark_red" not in reg
+    with pytest.raises(UnknownNameError):
+        reg["dark_red"]
+    reg.register("dark_red")(other := lambda: "o")
+    assert reg["dark-red"] is other and reg.entry("dark-red").obj is other
