@@ -12,13 +12,19 @@ Contract: an attack is a pure function
 - ``rng``: the run's ``np.random.Generator`` (only random attacks draw from it).
 
 It returns the q Byzantine messages; the caller writes them into the Byzantine rows
-(:func:`apply_attack`).  Add an attack with ``@ATTACKS.register("name")``.
+(:func:`apply_attack`).  Add an attack with ``@ATTACKS.register("name")`` (the contract
+is :class:`byzsim.protocols.Attack`; check it with :func:`byzsim.testing.check_attack`).
 
-Attacks that need the server's aggregation (``alie_opt``, ``ipm_opt``) take a keyword
-``aggregator``: the simulate layer binds the run's ``aggregate(v, mask, rng)`` when the
-config leaves it unset.  Data attacks (``label_flipping``) carry a ``data_attack``
-attribute ``(y, byzantine, n_classes) -> y'`` that the simulate layer applies to the
-client labels when it builds the problem (:func:`apply_data_attack`).
+Declared at registration:
+
+``needs_aggregate`` (bool)
+    The attack needs the server's aggregation (``alie_opt``, ``ipm_opt``): it takes a
+    keyword ``aggregator`` and the simulate layer binds the run's
+    ``aggregate(v, mask, rng)`` when the config leaves it unset.  An attack with an
+    ``aggregator`` keyword must declare it (True or False).
+``data_attack`` (callable ``(y, byzantine, n_classes) -> y'`` or None)
+    A data attack (``label_flipping``): the simulate layer applies it to the client
+    labels when it builds the problem (:func:`apply_data_attack`).
 """
 
 from __future__ import annotations
@@ -28,9 +34,44 @@ from typing import Callable
 
 import numpy as np
 
-from .registry import Registry, bind_parameters
+from .registry import Meta, Registry, bool_, keyword_parameters, optional_callable
 
-ATTACKS: Registry = Registry("attack")
+__all__ = [
+    "ATTACKS",
+    "SCALES",
+    "alie",
+    "alie_opt",
+    "alie_z",
+    "apply_attack",
+    "apply_data_attack",
+    "data_attack_of",
+    "flip_labels",
+    "gaussian",
+    "get_attack",
+    "inf_attack",
+    "ipm",
+    "ipm_opt",
+    "label_flipping",
+    "mimic",
+    "no_attack",
+    "same_value",
+    "sample_duplicating",
+    "sign_flipping",
+    "zero_gradient",
+]
+
+
+def _takes_aggregator(fn) -> bool:
+    return "aggregator" in keyword_parameters(fn)
+
+
+#: The attacks, with their declared ``needs_aggregate`` and ``data_attack``.
+ATTACKS: Registry = Registry("attack", schema={
+    "needs_aggregate": Meta("True if it takes the server's aggregate as keyword `aggregator`",
+                            default=False, check=bool_, required_if=_takes_aggregator),
+    "data_attack": Meta("(y, byzantine, n_classes) -> y', the label transform of a data attack",
+                        default=None, check=optional_callable),
+})
 
 
 @ATTACKS.register("none")
@@ -208,7 +249,7 @@ def _optimize_scale(v, byzantine, rng, make_rows, scales, aggregator, aggregator
     return np.take_along_axis(cand, best[None, ..., None, None], axis=0)[0]
 
 
-@ATTACKS.register("alie_opt", "alie-opt")
+@ATTACKS.register("alie_opt", "alie-opt", needs_aggregate=True)
 def alie_opt(v, byzantine, rng, *, aggregator=None, aggregator_params=None, scales=SCALES):
     """ALIE with its scale optimized against the server's aggregation every round.
 
@@ -242,7 +283,7 @@ def alie_opt(v, byzantine, rng, *, aggregator=None, aggregator_params=None, scal
     )
 
 
-@ATTACKS.register("ipm_opt", "ipm-opt")
+@ATTACKS.register("ipm_opt", "ipm-opt", needs_aggregate=True)
 def ipm_opt(v, byzantine, rng, *, aggregator=None, aggregator_params=None, scales=SCALES):
     """IPM with ``eps`` optimized against the server's aggregation every round.
 
@@ -318,7 +359,7 @@ def flip_labels(y: np.ndarray, byzantine: np.ndarray, n_classes: int) -> np.ndar
     return y
 
 
-@ATTACKS.register("label_flipping", "label-flipping")
+@ATTACKS.register("label_flipping", "label-flipping", data_attack=flip_labels)
 def label_flipping(v, byzantine, rng):
     """Label flipping (a *data* attack): the Byzantine clients train on flipped labels
     ``y → C − 1 − y`` and send their honest messages computed on them.
@@ -336,13 +377,11 @@ def label_flipping(v, byzantine, rng):
     return v[..., byzantine, :].copy()
 
 
-label_flipping.data_attack = flip_labels
-
 
 def data_attack_of(name: str) -> Callable | None:
     """The data transform ``(y, byzantine, n_classes) -> y'`` of attack ``name``, or
     ``None`` for a pure message attack."""
-    return getattr(ATTACKS[name], "data_attack", None)
+    return ATTACKS.entry(name).meta["data_attack"]
 
 
 def apply_data_attack(name: str, y: np.ndarray, byzantine: np.ndarray, n_classes: int) -> np.ndarray:
@@ -356,7 +395,7 @@ def apply_data_attack(name: str, y: np.ndarray, byzantine: np.ndarray, n_classes
 
 def get_attack(name: str, **params) -> Callable:
     """The registered attack ``name`` with its parameters bound (validated)."""
-    return bind_parameters("attack", name, ATTACKS[name], params)
+    return ATTACKS.bind(name, params)
 
 
 def apply_attack(attack: Callable, v: np.ndarray, byzantine: np.ndarray, rng) -> np.ndarray:

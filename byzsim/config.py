@@ -6,20 +6,62 @@ papers are presets (:data:`METHODS`) that fill ``family``, ``estimator`` and
 builds and validates a config from keyword arguments (or a TOML table) and raises a
 ``ValueError`` naming the bad field, the bad value and the valid choices *before* any
 data is loaded or any simulation work is done.
+
+Rules of :func:`make_config`:
+
+* **Default run.**  Without ``method`` (and without ``family``/``estimator``/
+  ``aggregator``) the method is :data:`DEFAULT_METHOD`, ``"asynrsa-vr"`` (paper A's
+  method: penalty family, SAGA estimator) on the ``digits`` dataset with the defaults
+  of :class:`Config` (10 clients, none Byzantine, 1000 rounds).
+* **Field types first.**  Every scalar field is checked before the presets and names,
+  so a bad ``lr`` is reported as ``lr``.
+* **Spelling.**  Every registered name (method, aggregator, pre-aggregator, attack,
+  dataset, partition, model) may be spelled with hyphens or underscores
+  (``byrd_saga`` = ``byrd-saga``, ``trimmed-mean`` = ``trimmed_mean``); the config
+  stores the registered spelling.
+* **Fields the family does not use are errors.**  The penalty family (RSA,
+  AsynRSA-VR) has no ``aggregator``, ``aggregator_params``, ``preaggregators`` or
+  ``resample > 1``; the gradient family has no ``penalty`` or ``p``.  A field counts as
+  set when it differs from its default (:class:`Config`), so a spec may write the
+  defaults (``penalty = 0.05``, ``p = 1.0``) for every method of a figure.
+
+>>> make_config().method, make_config(method="byrd_saga").method
+('asynrsa-vr', 'byrd-saga')
+>>> make_config(lr="abc")
+Traceback (most recent call last):
+...
+ValueError: invalid config field 'lr' = 'abc': the step size must be a finite number > 0
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .registry import Registry
+from .registry import Registry, UnknownNameError, parameters_of
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "DTYPES",
+    "ESTIMATORS",
+    "FAMILIES",
+    "FIELDS",
+    "METHODS",
+    "PRESET_FIELDS",
+    "SAGA_TABLES",
+    "Config",
+    "TheoryWarning",
+    "check_component_params",
+    "component_parameters",
+    "load_toml",
+    "make_config",
+    "validate",
+]
 
 FAMILIES = ("gradient", "penalty")
 PRESET_FIELDS = ("family", "estimator", "aggregator", "resample")  # what a method preset sets
@@ -45,10 +87,13 @@ for _name, _aliases, _preset in [
 ]:
     METHODS.register(_name, *_aliases)(_preset)
 
+#: The method of ``make_config()`` when neither ``method`` nor a family is given.
+DEFAULT_METHOD = "asynrsa-vr"
+
 
 @dataclass(frozen=True)
 class Config:
-    """One simulation run.  Field docs give shapes/units; see DESIGN.md §2 for the rules.
+    """One simulation run.  Field docs give shapes/units.
 
     Gradient family: ``x ← x − lr · (Agg(messages) + server_l2 · x)``.
     Penalty family (RSA/AsynRSA-VR): client ``x_i ← x_i − lr (g_i + penalty · ∂‖x_i − x0‖_p)``,
@@ -102,7 +147,9 @@ class Config:
     def replace(self, **changes) -> "Config":
         """A validated copy with ``changes``.  A new ``method`` re-applies its preset:
         the preset-owned fields (family, estimator, aggregator, resample) are reset
-        unless given in ``changes`` too."""
+        unless given in ``changes`` too.  Fields the new family does not use must be at
+        their defaults (e.g. a penalty-family config with ``penalty = 0.1`` needs
+        ``penalty=0.05`` in ``changes`` to become a gradient-family one)."""
         d = self.to_dict()
         if "method" in changes:
             for k in PRESET_FIELDS:
@@ -126,11 +173,33 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _registries() -> dict[str, Registry]:
+    """Config field -> the registry of the names it holds (local imports: the
+    registries live with their components)."""
+    from .aggregators import AGGREGATORS
+    from .attacks import ATTACKS
+    from .data import DATASETS
+    from .models import MODELS
+    from .partition import PARTITIONS
+
+    return {"method": METHODS, "aggregator": AGGREGATORS, "attack": ATTACKS, "dataset": DATASETS,
+            "partition": PARTITIONS, "model": MODELS}
+
+
+def _canonical(field_name: str, reg: Registry, value: Any) -> str:
+    try:
+        return reg.canonical(value)
+    except UnknownNameError as e:
+        raise UnknownNameError(f"invalid config field {field_name!r}: {e}") from None
+
+
 def make_config(**kw: Any) -> Config:
     """Build a validated, resolved :class:`Config`.
 
-    The ``method`` preset fills ``family``/``estimator``/``aggregator`` unless given.
-    Raises ``ValueError`` (field, value, valid range) on any bad input.
+    The ``method`` preset fills ``family``/``estimator``/``aggregator`` unless given;
+    without ``method`` and family fields the method is :data:`DEFAULT_METHOD`.  Names
+    are stored in their registered spelling.  Raises ``ValueError`` (field, value,
+    valid range) on any bad input; see the module notes for the rules.
     """
     unknown = sorted(set(kw) - set(FIELDS))
     if unknown:
@@ -142,16 +211,22 @@ def make_config(**kw: Any) -> Config:
             f"unknown config field(s) {', '.join(hints)}; valid fields: {', '.join(FIELDS)}"
         )
     kw = dict(kw)
-    preset = METHODS[kw.get("method", "custom")]
-    for k, v in preset.items():
-        if kw.get(k) is None:
-            kw[k] = v
-    if kw.get("resample") is None:
-        kw["resample"] = 1
     if kw.get("p") in ("inf", "Infinity", "infinity"):
         kw["p"] = math.inf
     if isinstance(kw.get("byzantine_indices"), list):
         kw["byzantine_indices"] = tuple(kw["byzantine_indices"])
+    _check_scalars(kw)
+    regs = _registries()
+    for k, reg in regs.items():
+        if kw.get(k) is not None:
+            kw[k] = _canonical(k, reg, kw[k])
+    if kw.get("method") is None:
+        kw["method"] = DEFAULT_METHOD if all(kw.get(k) is None for k in PRESET_FIELDS) else "custom"
+    for k, v in METHODS[kw["method"]].items():
+        if kw.get(k) is None:
+            kw[k] = v
+    if kw.get("resample") is None:
+        kw["resample"] = 1
     for k in ("aggregator_params", "attack_params", "dataset_params", "partition_params", "model_params"):
         if k in kw and not isinstance(kw[k], Mapping):
             raise _fail(k, kw[k], "expected a table/dict of parameters")
@@ -168,6 +243,43 @@ def make_config(**kw: Any) -> Config:
     validate(cfg)
     _warn_outside_theory(cfg)
     return cfg
+
+
+def _check_scalars(kw: Mapping[str, Any]) -> None:
+    """Type and range of the scalar fields that do not depend on a preset or a registry."""
+    def get(k):
+        return kw.get(k, FIELDS[k].default)
+
+    for name in ("n_clients", "rounds", "eval_every", "batch_size"):
+        v = get(name)
+        if not (_is_int(v) and v >= 1):
+            raise _fail(name, v, "expected an integer >= 1")
+    n = get("n_clients")
+    if not (_is_int(get("n_byzantine")) and 0 <= get("n_byzantine") < n):
+        raise _fail("n_byzantine", get("n_byzantine"), f"expected an integer in [0, n_clients) = [0, {n})")
+    if not (_is_num(get("participation")) and 0 < get("participation") <= 1):
+        raise _fail("participation", get("participation"), "the participation probability γ must be in (0, 1]")
+    lr = get("lr")
+    if not (_is_num(lr) and lr > 0 and math.isfinite(lr)):
+        raise _fail("lr", lr, "the step size must be a finite number > 0")
+    pen = get("penalty")
+    if not (_is_num(pen) and pen > 0 and math.isfinite(pen)):
+        raise _fail("penalty", pen, "the penalty λ must be a finite number > 0")
+    if not (_is_num(get("p")) and get("p") >= 1):
+        raise _fail("p", get("p"), "the norm order p must be a number >= 1 or 'inf'")
+    if not (_is_num(get("server_l2")) and get("server_l2") >= 0):
+        raise _fail("server_l2", get("server_l2"), "expected a number >= 0")
+    if not (_is_int(get("train_eval_samples")) and get("train_eval_samples") >= 0):
+        raise _fail("train_eval_samples", get("train_eval_samples"), "expected an integer >= 0 (0 = all samples)")
+    if not (_is_int(get("seed")) and get("seed") >= 0):
+        raise _fail("seed", get("seed"), "expected an integer >= 0")
+    if get("dtype") not in DTYPES:
+        raise _fail("dtype", get("dtype"), f"valid choices: {', '.join(DTYPES)}")
+    if get("saga_table") not in SAGA_TABLES:
+        raise _fail("saga_table", get("saga_table"), f"valid choices: {', '.join(SAGA_TABLES)}")
+    for k in ("method", "aggregator", "attack", "dataset", "partition", "model", "family", "estimator"):
+        if get(k) is not None and not isinstance(get(k), str):
+            raise _fail(k, get(k), "expected a name (a string)")
 
 
 class TheoryWarning(UserWarning):
@@ -192,13 +304,11 @@ def _warn_outside_theory(cfg: Config) -> None:
 
 def validate(cfg: Config) -> None:
     """Check every field of a config; raise ``ValueError`` naming the first bad one."""
-    # local imports: the registries live with their components
-    from .aggregators import AGGREGATORS
-    from .attacks import ATTACKS
-    from .data import DATASETS
-    from .models import MODELS
-    from .partition import PARTITIONS
-
+    _check_scalars(dataclasses.asdict(cfg))
+    regs = _registries()
+    for k in ("method", "attack", "dataset", "partition", "model"):
+        _canonical(k, regs[k], getattr(cfg, k))
+    AGGREGATORS = regs["aggregator"]
     if cfg.family not in FAMILIES:
         raise _fail("family", cfg.family, f"valid choices: {', '.join(FAMILIES)} (or pick a method: {', '.join(METHODS)})")
     if cfg.estimator not in ESTIMATORS:
@@ -206,41 +316,22 @@ def validate(cfg: Config) -> None:
     if cfg.family == "gradient":
         if cfg.aggregator is None:
             raise _fail("aggregator", None, f"the gradient family needs one of: {', '.join(AGGREGATORS)}")
-        AGGREGATORS[cfg.aggregator]
-    elif cfg.aggregator is not None:
-        raise _fail("aggregator", cfg.aggregator, "the penalty family (RSA, AsynRSA-VR) aggregates by the penalty; leave it unset")
+        _canonical("aggregator", AGGREGATORS, cfg.aggregator)
+    _check_family_fields(cfg)
     if not (_is_int(cfg.resample) and cfg.resample >= 1):
         raise _fail("resample", cfg.resample, "the resampling size s must be an integer >= 1 (1 = no resampling)")
     if cfg.resample > 1:
-        if cfg.family != "gradient":
-            raise _fail("resample", cfg.resample, "resampling applies to the gradient family only")
         if cfg.resample > cfg.n_clients:
             raise _fail("resample", cfg.resample, f"s must be in [1, n_clients] = [1, {cfg.n_clients}]")
         if cfg.participation < 1:
             raise _fail("resample", cfg.resample, "resampling with partial participation (participation < 1) is not supported")
     if cfg.preaggregators:
         names = [p["name"] for p in cfg.preaggregators]
-        if cfg.family != "gradient":
-            raise _fail("preaggregators", names, "pre-aggregators apply to the gradient family only")
         if cfg.participation < 1 and any(
             p["name"] in ("resample", "resampling") and p.get("s", 2) > 1 for p in cfg.preaggregators
         ):
             raise _fail("preaggregators", names,
                         "resampling with partial participation (participation < 1) is not supported")
-    ATTACKS[cfg.attack]
-    DATASETS[cfg.dataset]
-    PARTITIONS[cfg.partition]
-    MODELS[cfg.model]
-    if cfg.dtype not in DTYPES:
-        raise _fail("dtype", cfg.dtype, f"valid choices: {', '.join(DTYPES)}")
-    if cfg.saga_table not in SAGA_TABLES:
-        raise _fail("saga_table", cfg.saga_table, f"valid choices: {', '.join(SAGA_TABLES)}")
-    for name in ("n_clients", "rounds", "eval_every", "batch_size"):
-        v = getattr(cfg, name)
-        if not (_is_int(v) and v >= 1):
-            raise _fail(name, v, "expected an integer >= 1")
-    if not (_is_int(cfg.n_byzantine) and 0 <= cfg.n_byzantine < cfg.n_clients):
-        raise _fail("n_byzantine", cfg.n_byzantine, f"expected an integer in [0, n_clients) = [0, {cfg.n_clients})")
     if cfg.byzantine_indices is not None:
         idx = cfg.byzantine_indices
         if not isinstance(idx, (tuple, list)) or len(idx) != cfg.n_byzantine or len(set(idx)) != len(idx) or not all(
@@ -250,82 +341,54 @@ def validate(cfg: Config) -> None:
                 "byzantine_indices", idx,
                 f"expected {cfg.n_byzantine} distinct integers in [0, {cfg.n_clients})",
             )
-    if not (_is_num(cfg.participation) and 0 < cfg.participation <= 1):
-        raise _fail("participation", cfg.participation, "the participation probability γ must be in (0, 1]")
-    if not (_is_num(cfg.lr) and cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise _fail("lr", cfg.lr, "the step size must be a finite number > 0")
-    if cfg.family == "penalty" and not (_is_num(cfg.penalty) and cfg.penalty > 0 and math.isfinite(cfg.penalty)):
-        raise _fail("penalty", cfg.penalty, "the penalty λ must be a finite number > 0")
-    if not (_is_num(cfg.p) and cfg.p >= 1):
-        raise _fail("p", cfg.p, "the norm order p must be a number >= 1 or 'inf'")
-    if not (_is_num(cfg.server_l2) and cfg.server_l2 >= 0):
-        raise _fail("server_l2", cfg.server_l2, "expected a number >= 0")
-    if not (_is_int(cfg.train_eval_samples) and cfg.train_eval_samples >= 0):
-        raise _fail("train_eval_samples", cfg.train_eval_samples, "expected an integer >= 0 (0 = all samples)")
-    if not (_is_int(cfg.seed) and cfg.seed >= 0):
-        raise _fail("seed", cfg.seed, "expected an integer >= 0")
     check_component_params(cfg)
 
 
+#: Fields one family does not use: ``(family, field, what it means there)``.
+_UNUSED_BY_FAMILY = (
+    ("penalty", "aggregator", "the penalty family (RSA, AsynRSA-VR) aggregates by the penalty; leave it unset"),
+    ("penalty", "aggregator_params", "the penalty family (RSA, AsynRSA-VR) has no aggregator"),
+    ("penalty", "preaggregators", "pre-aggregators apply to the gradient family only"),
+    ("penalty", "resample", "resampling applies to the gradient family only"),
+    ("gradient", "penalty", "the gradient family has no penalty (it is a parameter of RSA/AsynRSA-VR)"),
+    ("gradient", "p", "the gradient family has no penalty norm p (it is a parameter of RSA/AsynRSA-VR)"),
+)
+
+
+def _check_family_fields(cfg: Config) -> None:
+    """A field that the family does not use, set to a value other than its default
+    (``resample``: other than 1), is an error that says so."""
+    for family, name, why in _UNUSED_BY_FAMILY:
+        if cfg.family != family:
+            continue
+        value = getattr(cfg, name)
+        default = 1 if name == "resample" else FIELDS[name].default
+        if isinstance(FIELDS[name].default_factory, type):  # dict / tuple fields
+            default = FIELDS[name].default_factory()
+        if value != default and not (name in ("aggregator_params", "preaggregators") and not value):
+            raise _fail(name, list(value) if isinstance(value, tuple) else value,
+                        f"{why} (method {cfg.method!r}, {family} family)")
+
+
 def component_parameters(obj: Any) -> dict[str, Any]:
-    """Keyword parameters of a registered component with their defaults
-    (``inspect.Parameter.empty`` when required).  Functions: keyword-only parameters
-    (:func:`byzsim.registry.keyword_parameters`); dataclasses (models): their fields
-    other than ``n_features``/``n_classes``."""
-    from .registry import keyword_parameters
-
-    if dataclasses.is_dataclass(obj):
-        out = {}
-        for f in dataclasses.fields(obj):
-            if f.name in ("n_features", "n_classes") or not f.init:
-                continue
-            if f.default is not dataclasses.MISSING:
-                out[f.name] = f.default
-            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                out[f.name] = f.default_factory()  # type: ignore[misc]
-            else:
-                out[f.name] = inspect.Parameter.empty
-        return out
-    return keyword_parameters(obj)
-
-
-def _check_params(kind: str, name: str, fn: Any, params: Mapping[str, Any], field_name: str,
-                  filled: Sequence[str] = ()) -> None:
-    accepted = component_parameters(fn)
-    for k in params:
-        if k not in accepted:
-            close = difflib.get_close_matches(k, list(accepted), n=1, cutoff=0.5)
-            hint = f" (did you mean {field_name}.{close[0]}?)" if close else ""
-            valid = ", ".join(sorted(accepted)) or "(none)"
-            raise ValueError(
-                f"invalid config field '{field_name}': {kind} {name!r} has no parameter {k!r}{hint}; "
-                f"valid parameters: {valid}"
-            )
-    missing = [k for k, d in accepted.items()
-               if d is inspect.Parameter.empty and k not in params and k not in filled]
-    if missing:
-        raise ValueError(
-            f"invalid config field '{field_name}': {kind} {name!r} needs parameter(s) "
-            f"{', '.join(missing)} (e.g. {field_name}.{missing[0]}=…)"
-        )
+    """Keyword parameters of a component with their defaults
+    (``inspect.Parameter.empty`` when required): :func:`byzsim.registry.parameters_of`.
+    A registered aggregator's declared per-call parameters (e.g. ``mix``) are left out.
+    Prefer ``REGISTRY.parameters(name)``."""
+    entry = _registries()["aggregator"].entry_of(obj)
+    return parameters_of(obj, entry.meta["per_call"] if entry is not None else ())
 
 
 def check_component_params(cfg: Config) -> None:
     """Check the names in the ``*_params`` tables against the components' signatures
-    before any run starts (``make_config`` checks the component names)."""
-    from .aggregators import AGGREGATORS
-    from .attacks import ATTACKS
-    from .data import DATASETS
-    from .models import MODELS
-    from .partition import PARTITIONS
-
-    _check_params("attack", cfg.attack, ATTACKS[cfg.attack], cfg.attack_params, "attack_params")
+    before any run starts (``make_config`` checks the component names); one checker,
+    :meth:`byzsim.registry.Registry.check`."""
+    regs = _registries()
+    regs["attack"].check(cfg.attack, cfg.attack_params, field="attack_params")
     if cfg.aggregator is not None:
-        _check_params("aggregator", cfg.aggregator, AGGREGATORS[cfg.aggregator], cfg.aggregator_params,
-                      "aggregator_params", filled=("f",))
-    _check_params("dataset", cfg.dataset, DATASETS[cfg.dataset], cfg.dataset_params, "dataset_params")
-    _check_params("partition", cfg.partition, PARTITIONS[cfg.partition], cfg.partition_params, "partition_params")
-    _check_params("model", cfg.model, MODELS[cfg.model], cfg.model_params, "model_params")
+        regs["aggregator"].check(cfg.aggregator, cfg.aggregator_params, field="aggregator_params", filled=("f",))
+    for k in ("dataset", "partition", "model"):
+        regs[k].check(getattr(cfg, k), getattr(cfg, f"{k}_params"), field=f"{k}_params")
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

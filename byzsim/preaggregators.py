@@ -19,8 +19,8 @@ returns ``(z', mask')``
     ``mask'`` ``None`` (all rows of ``z'`` count) or bool ``(..., n')``.
 
 :func:`compose` chains pre-aggregators with an aggregator into the gradient family's
-``aggregate(v, mask, rng) -> (..., d)`` (the shape of callable
-:func:`byzsim.resampling.resampled` returns), and :func:`build_aggregate` does it from
+``aggregate(v, mask, rng) -> (..., d)``, a :class:`byzsim.pipeline.Pipeline` (the type
+:func:`byzsim.resampling.resampled` returns too), and :func:`build_aggregate` does it from
 config-style specs, choosing every ``f`` that is not given: the number of Byzantine
 clients, propagated through the chain (``resample`` with ``s`` makes it ``s·f``;
 ``bucketing`` with ``s`` gives ``⌈n/s⌉`` rows of which at most ``f`` are contaminated)
@@ -41,9 +41,12 @@ with the exact variance of Lemma 3.
 
 Adding a pre-aggregator::
 
-    @PREAGGREGATORS.register("my_pre")
+    @PREAGGREGATORS.register("my_pre", chain=lambda n, f, params: (n, f))
     def my_pre(z, mask, rng, *, p=1.0): ...
-    my_pre.chain = lambda n, f, params: (n, f)   # rows and contaminated rows after it
+
+``chain`` maps the rows and contaminated rows at the input to those after the step
+(required); a step with an ``f`` parameter also declares ``max_f``.  The contract is
+:class:`byzsim.protocols.PreAggregator`.
 """
 
 from __future__ import annotations
@@ -53,19 +56,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .aggregators import (
-    AGGREGATORS,
-    _check_int,
-    _dists,
-    _flatten,
-    _majority_max_f,
-    _masked_median_1d,
-    _prepare,
-    _resolve_f,
-    _robust_gram,
-    get_aggregator,
-)
-from .registry import Registry, bind_parameters, keyword_parameters
+from .aggregators import AGGREGATORS, get_aggregator
+from .aggregators._base import _check_int, _flatten, _majority_max_f, _prepare, _resolve_f
+from .aggregators._gram import _dists, _robust_gram
+from .aggregators._order import _masked_median_1d
+from .registry import Meta, Registry, keyword_parameters, optional_callable
+from .pipeline import Pipeline
 from .resampling import resample as _resample
 from .resampling import resample_indices, resampled
 
@@ -83,14 +79,26 @@ __all__ = [
     "signguard",
 ]
 
-PREAGGREGATORS: Registry = Registry("pre-aggregator")
+def _check_chain(v: Any) -> str | None:
+    return None if callable(v) else "a callable (n, f, params) -> (n', f')"
+
+
+#: The pre-aggregators.  Declared at registration: ``chain`` (required), the map
+#: ``(n, f, params) -> (n', f')`` from the rows and contaminated rows at the input to
+#: those at the output; ``max_f`` (``n -> int``; required when there is an ``f``
+#: parameter), the largest ``f`` tolerated with ``n`` rows.
+PREAGGREGATORS: Registry = Registry("pre-aggregator", schema={
+    "chain": Meta("(n, f, params) -> (n', f'): rows and contaminated rows after the step",
+                  check=_check_chain),
+    "max_f": Meta("n -> the largest f the step tolerates with n rows", default=None,
+                  check=optional_callable, required_if=lambda fn: "f" in keyword_parameters(fn)),
+})
 
 
 def get_preaggregator(name: str, **params: Any) -> Callable:
     """The pre-aggregator ``name`` with its keyword parameters bound (validated):
     a callable ``pre(z, mask, rng) -> (z', mask')``."""
-    fn = PREAGGREGATORS[name]
-    bound = bind_parameters("pre-aggregator", name, fn, params)
+    bound = PREAGGREGATORS.bind(name, params)
     if params.get("f") is not None:
         _check_int("f", params["f"], name)
     return bound
@@ -130,7 +138,7 @@ def _mix(W: np.ndarray, z2: np.ndarray) -> np.ndarray:
 # NNM
 
 
-@PREAGGREGATORS.register("nnm")
+@PREAGGREGATORS.register("nnm", chain=_identity_chain, max_f=_majority_max_f)
 def nnm(z: Any, mask: Any, rng: Any, *, f: int | None = None) -> tuple:
     """Nearest-neighbour mixing (Allouah et al., 2023): replace every row by the mean of
     its ``m_p − f`` nearest participating rows (itself included).
@@ -177,8 +185,6 @@ def nnm(z: Any, mask: Any, rng: Any, *, f: int | None = None) -> tuple:
     return _out(_mix(W, z2), lead, None, z.dtype)[0], mask
 
 
-nnm.chain = _identity_chain
-nnm.max_f = _majority_max_f
 
 
 # --------------------------------------------------------------------------------------
@@ -190,7 +196,7 @@ def _bucketing_chain(n: int, f: int, params: Mapping) -> tuple[int, int]:
     return nb, min(f, nb)
 
 
-@PREAGGREGATORS.register("bucketing")
+@PREAGGREGATORS.register("bucketing", chain=_bucketing_chain)
 def bucketing(z: Any, mask: Any, rng: np.random.Generator, *, s: int = 2) -> tuple:
     """Bucketing (Karimireddy, He & Jaggi, 2022): shuffle the participating rows and
     average consecutive groups of ``s``.
@@ -241,7 +247,6 @@ def bucketing(z: Any, mask: Any, rng: np.random.Generator, *, s: int = 2) -> tup
     return zo, mo
 
 
-bucketing.chain = _bucketing_chain
 
 
 # --------------------------------------------------------------------------------------
@@ -258,7 +263,7 @@ def _clip_rows(z2: np.ndarray, thr: np.ndarray) -> np.ndarray:
         return z2 * scale[:, :, None]
 
 
-@PREAGGREGATORS.register("clipping", "static_clipping")
+@PREAGGREGATORS.register("clipping", "static_clipping", chain=_identity_chain)
 def clipping(z: Any, mask: Any, rng: Any, *, c: float = 2.0) -> tuple:
     """Static clipping: scale every row to Euclidean norm at most ``c``.
 
@@ -286,10 +291,9 @@ def clipping(z: Any, mask: Any, rng: Any, *, c: float = 2.0) -> tuple:
     return _out(out, lead, None, z.dtype)[0], mask
 
 
-clipping.chain = _identity_chain
 
 
-@PREAGGREGATORS.register("arc")
+@PREAGGREGATORS.register("arc", chain=_identity_chain, max_f=_majority_max_f)
 def arc(z: Any, mask: Any, rng: Any, *, f: int | None = None) -> tuple:
     """Adaptive robust clipping (ARC; Allouah et al., 2025): clip the ``k`` rows of
     largest norm to the norm of the largest remaining one.
@@ -334,8 +338,6 @@ def arc(z: Any, mask: Any, rng: Any, *, f: int | None = None) -> tuple:
     return _out(out, lead, None, z.dtype)[0], mask
 
 
-arc.chain = _identity_chain
-arc.max_f = _majority_max_f
 
 
 # --------------------------------------------------------------------------------------
@@ -346,7 +348,7 @@ def _resample_chain(n: int, f: int, params: Mapping) -> tuple[int, int]:
     return n, int(params.get("s", 2)) * f
 
 
-@PREAGGREGATORS.register("resample", "resampling")
+@PREAGGREGATORS.register("resample", "resampling", chain=_resample_chain)
 def resample(z: Any, mask: Any, rng: np.random.Generator, *, s: int = 2) -> tuple:
     """Paper B's s-replacement resampling (:mod:`byzsim.resampling`) as a pre-aggregator.
 
@@ -384,7 +386,6 @@ def resample(z: Any, mask: Any, rng: np.random.Generator, *, s: int = 2) -> tupl
     return _resample(np.asarray(z), resample_indices(rng, W, s)), None
 
 
-resample.chain = _resample_chain
 
 
 # --------------------------------------------------------------------------------------
@@ -422,7 +423,7 @@ def _mean_shift_labels(F: np.ndarray, present: np.ndarray, bandwidth: float | No
     return labels, h
 
 
-@PREAGGREGATORS.register("signguard")
+@PREAGGREGATORS.register("signguard", chain=_identity_chain)
 def signguard(
     z: Any,
     mask: Any,
@@ -500,14 +501,13 @@ def signguard(
     return zo, mo
 
 
-signguard.chain = _identity_chain
 
 
 # --------------------------------------------------------------------------------------
 # composition
 
 
-def compose(pre: Iterable[Callable], agg: Callable) -> Callable:
+def compose(pre: Iterable[Callable], agg: Callable) -> Pipeline:
     """Chain pre-aggregators and an aggregator into ``aggregate(v, mask, rng)``.
 
     Parameters
@@ -519,30 +519,11 @@ def compose(pre: Iterable[Callable], agg: Callable) -> Callable:
 
     Returns
     -------
-    aggregate : callable ``aggregate(v, mask, rng) -> (..., d)``
-        ``agg(*pre_k(...pre_1(v, mask, rng)...))``; attributes ``preaggregators`` and
-        ``aggregate_fn``.
+    aggregate : :class:`byzsim.pipeline.Pipeline` ``aggregate(v, mask, rng) -> (..., d)``
+        ``agg(*pre_k(...pre_1(v, mask, rng)...))``; attributes ``steps`` (alias
+        ``preaggregators``) and ``aggregate_fn``.
     """
-    pre = tuple(pre)
-
-    def aggregate(v, mask, rng):
-        z, m = v, mask
-        for p in pre:
-            z, m = p(z, m, rng)
-        return agg(z, m)
-
-    names = [_name(p) for p in pre] + [_name(agg)]
-    aggregate.__name__ = "_then_".join(names)
-    aggregate.__qualname__ = aggregate.__name__
-    aggregate.__doc__ = f"{' -> '.join(names)}; ``(v, mask, rng) -> (..., d)``."
-    aggregate.preaggregators = pre
-    aggregate.aggregate_fn = agg
-    return aggregate
-
-
-def _name(fn: Callable) -> str:
-    inner = getattr(fn, "func", fn)  # functools.partial
-    return getattr(inner, "__name__", type(inner).__name__)
+    return Pipeline(tuple(pre), agg)
 
 
 def normalize_preaggregators(specs: Any) -> tuple[dict, ...]:
@@ -567,6 +548,7 @@ def normalize_preaggregators(specs: Any) -> tuple[dict, ...]:
         item = dict(item)
         params = {k: v for k, v in item.items() if k != "name"}
         try:
+            item["name"] = PREAGGREGATORS.canonical(item["name"])
             get_preaggregator(item["name"], **params)
         except ValueError as e:
             raise ValueError(f"preaggregators[{i}]: {e}") from None
@@ -574,9 +556,8 @@ def normalize_preaggregators(specs: Any) -> tuple[dict, ...]:
     return tuple(out)
 
 
-def _cap_f(f: int, fn: Callable, n: int) -> int:
-    cap = getattr(fn, "max_f", None)
-    if callable(cap):
+def _cap_f(f: int, cap: Callable | None, n: int) -> int:
+    if cap is not None:
         f = min(f, cap(n))
     return max(0, int(f))
 
@@ -628,15 +609,14 @@ def build_aggregate(
     for spec in specs:
         name = spec["name"]
         params = {k: v for k, v in spec.items() if k != "name"}
-        fn = PREAGGREGATORS[name]
-        if "f" in keyword_parameters(fn) and params.get("f") is None:
-            params["f"] = _cap_f(f_cur, fn, n_cur)
+        entry = PREAGGREGATORS.entry(name)
+        if "f" in PREAGGREGATORS.parameters(name) and params.get("f") is None:
+            params["f"] = _cap_f(f_cur, entry.meta["max_f"], n_cur)
         bound.append(get_preaggregator(name, **params))
-        n_cur, f_cur = fn.chain(n_cur, f_cur, params)
+        n_cur, f_cur = entry.meta["chain"](n_cur, f_cur, params)
     params = dict(aggregator_params or {})
-    fn = AGGREGATORS[aggregator]
-    if "f" in keyword_parameters(fn) and "f" not in params:
-        params["f"] = _cap_f(f_cur, fn, n_cur)
+    if "f" in AGGREGATORS.parameters(aggregator) and "f" not in params:
+        params["f"] = _cap_f(f_cur, AGGREGATORS.entry(aggregator).meta["max_f"], n_cur)
     agg = get_aggregator(aggregator, **params)
     if not specs:
         return resampled(agg, int(resample or 1))

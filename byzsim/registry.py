@@ -1,16 +1,50 @@
-"""Name -> component registries with helpful errors.
+"""Name -> component registries with declared metadata and helpful errors.
 
-Every pluggable family (aggregators, attacks, partitions, datasets, models, methods)
-is a :class:`Registry`.  A miss raises :class:`UnknownNameError` that names the bad
-value, the valid choices, and the closest match, before any work is done.
+Every pluggable family (aggregators, pre-aggregators, attacks, partitions, datasets,
+models, methods) is a :class:`Registry`.  A registry holds one :class:`Entry` per
+component: the component and the metadata declared when it was registered (e.g. the
+largest ``f`` an aggregator tolerates), checked then against the registry's schema
+(:class:`Meta`).  A lookup accepts hyphen and underscore spellings alike and
+:meth:`Registry.canonical` gives the registered spelling.  A miss raises
+:class:`UnknownNameError` that names the bad value, the valid choices, and the closest
+match, before any work is done.
+
+Parameters of a component are checked in one place, :func:`check_parameters`.
+
+>>> r = Registry("colour", schema={"warm": Meta("a warm colour", default=False, check=bool_)})
+>>> @r.register("dark-red", warm=True)
+... def dark_red(*, shade=1.0): return "r"
+>>> r["dark_red"](), r.canonical("dark_red"), r.entry("dark-red").meta["warm"]
+('r', 'dark-red', True)
+>>> r.parameters("dark-red")
+{'shade': 1.0}
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import inspect
-from typing import Any, Callable, Generic, Iterator, TypeVar
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
+
+__all__ = [
+    "Entry",
+    "Meta",
+    "REQUIRED",
+    "Registry",
+    "UnknownNameError",
+    "bind_parameters",
+    "bool_",
+    "callable_",
+    "check_parameters",
+    "keyword_parameters",
+    "normalize_name",
+    "optional_callable",
+    "parameters_of",
+]
 
 T = TypeVar("T")
 
@@ -22,8 +56,85 @@ class UnknownNameError(KeyError, ValueError):
         return str(self.args[0])
 
 
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: Default of a :class:`Meta` that every component must declare.
+REQUIRED: Any = _Required()
+
+
+def bool_(v: Any) -> str | None:
+    """Check of a boolean metadata value (``None`` when valid, else what is expected)."""
+    return None if isinstance(v, bool) else "True or False"
+
+
+def callable_(v: Any) -> str | None:
+    """Check of a callable metadata value."""
+    return None if callable(v) else "a callable"
+
+
+def optional_callable(v: Any) -> str | None:
+    """Check of a callable-or-``None`` metadata value."""
+    return None if v is None or callable(v) else "a callable or None"
+
+
+@dataclass(frozen=True)
+class Meta:
+    """One declared property of a registry's components.
+
+    Parameters
+    ----------
+    doc : str
+        What the value means (shown in registration errors).
+    default : Any
+        Value when not declared; :data:`REQUIRED` makes the declaration mandatory.
+    check : callable ``value -> None | str``, optional
+        ``None`` when the value is valid, else a description of what is expected.
+    required_if : callable ``component -> bool``, optional
+        The declaration is mandatory for the components where this is true (e.g. the
+        rules with an ``f`` parameter must declare ``max_f``).
+    """
+
+    doc: str
+    default: Any = REQUIRED
+    check: Callable[[Any], str | None] | None = None
+    required_if: Callable[[Any], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """A registered component: its registered ``name``, ``aliases``, the component
+    ``obj`` and the declared (validated, defaults filled) ``meta``."""
+
+    name: str
+    obj: T
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+
+def normalize_name(name: str) -> str:
+    """The spelling-insensitive form of a name: ``"byrd_saga"`` and ``"byrd-saga"`` are
+    the same name.
+
+    >>> normalize_name("Trimmed-Mean")
+    'trimmed_mean'
+    """
+    return name.replace("-", "_").lower()
+
+
 class Registry(Generic[T]):
     """A mapping from names to components of one kind (e.g. ``"aggregator"``).
+
+    Parameters
+    ----------
+    kind : str
+        What the components are (used in messages).
+    schema : mapping ``key -> Meta``, optional
+        The metadata a component declares when it is registered
+        (``register(name, **meta)``); unknown keys, missing required ones and invalid
+        values fail at registration.
 
     >>> r = Registry("colour")
     >>> @r.register("red")
@@ -32,25 +143,129 @@ class Registry(Generic[T]):
     'r'
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, schema: Mapping[str, Meta] | None = None):
         self.kind = kind
+        self.schema: Mapping[str, Meta] = types.MappingProxyType(dict(schema or {}))
+        # _items (name -> component) is the source of truth (code that adds or removes
+        # names directly, e.g. a plugin rollback, stays consistent); _entries holds the
+        # declared metadata of the components registered through register().
         self._items: dict[str, T] = {}
+        self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, *aliases: str) -> Callable[[T], T]:
+    # ---------------------------------------------------------------- registration
+    def register(self, name: str, *aliases: str, **meta: Any) -> Callable[[T], T]:
+        """Decorator registering a component as ``name`` (and ``aliases``) with its
+        declared metadata ``meta`` (checked against the schema at registration)."""
+
         def deco(obj: T) -> T:
-            for key in (name, *aliases):
-                if key in self._items:
+            entry = Entry(name, obj, self._check_meta(name, obj, meta), tuple(aliases))
+            keys = (name, *aliases)
+            for key in keys:
+                other = self._spelled(key)
+                if key in self._items or (other is not None and self._items[other] is not obj):
                     raise ValueError(f"{self.kind} {key!r} is already registered")
+            for key in keys:
                 self._items[key] = obj
+                self._entries[key] = entry
             return obj
 
         return deco
 
+    def _check_meta(self, name: str, obj: Any, meta: Mapping[str, Any]) -> Mapping[str, Any]:
+        unknown = sorted(set(meta) - set(self.schema))
+        if unknown:
+            valid = ", ".join(sorted(self.schema)) or "(none)"
+            raise ValueError(
+                f"{self.kind} {name!r}: unknown metadata {', '.join(map(repr, unknown))}; "
+                f"valid metadata: {valid}"
+            )
+        out = {}
+        for key, spec in self.schema.items():
+            required = spec.default is REQUIRED or (spec.required_if is not None and spec.required_if(obj))
+            if key not in meta:
+                if required:
+                    raise ValueError(
+                        f"{self.kind} {name!r} must be registered with {key}=… ({spec.doc})"
+                    )
+                out[key] = spec.default
+                continue
+            problem = spec.check(meta[key]) if spec.check else None
+            if problem:
+                raise ValueError(
+                    f"{self.kind} {name!r}: metadata {key} = {meta[key]!r} is invalid; "
+                    f"expected {problem} ({spec.doc})"
+                )
+            out[key] = meta[key]
+        return types.MappingProxyType(out)
+
+    # ---------------------------------------------------------------- lookup
+    def _spelled(self, name: str) -> str | None:
+        """The registered name spelled like ``name`` up to hyphens/underscores/case."""
+        key = normalize_name(name)
+        return next((k for k in self._items if normalize_name(k) == key), None)
+
+    def canonical(self, name: Any) -> str:
+        """The registered spelling of ``name`` (hyphens and underscores are the same).
+
+        Raises
+        ------
+        UnknownNameError
+            If no spelling of ``name`` is registered.
+        """
+        if isinstance(name, str):
+            if name in self._items:
+                return name
+            hit = self._spelled(name)
+            if hit is not None:
+                return hit
+        raise UnknownNameError(self._miss_message(name))
+
     def __getitem__(self, name: str) -> T:
-        try:
-            return self._items[name]
-        except (KeyError, TypeError):
-            raise UnknownNameError(self._miss_message(name)) from None
+        return self._items[self.canonical(name)]
+
+    def entry(self, name: str) -> Entry[T]:
+        """The :class:`Entry` (component and declared metadata) of ``name``."""
+        key = self.canonical(name)
+        obj = self._items[key]
+        entry = self._entries.get(key)
+        if entry is None or entry.obj is not obj:  # put into _items directly: schema defaults
+            entry = self._entries[key] = Entry(key, obj, self._check_meta(key, obj, {}))
+        return entry
+
+    def entry_of(self, obj: Any) -> Entry[T] | None:
+        """The entry whose component is ``obj`` (or ``obj.func`` for a bound
+        ``functools.partial``), or ``None`` if it is not registered."""
+        inner = obj.func if isinstance(obj, functools.partial) else obj
+        for key, o in self._items.items():
+            if o is inner:
+                return self.entry(key)
+        return None
+
+    def parameters(self, name: str) -> dict[str, Any]:
+        """The configurable parameters of ``name`` with their defaults
+        (``inspect.Parameter.empty`` when required); see :func:`parameters_of`."""
+        e = self.entry(name)
+        return parameters_of(e.obj, e.meta.get("per_call", ()))
+
+    def check(self, name: str, params: Mapping[str, Any], *, field: str | None = None,
+              filled: Iterable[str] = ()) -> None:
+        """:func:`check_parameters` for the component ``name``."""
+        check_parameters(self.kind, self.canonical(name), self.parameters(name), params,
+                         field=field, filled=filled)
+
+    def bind(self, name: str, params: Mapping[str, Any]) -> Callable:
+        """``functools.partial(component, **params)`` after :meth:`check`."""
+        self.check(name, params)
+        return functools.partial(self[name], **params)
+
+    def groups(self) -> list[tuple[str, list[str], T]]:
+        """``(first registered name, other names, component)`` per component, sorted."""
+        seen: dict[int, list[str]] = {}
+        objs: dict[int, Any] = {}
+        for n, obj in self._items.items():
+            seen.setdefault(id(obj), []).append(n)
+            objs[id(obj)] = obj
+        return sorted(((names[0], names[1:], objs[i]) for i, names in seen.items()), key=lambda t: t[0])
 
     def _miss_message(self, name: Any) -> str:
         valid = ", ".join(sorted(self._items))
@@ -61,7 +276,7 @@ class Registry(Generic[T]):
         return msg
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return isinstance(name, str) and (name in self._items or self._spelled(name) is not None)
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._items))
@@ -73,37 +288,84 @@ class Registry(Generic[T]):
         return sorted(self._items)
 
 
-def keyword_parameters(fn: Callable) -> dict[str, Any]:
-    """The configurable keyword-only parameters of ``fn`` with their defaults
-    (``inspect.Parameter.empty`` when required).  Names listed in
-    ``fn.call_parameters`` (if set) are left out: the library supplies them per call
-    (e.g. the ``mix`` of :func:`byzsim.aggregators.geometric_median`)."""
+# --------------------------------------------------------------------------------------
+# parameters: one checker for every component kind
+
+
+def keyword_parameters(fn: Callable, per_call: Iterable[str] = ()) -> dict[str, Any]:
+    """The keyword-only parameters of ``fn`` with their defaults
+    (``inspect.Parameter.empty`` when required), except the ``per_call`` ones (supplied
+    by the library on each call, e.g. the ``mix`` of
+    :func:`byzsim.aggregators.geometric_median`; declared at registration).
+
+    >>> def rule(z, mask=None, *, f, mix=None): ...
+    >>> keyword_parameters(rule, per_call=("mix",))
+    {'f': <class 'inspect._empty'>}
+    """
     sig = inspect.signature(fn)
-    per_call = set(getattr(fn, "call_parameters", ()))
+    skip = set(per_call)
     return {
         k: p.default
         for k, p in sig.parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in per_call
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in skip
     }
 
 
-def bind_parameters(kind: str, name: str, fn: Callable, params: dict[str, Any]) -> Callable:
-    """``functools.partial(fn, **params)`` after checking that every key is a keyword-only
-    parameter of ``fn`` (:func:`keyword_parameters`) and that every required one is given.
-    The attributes of a function ``fn`` (e.g. ``max_f``, ``call_parameters``) are copied
-    to the partial, so the bound callable advertises them too."""
-    accepted = keyword_parameters(fn)
-    unknown = sorted(set(params) - set(accepted))
+def parameters_of(obj: Any, per_call: Iterable[str] = ()) -> dict[str, Any]:
+    """Configurable parameters of a component with their defaults
+    (``inspect.Parameter.empty`` when required).  Functions: keyword-only parameters
+    (:func:`keyword_parameters`); dataclasses (models): their init fields other than
+    ``n_features``/``n_classes``."""
+    if dataclasses.is_dataclass(obj):
+        out = {}
+        for f in dataclasses.fields(obj):
+            if f.name in ("n_features", "n_classes") or not f.init:
+                continue
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                out[f.name] = f.default_factory()  # type: ignore[misc]
+            else:
+                out[f.name] = inspect.Parameter.empty
+        return out
+    return keyword_parameters(obj, per_call)
+
+
+def check_parameters(kind: str, name: str, accepted: Mapping[str, Any], params: Mapping[str, Any], *,
+                     field: str | None = None, filled: Iterable[str] = ()) -> None:
+    """Raise ``ValueError`` unless every key of ``params`` is in ``accepted`` and every
+    required parameter (default ``inspect.Parameter.empty``) is in ``params`` or
+    ``filled`` (supplied later by the library, e.g. an aggregator's ``f``).
+
+    ``field`` (e.g. ``"attack_params"``) prefixes the message with the config field.
+
+    >>> check_parameters("attack", "gaussian", {"std": 1.0}, {"sd": 2}, field="attack_params")
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid config field 'attack_params': attack 'gaussian' has no parameter 'sd' (did you mean attack_params.std?); valid parameters: std
+    """
+    where = f"invalid config field '{field}': " if field else ""
+    unknown = [k for k in params if k not in accepted]
     if unknown:
+        close = difflib.get_close_matches(unknown[0], list(accepted), n=1, cutoff=0.5)
+        hint = f" (did you mean {field + '.' if field else ''}{close[0]}?)" if close else ""
         valid = ", ".join(sorted(accepted)) or "(none)"
+        s = "" if len(unknown) == 1 else "s"
         raise ValueError(
-            f"{kind} {name!r} has no parameter(s) {', '.join(map(repr, unknown))}; "
+            f"{where}{kind} {name!r} has no parameter{s} {', '.join(map(repr, unknown))}{hint}; "
             f"valid parameters: {valid}"
         )
-    missing = [k for k, d in accepted.items() if d is inspect.Parameter.empty and k not in params]
+    filled = set(filled)
+    missing = [k for k, d in accepted.items() if d is inspect.Parameter.empty and k not in params and k not in filled]
     if missing:
-        raise ValueError(f"{kind} {name!r} needs parameter(s): {', '.join(missing)}")
-    bound = functools.partial(fn, **params)
-    if inspect.isfunction(fn):  # not __wrapped__ & co: inspect.signature would follow it
-        bound.__dict__.update({k: v for k, v in vars(fn).items() if not k.startswith("__")})
-    return bound
+        eg = f" (e.g. {field}.{missing[0]}=…)" if field else ""
+        raise ValueError(f"{where}{kind} {name!r} needs parameter(s): {', '.join(missing)}{eg}")
+
+
+def bind_parameters(kind: str, name: str, fn: Callable, params: Mapping[str, Any],
+                    per_call: Iterable[str] = ()) -> Callable:
+    """``functools.partial(fn, **params)`` after :func:`check_parameters` against the
+    keyword-only parameters of ``fn`` (less ``per_call``).  Prefer
+    :meth:`Registry.bind`, which knows the declared ``per_call`` parameters."""
+    check_parameters(kind, name, keyword_parameters(fn, per_call), params)
+    return functools.partial(fn, **params)

@@ -68,7 +68,7 @@ touch a non-finite message itself, so the leak above does not arise.
 from __future__ import annotations
 
 import numbers
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -219,7 +219,7 @@ def resample(v: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return g.mean(axis=-2, dtype=dtype)
 
 
-def resampled(aggregate_fn: Callable, s: int) -> Callable:
+def resampled(aggregate_fn: Callable, s: int, *, per_call: Iterable[str] | None = None) -> "Pipeline":
     """Wrap an aggregator into *resample-then-aggregate* (paper B, eq. (12)).
 
     Parameters
@@ -227,16 +227,20 @@ def resampled(aggregate_fn: Callable, s: int) -> Callable:
     aggregate_fn : callable ``f(z, mask) -> (..., d)``
         An aggregator with the signature of :mod:`byzsim.aggregators` functions
         (``z (..., W, d)``, ``mask (W,) bool | None``).  If ``"mix"`` is among its
-        ``call_parameters`` (:func:`byzsim.aggregators.geometric_median`, also when bound
-        by ``get_aggregator``), it must accept ``f(z, None, mix=A)`` meaning
+        ``per_call`` parameters, it must accept ``f(z, None, mix=A)`` meaning
         ``f(A @ z, None)``.
     s : int
         Resampling size, ``s ≥ 1`` (``s ≤ W`` is checked at call time).
+    per_call : iterable of str, optional
+        The aggregator's per-call parameters.  Default: those declared when it was
+        registered (:data:`byzsim.aggregators.AGGREGATORS`; e.g. ``("mix",)`` for
+        :func:`byzsim.aggregators.geometric_median`, also when bound by
+        ``get_aggregator``), none for an unregistered callable.
 
     Returns
     -------
-    aggregate : callable ``aggregate(v, mask, rng) -> (..., d)``
-        The gradient family's aggregate.  For ``s ≥ 2`` it draws
+    aggregate : :class:`byzsim.pipeline.Pipeline` ``aggregate(v, mask, rng) -> (..., d)``
+        The gradient family's aggregate (steps: the resampling, for ``s ≥ 2``).  For ``s ≥ 2`` it draws
         ``idx = resample_indices(rng, W, s)`` (one ``rng.permutation`` call) and returns
         ``aggregate_fn(ṽ, None)`` for ``ṽ = resample(v, idx)`` — computed as
         ``aggregate_fn(v, None, mix=averaging_matrix(idx))`` (dense ``(W, W)``, float64;
@@ -258,28 +262,8 @@ def resampled(aggregate_fn: Callable, s: int) -> Callable:
         ``W`` messages present).
     """
     s = _check_s(s)
-    mixes = "mix" in getattr(aggregate_fn, "call_parameters", ())
-    if s == 1:
-        def aggregate(v, mask, rng):
-            return aggregate_fn(v, mask)
-    else:
-        def aggregate(v, mask, rng):
-            if mask is not None:
-                raise ValueError(
-                    "resampling with partial participation is not supported "
-                    f"(got a participation mask with s = {s}); use participation = 1 "
-                    "or s = 1"
-                )
-            W = np.shape(v)[-2]
-            idx = resample_indices(rng, W, s)
-            if mixes:
-                return aggregate_fn(v, None, mix=averaging_matrix(idx))
-            return aggregate_fn(resample(v, idx), None)
+    from .pipeline import Pipeline
+    from .preaggregators import get_preaggregator
 
-    name = getattr(aggregate_fn, "__name__", type(aggregate_fn).__name__)
-    aggregate.__name__ = f"resampled_{name}_s{s}"
-    aggregate.__qualname__ = aggregate.__name__
-    aggregate.__doc__ = f"Resample with s = {s}, then {name}; ``(v, mask, rng) -> (..., d)``."
-    aggregate.s = s
-    aggregate.aggregate_fn = aggregate_fn
-    return aggregate
+    steps = (get_preaggregator("resample", s=s),) if s > 1 else ()
+    return Pipeline(steps, aggregate_fn, None if per_call is None else tuple(per_call))

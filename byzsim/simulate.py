@@ -25,7 +25,6 @@ from .config import Config
 from .data import load_dataset
 from .models import make_model
 from .partition import draw_byzantine, partition
-from .registry import keyword_parameters
 
 METRICS = ("round", "test_accuracy", "train_loss", "distance")
 
@@ -155,7 +154,7 @@ def make_method(cfg: Config, problem: Problem):
     aggregate = make_aggregate(cfg, problem) if cfg.family == "gradient" else None
     attack_params = dict(cfg.attack_params)
     # attacks tuned against the server's aggregation (alie_opt, ipm_opt) get the run's own
-    if (aggregate is not None and "aggregator" in keyword_parameters(ATTACKS[cfg.attack])
+    if (aggregate is not None and ATTACKS.entry(cfg.attack).meta["needs_aggregate"]
             and attack_params.get("aggregator") is None):
         attack_params["aggregator"] = aggregate
     attack = get_attack(cfg.attack, **attack_params)

@@ -1,4 +1,4 @@
-"""Registry-wide conformance of the aggregators (issue 5, items 1–2).
+"""Registry-wide conformance of the aggregators.
 
 Every rule in ``AGGREGATORS`` is checked (once per function: aliases such as
 ``geomed``/``median``/``cc`` share their rule's tests), so a newly registered rule gets
@@ -30,8 +30,9 @@ Properties
   around offsets up to 1e4 next to Byzantine rows ~1e4, and the scipy objective with
   outliers.
 
-Each property is a plain ``check_*`` function (raises ``AssertionError``) so the same
-code is applied to the deliberately broken variants in ``broken_variants.py``: the
+Each property is a plain ``check_*`` function (raises ``AssertionError``; the
+reusable ones live in :mod:`byzsim.testing`, which users run on their own rules through
+``check_aggregator``) so the same code is applied to the deliberately broken variants in ``broken_variants.py``: the
 ``test_*_catches_*`` tests assert that the check fails on them.
 
 Library bugs found here are kept visible as ``xfail(strict=True)`` reproductions at
@@ -60,7 +61,21 @@ from byzsim.aggregators import (
     multi_krum,
     trimmed_mean,
 )
+import byzsim.testing as _testing
 from byzsim.registry import keyword_parameters
+from byzsim.testing import (
+    check_batched_equals_loop,
+    check_coordinatewise_affine,
+    check_identical_rows,
+    check_monotone_maps,
+    check_permutation_invariance,
+    check_rotation_equivariance,
+    check_shape,
+    check_translation_equivariance,
+    close,
+    orthogonal,
+    rows,
+)
 from byzsim.theory import c_alpha
 
 
@@ -178,7 +193,7 @@ def _radius_box(H, n, f, B, d):
 
 
 def _radius_default(H, n, f, B, d):
-    return 10 * np.sqrt(n * d) * _diam(H)
+    return _testing.default_radius(H, n, d)
 
 
 #: Radius around the honest mean that the output must stay in (independent of how far
@@ -267,90 +282,17 @@ def abs_tol(agg) -> float:
     return lookup(ABS_TOL, agg, 0.0)
 
 
-def close(a, b, scale=1.0, rtol=1e-9, atol=0.0):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, f"shape {a.shape} != {b.shape}"
-    assert np.all(np.abs(a - b) <= rtol * (np.abs(b) + scale) + atol), (
-        f"max abs difference {np.max(np.abs(a - b)):.3g} (scale {scale:.3g})"
-    )
-
-
-def rows(seed, n, d, lead=(), scale=1.0, offset=0.0):
-    """Continuous random rows (no ties): ``offset·u + scale·N(0, I)``."""
-    rng = np.random.default_rng(seed)
-    return offset * rng.normal(size=d) + scale * rng.normal(size=lead + (n, d))
-
-
-def orthogonal(rng, d):
-    q, r = np.linalg.qr(rng.normal(size=(d, d)))
-    return q * np.sign(np.diag(r))
-
-
-# --------------------------------------------------------------------------------------
-# property checks (raise AssertionError); reused on the broken variants
-# --------------------------------------------------------------------------------------
-def check_shape(agg, z):
-    out = agg(z)
-    assert out.shape == z.shape[:-2] + z.shape[-1:], f"shape {out.shape} for input {z.shape}"
-    assert np.isfinite(out).all()
-
-
-def check_permutation_invariance(agg, z, perm):
-    close(agg(z[..., perm, :]), agg(z), scale=np.abs(z).max())
-
-
-def check_translation_equivariance(agg, z, t):
-    s = np.abs(z).max() + np.abs(t).max()
-    close(agg(z + t), agg(z) + t, scale=s)
+# The reusable property checks live in byzsim.testing (users run them through
+# check_aggregator); the suite adds the per-rule tolerances and radii.
 
 
 def check_scale_equivariance(agg, z, c):
-    close(agg(c * z), c * agg(z), scale=abs(c) * np.abs(z).max(), atol=abs_tol(agg) * (1 + abs(c)))
-
-
-def check_identical_rows(agg, row, n):
-    out = agg(np.tile(row, (n, 1)))
-    close(out, row, scale=np.abs(row).max() + 1e-300, rtol=1e-12)
-
-
-def check_batched_equals_loop(agg, z, mask=None):
-    out = agg(z) if mask is None else agg(z, mask)
-    assert out.shape == z.shape[:-2] + z.shape[-1:], f"batched shape {out.shape} for {z.shape}"
-    for ix in np.ndindex(*z.shape[:-2]):
-        ref = agg(z[ix]) if mask is None else agg(z[ix], mask[ix])
-        close(out[ix], ref, scale=np.abs(z[ix]).max())
-
-
-def check_rotation_equivariance(agg, z, Q):
-    close(agg(z @ Q), agg(z) @ Q, scale=np.abs(z).max())
-
-
-def check_coordinatewise_affine(agg, z, perm, a, b):
-    """agg(σ(z)) = σ(agg(z)) for σ(x) = (a ⊙ x + b)[perm] (a_j ≠ 0, any sign)."""
-    s = np.abs(z).max() * np.abs(a).max() + np.abs(b).max()
-    close(agg((a * z + b)[..., perm]), (a * agg(z) + b)[..., perm], scale=s)
-
-
-def _monotone_map(x, k):
-    """Strictly increasing, clearly nonlinear maps, different per coordinate."""
-    return np.where(k % 3 == 0, x**3 + x, np.where(k % 3 == 1, np.sinh(x), np.arctan(x)))
-
-
-def check_monotone_maps(agg, z):
-    k = np.arange(z.shape[-1])
-    m = _monotone_map(z, k)
-    close(agg(m), _monotone_map(agg(z), k), scale=np.abs(m).max())
+    _testing.check_scale_equivariance(agg, z, c, atol=abs_tol(agg))
 
 
 def check_bounded(agg, z, honest, n, f, B):
-    out = agg(z)
     H = z[honest]
-    rad = radius(agg, H, n, f, B, z.shape[-1])
-    err = np.linalg.norm(out - H.mean(0))
-    assert np.isfinite(err) and err <= rad * (1 + 1e-7) + 1e-12, (
-        f"output {err:.3g} from the honest mean, allowed {rad:.3g} "
-        f"({B} of {n} rows moved, farthest at {np.abs(z).max():.3g})"
-    )
+    _testing.check_bounded(agg, z, honest, radius(agg, H, n, f, B, z.shape[-1]))
 
 
 def geomed_kkt_residual(z, y, tol_on):

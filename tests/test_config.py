@@ -69,3 +69,70 @@ def test_replace_with_a_new_method_reapplies_its_preset():
     assert c.resample == 1
     c = make_config(method="sgd").replace(lr=0.5)
     assert (c.aggregator, c.lr) == ("mean", 0.5)
+
+
+# --------------------------------------------------------------------------------------
+# the front door
+
+
+def test_no_method_gives_the_documented_default_run():
+    cfg = make_config()
+    assert (cfg.method, cfg.family, cfg.estimator, cfg.aggregator, cfg.dataset) == (
+        "asynrsa-vr", "penalty", "saga", None, "digits")
+    # giving a family (no method) keeps the explicit, custom combination
+    cfg = make_config(family="gradient", estimator="sgd", aggregator="mean")
+    assert cfg.method == "custom"
+
+
+@pytest.mark.parametrize("kw,field", [
+    (dict(lr="abc"), "lr"),
+    (dict(method="custom", lr="abc"), "lr"),
+    (dict(method="custom", rounds=0), "rounds"),
+    (dict(family="nope", seed=-1), "seed"),
+    (dict(method="byrd-saga", n_byzantine=10), "n_byzantine"),
+    (dict(dtype="float16"), "dtype"),
+])
+def test_errors_name_the_field_the_user_got_wrong(kw, field):
+    with pytest.raises(ValueError, match=rf"invalid config field '{field}'"):
+        make_config(**kw)
+
+
+@pytest.mark.parametrize("field,spellings", [
+    ("method", ["byrd_saga", "byrd-saga", "BYRD_SAGA"]),
+    ("method", ["trimmed_mean", "trimmed-mean"]),
+    ("attack", ["inner_product_manipulation", "inner-product-manipulation"]),
+    ("partition", ["by_class", "by-class"]),
+])
+def test_hyphen_and_underscore_spellings_are_one_name(field, spellings):
+    stored = {getattr(make_config(**{field: s, "n_byzantine": 1}), field) for s in spellings}
+    assert len(stored) == 1
+
+
+def test_the_registered_spelling_is_stored():
+    cfg = make_config(method="byrd_saga", aggregator="trimmed-mean", aggregator_params={"f": 1},
+                      preaggregators=["static-clipping"], n_byzantine=1)
+    assert (cfg.method, cfg.aggregator, cfg.preaggregators[0]["name"]) == (
+        "byrd-saga", "trimmed_mean", "static_clipping")
+    assert make_config(attack="same-value").attack == "same-value"  # a registered alias stays
+    with pytest.raises(ValueError, match=r"invalid config field 'aggregator'.*did you mean"):
+        make_config(method="krum", aggregator="krumm")
+
+
+@pytest.mark.parametrize("kw,field", [
+    (dict(method="rsa", aggregator_params={"f": 2}), "aggregator_params"),
+    (dict(method="asynrsa-vr", aggregator="krum"), "aggregator"),
+    (dict(method="rsa", preaggregators=["nnm"]), "preaggregators"),
+    (dict(method="rsa", resample=2), "resample"),
+    (dict(method="byrd-saga", penalty=0.1), "penalty"),
+    (dict(method="krum", p=2.0), "p"),
+])
+def test_a_field_the_family_does_not_use_is_an_error(kw, field):
+    with pytest.raises(ValueError, match=rf"invalid config field '{field}'.*family"):
+        make_config(**kw)
+
+
+def test_defaults_of_unused_fields_are_accepted():
+    """A spec may write the defaults (penalty, p) for every method of a figure."""
+    for method in ("rsa", "byrd-saga", "krum"):
+        make_config(method=method, penalty=0.05, p=1.0, aggregator_params={}, preaggregators=[],
+                    resample=None if method == "rsa" else 1)

@@ -1,4 +1,4 @@
-"""Config validation fuzzed with hypothesis (issue 8, item 1).
+"""Config validation fuzzed with hypothesis.
 
 Every invalid config — wrong types, out-of-range numbers, unknown names, inconsistent
 sizes — must raise one ``ValueError`` (or subclass) naming the offending field, from

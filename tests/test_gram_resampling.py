@@ -37,8 +37,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numerics import random_mask
 
-import byzsim.aggregators as agg_mod
-from byzsim.aggregators import geometric_median, get_aggregator
+import byzsim.aggregators._geomed as agg_mod
+from byzsim.aggregators import AGGREGATORS, geometric_median, get_aggregator
 from byzsim.registry import keyword_parameters
 from byzsim.resampling import averaging_matrix, resample, resample_indices, resampled
 
@@ -323,13 +323,14 @@ def test_mask_refers_to_the_mixed_rows():
 
 
 def test_mix_is_a_per_call_parameter_not_a_configurable_one():
-    assert "mix" not in keyword_parameters(geometric_median)
+    assert "mix" in keyword_parameters(geometric_median)
+    assert "mix" not in AGGREGATORS.parameters("geometric_median")  # declared per_call
     with pytest.raises(ValueError, match="no parameter"):
         get_aggregator("geomed", mix=np.eye(3))
     bound = get_aggregator("geometric_median", tol=1e-6)
-    assert "mix" in bound.call_parameters  # copied onto the bound partial
-    assert get_aggregator("krum", f=1).max_f(10) == 7  # other attributes too
-    assert not hasattr(get_aggregator("median"), "call_parameters")
+    assert AGGREGATORS.entry_of(bound).meta["per_call"] == ("mix",)  # found through the partial
+    assert AGGREGATORS.entry("krum").meta["max_f"](10) == 7
+    assert AGGREGATORS.entry("median").meta["per_call"] == ()
 
 
 # --------------------------------------------------------------------------------------
@@ -342,7 +343,6 @@ def test_resampled_passes_the_averaging_matrix_with_the_same_draw():
         seen["mixing"] = (z, mask, mix)
         return z[..., 0, :]
 
-    mixing.call_parameters = ("mix",)
 
     def plain(z, mask=None):
         seen["plain"] = (z, mask)
@@ -350,7 +350,7 @@ def test_resampled_passes_the_averaging_matrix_with_the_same_draw():
 
     v = np.random.default_rng(12).standard_normal((10, 3))
     rngs = [np.random.default_rng(13) for _ in range(3)]
-    resampled(mixing, 3)(v, None, rngs[0])
+    resampled(mixing, 3, per_call=("mix",))(v, None, rngs[0])
     resampled(plain, 3)(v, None, rngs[1])
     idx = resample_indices(rngs[2], 10, 3)
     z, mask, mix = seen["mixing"]
@@ -414,3 +414,28 @@ def test_resampled_geomed_default_equals_the_materialised_path(seed, dtype):
     rows = resample(v, resample_indices(np.random.default_rng(seed), 30, s))
     # measured: <= 7e-18 (float64), <= 5.4e-9 (float32) of the largest entry
     assert_same_point(new, geometric_median(rows), rows, rtol=1e-9 if dtype == np.float64 else 1e-5)
+
+
+# --------------------------------------------------------------------------------------
+# one pipeline type
+# --------------------------------------------------------------------------------------
+def test_resampling_is_the_first_step_of_one_pipeline_type():
+    """``resampled``, ``compose`` and ``build_aggregate`` all give a Pipeline; a listed
+    resampling step followed by the geometric median takes the same Gram path (same
+    draw, same numbers) as ``resampled``."""
+    from byzsim.pipeline import Pipeline
+    from byzsim.preaggregators import build_aggregate, compose, get_preaggregator
+
+    v = np.random.default_rng(20).standard_normal((12, 6))
+    v[:2] *= 1e3
+    gm = get_aggregator("geometric_median")
+    a = resampled(gm, 3)
+    b = compose([get_preaggregator("resample", s=3)], gm)
+    c = build_aggregate("geometric_median", {}, [], n=12, resample=3)
+    assert all(isinstance(x, Pipeline) for x in (a, b, c)) and a.s == b.s == c.s == 3
+    outs = [x(v, None, np.random.default_rng(21)) for x in (a, b, c)]
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    assert a.name == "resample_then_geometric_median"
+    assert resampled(gm, 1).steps == () and resampled(gm, 1).s == 1
+    with pytest.raises(ValueError, match="pipeline step 0 must be a callable"):
+        Pipeline((3,), gm)

@@ -1,0 +1,113 @@
+"""The gradient family's server step as one type: pre-aggregation steps, then a rule.
+
+A :class:`Pipeline` is ``aggregate(v, mask, rng) -> (..., d)``: the bound
+pre-aggregators (:mod:`byzsim.preaggregators`) in order, then a bound aggregator
+(:mod:`byzsim.aggregators`).  Paper B's s-replacement resampling is a step like the
+others and, when present, the first one; when it is the only step and the aggregator
+declares the per-call parameter ``mix`` (the geometric median), the resampled rows are
+never formed: the aggregator gets ``(v, None, mix=A)`` with the averaging matrix ``A``
+of the same draw (:func:`byzsim.resampling.resampled`).  Both
+:func:`byzsim.preaggregators.compose` and :func:`byzsim.resampling.resampled` build one.
+
+>>> import numpy as np
+>>> from byzsim.aggregators import get_aggregator
+>>> from byzsim.preaggregators import get_preaggregator
+>>> p = Pipeline((get_preaggregator("resample", s=2), get_preaggregator("nnm", f=1)),
+...              get_aggregator("krum", f=2))
+>>> p.s, p(np.zeros((2, 8, 3)), None, np.random.default_rng(0)).shape   # (2, 8, 3) -> (2, 3)
+(2, (2, 3))
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .resampling import averaging_matrix, resample_indices
+
+__all__ = ["Pipeline"]
+
+
+def _registered_name(registry: Any, fn: Callable) -> str | None:
+    entry = registry.entry_of(fn)
+    return None if entry is None else entry.name
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """``aggregate(v (..., n, d), mask, rng) -> (..., d)``: ``steps`` in order, then
+    ``aggregate_fn``.
+
+    Parameters
+    ----------
+    steps : tuple of callables ``pre(z, mask, rng) -> (z', mask')``
+        Bound pre-aggregators (:func:`byzsim.preaggregators.get_preaggregator`);
+        resampling, if any, first.
+    aggregate_fn : callable ``agg(z, mask) -> (..., d)``
+        A bound aggregator.
+    per_call : tuple of str, optional
+        The aggregator's per-call parameters; default: those declared when it was
+        registered (none for an unregistered callable).
+    """
+
+    steps: tuple[Callable, ...]
+    aggregate_fn: Callable
+    per_call: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "steps", tuple(self.steps))
+        for i, step in enumerate(self.steps):
+            if not callable(step):
+                raise ValueError(f"pipeline step {i} must be a callable pre(z, mask, rng), got {step!r}")
+        if not callable(self.aggregate_fn):
+            raise ValueError(f"the pipeline's aggregator must be a callable agg(z, mask), got {self.aggregate_fn!r}")
+        if self.per_call is None:
+            from .aggregators import AGGREGATORS
+
+            entry = AGGREGATORS.entry_of(self.aggregate_fn)
+            object.__setattr__(self, "per_call", tuple(entry.meta["per_call"]) if entry else ())
+
+    @property
+    def preaggregators(self) -> tuple[Callable, ...]:
+        """The steps (the name used by :func:`byzsim.preaggregators.compose`)."""
+        return self.steps
+
+    @property
+    def s(self) -> int:
+        """Resampling size of the first step (1: no resampling)."""
+        from .preaggregators import PREAGGREGATORS
+
+        if self.steps and _registered_name(PREAGGREGATORS, self.steps[0]) == "resample":
+            return int(self.steps[0].keywords.get("s", 2)) if isinstance(self.steps[0], functools.partial) else 2
+        return 1
+
+    @property
+    def name(self) -> str:
+        """``step_then_…_then_rule`` (registered names where known)."""
+        from .aggregators import AGGREGATORS
+        from .preaggregators import PREAGGREGATORS
+
+        def nm(reg, fn):
+            inner = fn.func if isinstance(fn, functools.partial) else fn
+            return _registered_name(reg, fn) or getattr(inner, "__name__", type(inner).__name__)
+
+        return "_then_".join([nm(PREAGGREGATORS, p) for p in self.steps] + [nm(AGGREGATORS, self.aggregate_fn)])
+
+    def __call__(self, v: Any, mask: Any, rng: np.random.Generator) -> np.ndarray:
+        s = self.s
+        if s > 1 and len(self.steps) == 1 and "mix" in self.per_call:
+            if mask is not None:
+                raise ValueError(
+                    "resampling with partial participation is not supported "
+                    f"(got a participation mask with s = {s}); use participation = 1 "
+                    "or s = 1"
+                )
+            idx = resample_indices(rng, np.shape(v)[-2], s)
+            return self.aggregate_fn(v, None, mix=averaging_matrix(idx))
+        z, m = v, mask
+        for step in self.steps:
+            z, m = step(z, m, rng)
+        return self.aggregate_fn(z, m)
