@@ -152,13 +152,24 @@ _START_ROWS = 8
 def _weiszfeld_start(g, wts, mf, eps):
     """Starting weights of :func:`geometric_median` (``init="auto"``), ``(..., n)``.
 
-    Candidates: the mean, and for each of the ``K = min(n, 8)`` rows ``z_m`` of smallest
-    objective ``F(z_m) = Σ_j ‖z_m − z_j‖`` the *Vardi–Zhang step* from it: with
-    ``v_j = 1/max(‖z_j − z_m‖, ε)`` over the other rows, ``T = Σ v_j z_j / Σ v_j`` (the
-    Weiszfeld step without the singular term) and ``r = Σ v_j · ‖T − z_m‖`` (the pull of
-    the other rows), the point ``z_m + (1 − 1/r)(T − z_m)`` if ``r > 1``, else ``z_m``
-    (which is then optimal; Vardi & Zhang, 2000).  The step never increases the
-    objective, and far rows have weight ``~ 1/distance`` in it.
+    **Points with multiplicity.**  Rows ``z_j`` with
+    ``‖z_j − z_m‖² <= max(ε², 4 ε_mach (‖z_j‖² + ‖z_m‖²))`` (norms from the Gram
+    matrix ``g``: exact duplicates, up to the Gram matrix's roundoff, or within the
+    smoothing ``ε``) are one point of multiplicity ``η_m = Σ_j wts_j`` over them
+    (``z_m`` included).  A duplicated row (the sample-duplicating attack sends ``k``
+    copies) is thus one heavy point, as the Weiszfeld/Vardi–Zhang theory treats it.
+
+    Candidates: the mean, and for each of the ``K = min(n, 8)`` distinct points ``z_m``
+    of smallest objective ``F(z_m) = Σ_j ‖z_m − z_j‖`` the *Vardi–Zhang step* from it:
+    with ``v_j = 1/‖z_j − z_m‖`` over the rows not at ``z_m``,
+    ``T = Σ v_j z_j / Σ v_j`` (the Weiszfeld step without the singular term) and
+    ``r = Σ v_j · ‖T − z_m‖ = ‖Σ v_j (z_j − z_m)‖`` (the pull of the other rows), the
+    point ``z_m + (1 − η_m/r)(T − z_m)`` if ``r > η_m``, else ``z_m`` (which is then
+    optimal: the subgradient condition ``r <= η_m``; Vardi & Zhang, 2000).  The step
+    never increases the objective, and far rows have weight ``~ 1/distance`` in it.
+    (Without the multiplicity, the copies of ``z_m`` would get weights ``1/ε`` and the
+    step would be ``~ε`` long: the iteration then stays on a duplicated row for
+    hundreds of updates.)
 
     With ``F*`` the smallest of the objectives of the mean and of the rows, candidate
     ``c`` gets weight ``p_c = max(0, 1 − (F_c − F*)/(10⁻³ F*))`` (``F_c`` of a row
@@ -172,7 +183,8 @@ def _weiszfeld_start(g, wts, mf, eps):
     Cost O(K n²) from ``g`` (any centered Gram matrix).
     """
     n = g.shape[-1]
-    D = np.sqrt(_sq_dists_from_gram(g))
+    d2 = _sq_dists_from_gram(g)
+    D = np.sqrt(d2)
     obj = _matvec(D, wts)
     present = wts > 0
     if not present.all():
@@ -183,19 +195,30 @@ def _weiszfeld_start(g, wts, mf, eps):
     tau = _START_REL * f_best
     if not (obj < f_best + tau).any():  # no row within reach: the mean
         return w_mean
+    # rows at one point (duplicates up to the Gram matrix's roundoff, or within eps)
+    diag = np.diagonal(g, axis1=-2, axis2=-1)
+    e2 = eps * eps if np.ndim(eps) == 0 else (eps * eps)[..., None]
+    same = d2 <= np.maximum(e2, 4.0 * np.finfo(g.dtype).eps * (diag[..., :, None] + diag[..., None, :]))
+    same &= present[..., None, :]
+    # one candidate per point: rows with an earlier row at their point are not candidates
+    later = np.tril(same, k=-1).any(axis=-1)
     K = min(n, _START_ROWS)
-    cand = np.argsort(obj, axis=-1, kind="stable")[..., :K]  # (..., K)
+    objc = np.where(later, np.inf, obj)
+    cand = np.argsort(objc, axis=-1, kind="stable")[..., :K]  # (..., K)
     E = cand[..., None] == np.arange(n)  # (..., K, n)
-    Dc = E.astype(g.dtype) @ D  # distances to the candidates (selection: exact)
-    V = wts[..., None, :] / np.maximum(Dc, eps if np.ndim(eps) == 0 else eps[..., None])
-    V[E] = 0.0
+    Ef = E.astype(g.dtype)
+    at = (Ef @ same.astype(g.dtype)) > 0  # (..., K, n): rows at the candidate's point
+    eta = (at * wts[..., None, :]).sum(axis=-1)  # multiplicity of the candidate's point
+    Dc = Ef @ D  # distances to the candidates (selection: exact)
+    V = np.where(at, 0.0, wts[..., None, :] / np.maximum(Dc, eps if np.ndim(eps) == 0 else eps[..., None]))
     sv = V.sum(axis=-1)
     U = V / np.maximum(sv, np.finfo(g.dtype).tiny)[..., None] - E  # T − z_m in weights
     r = sv * np.sqrt(np.maximum(_vecdot(U, U @ g), 0.0))
-    lam = 1.0 - 1.0 / np.maximum(r, 1.0)  # 0 when r <= 1: the row is optimal
+    move = r > eta  # else the point is optimal (an absent candidate has p = 0 below)
+    lam = np.where(move, 1.0 - eta / np.where(move, r, 1.0), 0.0)
     W = E + lam[..., None] * U  # (..., K, n)
     # weights of [mean, candidate rows]: 1 at the best objective, 0 from a gap tau on
-    F = np.concatenate([f_mean[..., None], np.take_along_axis(obj, cand, axis=-1)], axis=-1)
+    F = np.concatenate([f_mean[..., None], np.take_along_axis(objc, cand, axis=-1)], axis=-1)
     if (tau > 0).all():
         p = np.maximum(1.0 - (F - f_best) / tau, 0.0)
     else:  # f_best = 0 (identical rows): the candidates at 0
