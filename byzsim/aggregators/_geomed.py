@@ -189,12 +189,6 @@ def _weiszfeld_start(g, wts, mf, eps):
     present = wts > 0
     if not present.all():
         obj = np.where(present, obj, np.inf)
-    w_mean = wts / np.maximum(mf, 1.0)[..., None]
-    f_mean = _objective(g, w_mean, wts)
-    f_best = np.minimum(obj.min(axis=-1), f_mean)[..., None]
-    tau = _START_REL * f_best
-    if not (obj < f_best + tau).any():  # no row within reach: the mean
-        return w_mean
     # rows at one point (duplicates up to the Gram matrix's roundoff, or within eps)
     diag = np.diagonal(g, axis1=-2, axis2=-1)
     e2 = eps * eps if np.ndim(eps) == 0 else (eps * eps)[..., None]
@@ -202,8 +196,14 @@ def _weiszfeld_start(g, wts, mf, eps):
     same &= present[..., None, :]
     # one candidate per point: rows with an earlier row at their point are not candidates
     later = np.tril(same, k=-1).any(axis=-1)
-    K = min(n, _START_ROWS)
     objc = np.where(later, np.inf, obj)
+    w_mean = wts / np.maximum(mf, 1.0)[..., None]
+    f_mean = _objective(g, w_mean, wts)
+    f_best = np.minimum(objc.min(axis=-1), f_mean)[..., None]
+    tau = _START_REL * f_best
+    if not (objc < f_best + tau).any():  # no row within reach: the mean
+        return w_mean
+    K = min(n, _START_ROWS)
     cand = np.argsort(objc, axis=-1, kind="stable")[..., :K]  # (..., K)
     E = cand[..., None] == np.arange(n)  # (..., K, n)
     Ef = E.astype(g.dtype)
