@@ -324,17 +324,21 @@ def monna(z: Any, mask: Any = None, *, f: int | None = None, idx: int | None = N
     z2, present, m2, lead = _flatten(z, wts, m)
     B = z2.shape[0]
     rows = np.arange(B)
-    zc, g, ok = _robust_gram(z2, present)
-    d2 = _dists(g, ok)
     size = np.maximum(m2 - fe.reshape(-1), 1)
-    scores = _krum_scores_from(d2, present.astype(z2.dtype), size - 1)
-    anchor = np.argmin(scores, axis=-1)
-    if idx is not None:
-        anchor = np.where(present[:, idx], idx, anchor)
-    dr = d2[rows, anchor]  # (B, n)
+    dr = None
+    if idx is not None and present[:, idx].all():
+        dr = _sq_dists_to_row(z2, idx)
+    if dr is None:  # no trusted row, or distances to it overflow: the Gram matrix
+        zc, g, ok = _robust_gram(z2, present)
+        d2 = _dists(g, ok)
+        scores = _krum_scores_from(d2, present.astype(z2.dtype), size - 1)
+        anchor = np.argmin(scores, axis=-1)
+        if idx is not None:
+            anchor = np.where(present[:, idx], idx, anchor)
+        dr = d2[rows, anchor]  # (B, n)
     big = np.finfo(dr.dtype).max
     key = np.where(present, np.where(np.isfinite(dr), dr, big), np.inf)
-    rank = np.empty_like(anchor, shape=key.shape)
+    rank = np.empty(key.shape, dtype=np.intp)
     order = np.argsort(key, axis=-1, kind="stable")
     np.put_along_axis(rank, order, np.broadcast_to(np.arange(n), order.shape), axis=-1)
     sel = present & (rank < size[:, None])
@@ -342,6 +346,29 @@ def monna(z: Any, mask: Any = None, *, f: int | None = None, idx: int | None = N
 
 
 monna.max_f = _majority_max_f
+
+
+def _sq_dists_to_row(z2: np.ndarray, r: int) -> np.ndarray | None:
+    """``‖z_i − z_r‖²`` for every row of ``z2 (B, n, d)``, ``(B, n)``, computed directly
+    (no Gram matrix: O(n d)) in blocks of rows that stay in cache; 0 for row ``r``
+    itself, ``+inf`` for rows holding inf/NaN when row ``r`` is finite.  ``None`` if a
+    distance between finite rows overflows or row ``r`` is not finite (the caller then
+    uses the scaled Gram matrix)."""
+    B, n, d = z2.shape
+    ref = z2[:, r, None, :]
+    out = np.empty((B, n), dtype=z2.dtype)
+    step = max(1, (1 << 17) // max(d, 1))  # ~1 MB of float64 per block
+    with np.errstate(invalid="ignore", over="ignore"):
+        for i0 in range(0, n, step):
+            diff = z2[:, i0 : i0 + step] - ref
+            out[:, i0 : i0 + step] = np.einsum("...ij,...ij->...i", diff, diff)
+    out[:, r] = 0.0
+    bad = ~np.isfinite(out)
+    if bad.any():
+        if not np.isfinite(z2[:, r]).all() or np.isfinite(z2[bad]).all(axis=-1).any():
+            return None
+        out[bad] = np.inf
+    return out
 
 # Byzantine-count limits of the original rules (used by the simulate layer's f default)
 krum.max_f = lambda n: max(int(n) - 3, 0)
