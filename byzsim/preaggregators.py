@@ -54,7 +54,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .aggregators import AGGREGATORS, get_aggregator
-from .aggregators._base import _check_int, _flatten, _majority_max_f, _prepare, _resolve_f
+from .aggregators._base import _check_int, _flatten, _majority_max_f, _prepare, _resolve_f, _vecdot
 from .aggregators._gram import _dists, _robust_gram
 from .aggregators._order import _masked_median_1d
 from .registry import Registry, bind_parameters, keyword_parameters
@@ -288,7 +288,7 @@ def _row_norms(z2: np.ndarray) -> np.ndarray:
     their exact norm from the row scaled by a power of two; rows holding inf/NaN get
     a non-finite norm."""
     with np.errstate(invalid="ignore", over="ignore"):
-        nrm = np.sqrt(np.einsum("...ij,...ij->...i", z2, z2))
+        nrm = np.sqrt(_vecdot(z2, z2))
     big = ~np.isfinite(nrm)
     if big.any():
         b, r = np.nonzero(big)
@@ -298,7 +298,7 @@ def _row_norms(z2: np.ndarray) -> np.ndarray:
         e = np.frexp(amax)[1]
         scaled = np.ldexp(rows, -e[:, None])
         with np.errstate(over="ignore"):
-            exact = np.ldexp(np.sqrt(np.einsum("ij,ij->i", scaled, scaled)), e)
+            exact = np.ldexp(np.sqrt(_vecdot(scaled, scaled)), e)
         nrm[b, r] = np.where(fin, exact, np.nan)
     return nrm
 
@@ -306,9 +306,13 @@ def _row_norms(z2: np.ndarray) -> np.ndarray:
 def _clip_rows(z2: np.ndarray, thr: np.ndarray, nrm: np.ndarray | None = None) -> np.ndarray:
     """Scale every row of ``z2 (B, n, d)`` to norm at most ``thr (B, n)``; rows with a
     non-finite norm become NaN.  ``nrm``: the row norms if already known
-    (:func:`_row_norms`)."""
+    (:func:`_row_norms`).  When no row changes, ``z2`` itself is returned (no copy; the
+    caller never writes to it)."""
     if nrm is None:
         nrm = _row_norms(z2)
+    with np.errstate(invalid="ignore"):
+        if (nrm <= thr).all():  # also False for NaN norms
+            return z2
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         scale = np.where(nrm > thr, thr / nrm, 1.0)
         scale = np.where(np.isfinite(nrm), scale, np.nan)
@@ -322,7 +326,8 @@ def clipping(z: Any, mask: Any, rng: Any, *, c: float = 2.0) -> tuple:
     .. math:: z'_i = \\min\\Big(1, \\frac{c}{\\lVert z_i \\rVert}\\Big)\\, z_i
 
     A row holding inf/NaN becomes NaN (its direction is undefined).  Not translation
-    equivariant (clipping is towards the origin).
+    equivariant (clipping is towards the origin).  Row norms take one pass over ``z``
+    and the scaling another; when no row is clipped the input array itself is returned.
 
     Parameters
     ----------
@@ -356,7 +361,9 @@ def arc(z: Any, mask: Any, rng: Any, *, f: int | None = None) -> tuple:
         z'_i = \\min\\Big(1, \\frac{C}{\\lVert z_i \\rVert}\\Big) z_i,
 
     with ``π`` sorting the participating rows by increasing norm (``k = 0``: identity).
-    A row holding inf/NaN has the largest norm and becomes NaN.
+    A row holding inf/NaN has the largest norm and becomes NaN.  The norms are computed
+    once (one pass over ``z``) for both the threshold and the scaling; when no row is
+    clipped the input array itself is returned.
 
     Parameters
     ----------

@@ -18,6 +18,7 @@ from ._base import (
     _prepare,
     _resolve_f,
     _subset_mean,
+    _vecdot,
 )
 from ._gram import (
     _KRUM_REL,
@@ -361,7 +362,7 @@ def _sq_dists_to_row(z2: np.ndarray, r: int) -> np.ndarray | None:
     with np.errstate(invalid="ignore", over="ignore"):
         for i0 in range(0, n, step):
             diff = z2[:, i0 : i0 + step] - ref
-            out[:, i0 : i0 + step] = np.einsum("...ij,...ij->...i", diff, diff)
+            out[:, i0 : i0 + step] = _vecdot(diff, diff)
     out[:, r] = 0.0
     bad = ~np.isfinite(out)
     if bad.any():
