@@ -4,6 +4,8 @@ rows of resampling (``mix``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,44 @@ __all__ = ["geometric_median"]
 # geometric median
 
 
+_CONVERGENCE: contextvars.ContextVar = contextvars.ContextVar("geometric_median_convergence", default=None)
+
+
+@contextlib.contextmanager
+def geometric_median_convergence():
+    """Count the geometric medians computed inside the ``with`` block that stopped early.
+
+    ::
+
+        with geometric_median_convergence() as counts:
+            ...  # any calls of geometric_median (directly or through other rules)
+        counts["elements"], counts["unconverged"]
+
+    ``elements``: batch elements with at least one participating row that ran the
+    Weiszfeld iteration (``max_iter >= 1``); ``unconverged``: those of them that spent
+    ``max_iter`` updates without meeting the stopping rule (their output is the last
+    iterate, not a median within ``tol``).  The counts live in a context variable, set
+    only inside the block (nested blocks count separately; threads and asyncio tasks
+    started outside it do not count); outside any block nothing is recorded and nothing
+    is paid.
+    """
+    counts = {"elements": 0, "unconverged": 0}
+    token = _CONVERGENCE.set(counts)
+    try:
+        yield counts
+    finally:
+        _CONVERGENCE.reset(token)
+
+
+def _record_convergence(ran: np.ndarray, running: np.ndarray) -> None:
+    """Add a call's batch elements (``ran``) and those stopped by ``max_iter``
+    (``running``) to the counts of an enclosing :func:`geometric_median_convergence`."""
+    counts = _CONVERGENCE.get()
+    if counts is not None:
+        counts["elements"] += int(np.count_nonzero(ran))
+        counts["unconverged"] += int(np.count_nonzero(np.asarray(running) & ran))
+
+
 def _weiszfeld(gram_at, g, var, w, wts, mf, active, tol, max_iter, eps2):
     """Weiszfeld on the weights ``w (..., n)`` of ``y = wᵀZ``, distances from the Gram
     matrix ``g (..., n, n)``.
@@ -51,8 +91,10 @@ def _weiszfeld(gram_at, g, var, w, wts, mf, active, tol, max_iter, eps2):
     mixed into each row, whose roundoff re-centering does not remove; elements where it
     is too large for the distances that matter (:func:`_mixing_unresolved`) stop.
 
-    Returns ``(w, unresolved)``: ``unresolved (...,)`` bool marks the elements stopped
-    that way (None when ``var`` is None).
+    Returns ``(w, unresolved, running)``: ``unresolved (...,)`` bool marks the elements
+    stopped that way (None when ``var`` is None); ``running (...,)`` bool the elements
+    that were still iterating when ``max_iter`` updates were spent (stopping rule not
+    met).
     """
     thr = _recenter_threshold(g.dtype, _GEOMED_REL * tol)
     diag = np.diagonal(g, axis1=-2, axis2=-1)
@@ -114,7 +156,7 @@ def _weiszfeld(gram_at, g, var, w, wts, mf, active, tol, max_iter, eps2):
             if not active.any():
                 break
             everyone = everyone and bool(np.all(active))
-    return w, unresolved
+    return w, unresolved, active
 
 
 def _mixing_unresolved(var, d, w, mf, s_k, thr):
@@ -262,16 +304,18 @@ def geometric_median(
     converges linearly away from the rows but can be slow when the median is at or next
     to a row; then the budget ends the run).  Converged
     batch elements are frozen while the others continue, so a batched call equals a loop
-    over the batch.
+    over the batch.  Elements that spend the budget without meeting the rule are counted
+    by :func:`geometric_median_convergence` (a run can record how often that happened).
 
     **Start** (``init="auto"``, the default): the mean, unless a row has an objective
     ``Σ_j ‖z_m − z_j‖`` within 0.1 % of the mean's or below; then the *Vardi–Zhang step
     from the medoid* — the best row moved towards the others by one Weiszfeld step
-    without its own singular term, which never increases the objective — or, when
+    without its own singular term, which never increases the objective (a duplicated
+    row counts as one point of multiplicity ``k``: its copies do not pin the step) — or, when
     several of these candidates are within 0.1 % of the best objective, a blend of them
     that depends continuously on the rows (see :func:`_weiszfeld_start`; this keeps
     permutation invariance and the equivariances where the median is not unique).
-    DESIGN §2.4 specifies "Weiszfeld, started at the mean"; that start is kept exactly
+    The textbook start is the mean; that start is kept exactly
     whenever no row comes within 0.1 % of the mean's objective (typical of
     high-dimensional messages without outliers), and ``init="mean"`` restores it always
     (the iterates are then those of the textbook iteration).  Why: from the mean, far
@@ -346,7 +390,7 @@ def geometric_median(
         the iterate reaches a row.
     init : {"auto", "mean"}, default "auto"
         Start of the iteration: the better of the mean and the medoid step (above), or
-        the mean (DESIGN's original rule).
+        the mean (the textbook start).
     mix : None or array_like, shape ``(m, n)`` or ``(..., m, n)``
         Take the median of the rows ``mix @ z`` (see "Mixed rows"); leading axes must
         broadcast to those of ``z``.  Supplied per call (by
@@ -394,7 +438,8 @@ def geometric_median(
     def gram_at(w):  # Gram matrix of the (mixed) rows centered at the iterate wᵀ(A Zs)
         return _mix_gram(_gram(zs, _vecmat(_unmix(w, mix), zs)), mix)
 
-    w, unresolved = _weiszfeld(gram_at, g, var, w, wts, mf, mf > 0, tol, max_iter, eps2)
+    w, unresolved, running = _weiszfeld(gram_at, g, var, w, wts, mf, mf > 0, tol, max_iter, eps2)
+    _record_convergence(mf > 0 if unresolved is None else (mf > 0) & ~unresolved, running)
     out = _vecmat(_unmix(w, mix), zo)
     if k is not None:  # half or more of the participating rows non-finite: no median
         broken = (m > 0) & (2 * (m - mf.astype(m.dtype)) >= m)
