@@ -49,18 +49,30 @@ def _mean_around_center(srt: np.ndarray, cnt: np.ndarray, k: np.ndarray, center:
     "first window" on ties) that keeps ``agg(−z) = −agg(z)``.  When ``T`` holds copies
     of one value (a duplicated row) every choice has the same mean and this is it.
 
+    **Ties in floating point.**  ``T`` is defined in exact arithmetic, where ties are
+    common: the two middle values are always equidistant from the median (their
+    midpoint), and so are their copies.  Computed distances carry the rounding of the
+    center and of ``s_i − c``, so a distance counts as equal to ``δ*`` when
+    ``|δ_i − δ*| <= 4 ε_mach (|c| + |s_i| + δ*)`` (a bound on that rounding); without
+    this the output jumps with the last bit of the center (e.g. under a translation).
+    Distinct values within that band of the edge would also count as tied; they are
+    4 ulps apart at most.
+
     ``δ*`` is the smallest over the windows ``[i, i + k − 1]`` of consecutive sorted
     values of ``max(c − s_i, s_{i+k−1} − c)`` (the ``k`` nearest values form such a
     window, and every window holds ``k`` values within its own maximum); that
-    maximum is one of the ``δ_i`` bit for bit, so the comparisons with ``δ*`` are exact.
+    maximum is one of the computed ``δ_i`` bit for bit.
     The sums are over the kept values only (no prefix-sum cancellation against far
     outliers).  Cost O(n d) after the sort.
     """
     delta = _kth_distance(srt, cnt, k, center)[:, None, :]
     with np.errstate(invalid="ignore", over="ignore"):
-        dist = np.abs(srt - center[:, None, :])
-        inner = dist < delta
-        edge = dist == delta
+        c = center[:, None, :]
+        dist = np.abs(srt - c)
+        # distances equal up to their rounding (and the center's) are tied
+        tol = _TIE_ULPS * np.finfo(srt.dtype).eps * (np.abs(c) + np.abs(srt) + delta)
+        inner = dist < delta - tol
+        edge = (dist <= delta + tol) & ~inner
         a = np.count_nonzero(inner, axis=1)
         t = np.count_nonzero(edge, axis=1)
         s_in = np.where(inner, srt, 0.0).sum(axis=1)
@@ -70,6 +82,11 @@ def _mean_around_center(srt: np.ndarray, cnt: np.ndarray, k: np.ndarray, center:
         if np.all(t == 1):  # no tie at the edge (continuous data): one value, weight 1
             return (s_in + s_edge) / kf
         return (s_in + share * s_edge) / kf
+
+
+#: Distances within this many units of ε_mach (relative to |c| + |s_i| + δ*) of the
+#: edge distance δ* are tied (see :func:`_mean_around_center`).
+_TIE_ULPS = 4
 
 
 def _kth_distance(srt: np.ndarray, cnt: np.ndarray, k: np.ndarray, center: np.ndarray) -> np.ndarray:
