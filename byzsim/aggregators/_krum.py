@@ -200,7 +200,10 @@ def bulyan(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
 
        .. math:: \\mathrm{Bulyan}(z)_j = \\frac{1}{\\beta} \\sum_{i \\in M_j} z_{ij},
            \\qquad M_j = \\text{the } \\beta \\text{ rows of } S \\text{ closest to }
-           \\mathrm{med}_{i\\in S}\\, z_{ij}.
+           \\mathrm{med}_{i\\in S}\\, z_{ij}
+
+       (ties at the edge distance share the remaining places equally, as in
+       :func:`~byzsim.aggregators.meamed`).
 
     The guarantee requires ``m_p >= 4f + 3`` (the default ``f`` and ``max_f``); a larger
     ``f`` (up to ``2f < m_p``) still gives a value: when ``θ − 2f < 1`` step 2 is the
@@ -294,7 +297,8 @@ def monna(z: Any, mask: Any = None, *, f: int | None = None, idx: int | None = N
     (Krum's score with ``m_p − f − 1`` neighbours), which keeps the rule permutation
     invariant.  ``idx`` selects a fixed trusted row instead (ByzFL's ``MoNNA(f, idx)``;
     not permutation invariant; an element where row ``idx`` does not participate falls
-    back to the default).
+    back to the default).  With ``idx`` only the ``n`` distances to that row are needed:
+    they are computed directly, O(n d), instead of the ``n × n`` Gram matrix.
 
     Parameters
     ----------

@@ -52,11 +52,11 @@ def _mean_around_center(srt: np.ndarray, cnt: np.ndarray, k: np.ndarray, center:
     **Ties in floating point.**  ``T`` is defined in exact arithmetic, where ties are
     common: the two middle values are always equidistant from the median (their
     midpoint), and so are their copies.  Computed distances carry the rounding of the
-    center and of ``s_i − c``, so a distance counts as equal to ``δ*`` when
-    ``|δ_i − δ*| <= 4 ε_mach (|c| + |s_i| + δ*)`` (a bound on that rounding); without
-    this the output jumps with the last bit of the center (e.g. under a translation).
-    Distinct values within that band of the edge would also count as tied; they are
-    4 ulps apart at most.
+    center and of ``s_i − c`` (at most ``ε_mach (|c| + |s_i|)`` together, and
+    ``|s_i| <= |c| + δ_i``), so a distance counts as equal to ``δ*`` when
+    ``|δ_i − δ*| <= 8 ε_mach (|c| + δ*)``; without this the output jumps with the last
+    bit of the center (e.g. under a translation).  Distinct values within that band of
+    the edge would also count as tied; they are a few ulps apart at most.
 
     ``δ*`` is the smallest over the windows ``[i, i + k − 1]`` of consecutive sorted
     values of ``max(c − s_i, s_{i+k−1} − c)`` (the ``k`` nearest values form such a
@@ -68,24 +68,27 @@ def _mean_around_center(srt: np.ndarray, cnt: np.ndarray, k: np.ndarray, center:
     delta = _kth_distance(srt, cnt, k, center)[:, None, :]
     with np.errstate(invalid="ignore", over="ignore"):
         c = center[:, None, :]
-        dist = np.abs(srt - c)
+        dist = srt - c
+        np.abs(dist, out=dist)
         # distances equal up to their rounding (and the center's) are tied
-        tol = _TIE_ULPS * np.finfo(srt.dtype).eps * (np.abs(c) + np.abs(srt) + delta)
+        tol = (2 * _TIE_ULPS * np.finfo(srt.dtype).eps) * (np.abs(c) + delta)  # (B, 1, d)
+        tol[~np.isfinite(tol)] = 0.0  # an infinite edge (non-finite values kept): exact
         inner = dist < delta - tol
-        edge = (dist <= delta + tol) & ~inner
+        edge = dist <= delta + tol
+        edge &= ~inner
         a = np.count_nonzero(inner, axis=1)
         t = np.count_nonzero(edge, axis=1)
         s_in = np.where(inner, srt, 0.0).sum(axis=1)
         s_edge = np.where(edge, srt, 0.0).sum(axis=1)
         kf = np.maximum(k, 1).astype(srt.dtype)[:, None]
-        share = (kf - a) / np.maximum(t, 1)
         if np.all(t == 1):  # no tie at the edge (continuous data): one value, weight 1
             return (s_in + s_edge) / kf
+        share = (kf - a) / np.maximum(t, 1)
         return (s_in + share * s_edge) / kf
 
 
-#: Distances within this many units of ε_mach (relative to |c| + |s_i| + δ*) of the
-#: edge distance δ* are tied (see :func:`_mean_around_center`).
+#: Distances within 2·_TIE_ULPS·ε_mach·(|c| + δ*) of the edge distance δ* are tied
+#: (see :func:`_mean_around_center`).
 _TIE_ULPS = 4
 
 
