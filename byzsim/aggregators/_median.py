@@ -165,10 +165,11 @@ def meamed(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
     fe = _resolve_f(f, m, n, "meamed", _majority_max_f, "2f < n")
     z2, present, m2, lead = _flatten(z, wts, m)
     srt = _sort_present(z2, present)
-    cnt = m2
+    cnt = np.maximum(m2, 1)  # an element with no participant: computed on NaN, zeroed by _finish
     k = np.maximum(cnt - fe.reshape(-1), 1)
     med = _median_sorted(srt, cnt)
-    out = _mean_around_center(srt, cnt, k, med)
+    with np.errstate(invalid="ignore"):
+        out = _mean_around_center(srt, cnt, k, med)
     return _finish(out, m2, lead, z.dtype)
 
 
