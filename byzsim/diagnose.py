@@ -58,7 +58,8 @@ from .config import Config
 
 __all__ = [
     "CONVEX_MODELS", "Optimum", "Diagnosis", "PenalisedOptimum", "diagnose", "regular_optimum",
-    "penalised_objective", "penalised_optimum", "distance_to_optimum", "bound_at_end", "main",
+    "penalised_objective", "penalised_optimum", "distance_to_optimum", "bound_at_end",
+    "config_bound", "main",
 ]
 
 #: models whose regular-worker problem has a unique optimum this module can compute
@@ -335,7 +336,7 @@ def _fmt_bound(b: theory.Bound) -> str:
     if b.holds:
         return f"{b.name:<18} {b.value:.4g}   [{b.source}]"
     f = "undefined" if b.formula is None else f"formula {b.formula:.4g}"
-    return f"{b.name:<18} none ({f}; outside: {'; '.join(b.failed())})   [{b.source}]"
+    return f"{b.name:<18} none ({f}; the theorem needs {'; '.join(b.failed())})   [{b.source}]"
 
 
 def _lanczos_max(hv, d: int) -> float:
@@ -433,6 +434,17 @@ def diagnose(cfg: Config, *, ridge: float = 0.0, tol: float | None = None,
     return diag
 
 
+def config_bound(cfg: Config, diag: "Diagnosis", *, warn: bool = False) -> theory.Bound | None:
+    """The Table I bound of a gradient-family ``cfg``'s own method with the numbers of a
+    diagnosis of the same data (configs that differ in method, resampling or step share
+    ``x*``, ``σ²``, ``δ²``); ``None`` when paper B has no bound for its aggregation."""
+    if cfg.batch_size != diag.config.batch_size:
+        raise ValueError(f"config_bound: batch_size {cfg.batch_size} differs from the diagnosed "
+                         f"config's {diag.config.batch_size} (σ_b² depends on it)")
+    common = dict(L=diag.L_bound, step=cfg.lr, warn=warn)
+    return _config_bound(cfg, diag.sigma2_batch, diag.delta2, diag.mu, diag.J, common)
+
+
 def _config_bound(cfg: Config, sigma2_b, delta2, mu, J, common) -> theory.Bound | None:
     """The Table I bound of the config's own method: geometric median without
     pre-aggregators, SGD or SAGA estimator; ``None`` for any other aggregation."""
@@ -453,8 +465,8 @@ def _warn_outside(diag: Diagnosis) -> None:
         bounds.append(diag.config_bound)
     for b in bounds:
         if not b.holds:
-            warnings.warn(f"{b.name}: outside {b.source}'s range ({'; '.join(b.failed())}): "
-                          "no bound reported", TheoryWarning, stacklevel=3)
+            warnings.warn(f"{b.name}: outside {b.source}'s range, which needs "
+                          f"{'; '.join(b.failed())}: no bound reported", TheoryWarning, stacklevel=3)
 
 
 # --------------------------------------------------------------------------------------

@@ -328,7 +328,8 @@ def _bound(name, formula, conditions, source, warn: bool) -> Bound:
         from .config import TheoryWarning
 
         warnings.warn(
-            f"{name}: outside {source}'s range ({'; '.join(b.failed())}): no bound reported",
+            f"{name}: outside {source}'s range, which needs {'; '.join(b.failed())}: "
+            "no bound reported",
             TheoryWarning, stacklevel=3,
         )
     return b
