@@ -77,6 +77,26 @@ def test_objective_matches_the_model():
     np.testing.assert_allclose(obj.hessp_at(w)(v), fd, rtol=1e-5, atol=1e-7)
 
 
+def test_sparse_and_dense_products_agree():
+    """The CSR path (sparse features) gives the dense path's value, gradient, Hessian
+    product and variations."""
+    rng = np.random.default_rng(3)
+    model = make_model("softmax", 60, 4, bias=True)
+    X = model.prepare(rng.random((2, 1000, 60)) * (rng.random((2, 1000, 60)) < 0.2))
+    y = rng.integers(4, size=(2, 1000))
+    sp_obj = _SoftmaxObjective(model, X, y, c=0.5, kappa=0.1)
+    de_obj = _SoftmaxObjective(model, X, y, c=0.5, kappa=0.1, sparse=False)
+    assert sp_obj._Xs is not None and de_obj._Xs is None  # auto picked CSR here
+    w, v = rng.standard_normal((2, model.dim))
+    for a, b in zip(sp_obj.value_grad(w), de_obj.value_grad(w)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(sp_obj.hessp_at(w)(v), de_obj.hessp_at(w)(v), rtol=1e-12, atol=1e-13)
+    for a, b in zip(sp_obj.client_stats(w), de_obj.client_stats(w)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+    gram = (X.reshape(-1, 61).T @ X.reshape(-1, 61)) / 2000
+    assert sp_obj.smoothness_bounds()[1] == pytest.approx(0.5 * np.linalg.eigvalsh(gram)[-1], rel=1e-6)
+
+
 def test_symmetric_data_has_optimum_zero():
     """Each client holds x and −x in each class: the gradient vanishes at 0, which is
     therefore the (unique, κ > 0) optimum."""
@@ -123,6 +143,8 @@ def test_diagnose_optimum_and_variations(family_method):
     if cfg.family == "penalty":
         thr = max(np.abs(g).max() for g in grads)
         assert d.lemma1_threshold == pytest.approx(thr, rel=1e-9)
+        # the threshold's certified error: L_i‖x − x̃*‖ with L_i ≤ ½‖x_j‖²-bound + l2
+        assert 0 < d.lemma1_error <= (0.5 * np.max(np.sum(pr.X[reg] ** 2, -1)) + 0.01) * d.optimum.dist_bound
         assert "Lemma 1" in text and d.paper_b is None
     else:
         assert set(d.paper_b) == {"Byrd-SGD", "RS-Byrd-SGD", "Byrd-SAGA", "RS-Byrd-SAGA"}
