@@ -629,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             optima[key] = d.optimum
             if i == 0 and a.save_x:
                 np.save(a.save_x, d.optimum.x)
-            label = f"[{e.panel or ''} {e.line or ''}] ".replace("[ ] ", "")
+            label = f"[panel {e.panel}] " if e.panel else ""
             out.append(label + d.format())
     except ValueError as err:
         print(f"byzsim: error: {err}", file=sys.stderr)
