@@ -93,7 +93,7 @@ def plot(rows: list[dict], path: Path) -> None:
                                          for r in ok if r["setting"] == k)) for k in settings}
     first = {k: next(r for r in ok if r["setting"] == k) for k in settings}
     names = list(dict.fromkeys(r["bound_name"] for r in ok if r.get("bound_name")))
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(15, 6))
     xs = np.arange(len(settings))
     a1.bar(xs - 0.2, [first[k]["sigma2_batch"] for k in settings], 0.4, label="σ_b² (batch 32)")
     a1.bar(xs + 0.2, [first[k]["delta2"] for k in settings], 0.4, label="δ²")
@@ -101,6 +101,7 @@ def plot(rows: list[dict], path: Path) -> None:
         a1.text(x, first[k]["delta2"] * 1.3, f"acc {first[k]['test_accuracy']:.3f}", ha="center", fontsize=7)
     a1.set_xticks(xs, [label[k] for k in settings], rotation=30, ha="right", fontsize=7)
     a1.set_yscale("log")
+    a1.set_ylim(top=10 * max(first[k]["delta2"] for k in settings))
     a1.set_title(f"variations at x* (ridge {first[settings[0]]['ridge']:g}); x*'s test accuracy",
                  fontsize=10)
     a1.legend(fontsize=8)
@@ -120,8 +121,8 @@ def plot(rows: list[dict], path: Path) -> None:
     a2.set_yscale("log")
     a2.set_title("Δ2 formula values, paper B Thms 1 and 3 (the runs' step 0.5 meets no step condition)",
                  fontsize=9)
-    a2.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    a2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.subplots_adjust(left=0.05, right=0.86, bottom=0.22, top=0.92, wspace=0.18)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
 
