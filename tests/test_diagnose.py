@@ -195,9 +195,29 @@ def test_penalised_optimum_certified_above_threshold():
         assert F(opt.x0, opt.X + scale * rng.standard_normal(opt.X.shape)) > opt.objective
 
 
-def test_penalised_optimum_below_threshold_raises():
-    cfg = cfg_of(method="rsa", server_l2=0.1, penalty=1e-4, model_params=dict(l2=0.01))
-    with pytest.raises(ValueError, match="below Lemma 1's threshold"):
+def test_penalised_optimum_below_threshold_is_solved_for_p1():
+    """λ at half the threshold: the optimum of (3) is not the consensus; the split
+    solution beats it, meets its KKT conditions, and every perturbation costs."""
+    cfg = cfg_of(method="rsa", server_l2=0.1, penalty=1.0, model_params=dict(l2=0.01),
+                 dataset_params=dict(n_samples=60, n_test=20, n_features=2, n_classes=3))
+    above = penalised_optimum(cfg.replace(penalty=100.0))
+    cfg = cfg.replace(penalty=50.0 * above.ratio)  # λ = threshold / 2 (threshold = ratio · 100)
+    opt = penalised_optimum(cfg)
+    assert opt.method == "split" and opt.ratio == pytest.approx(2.0) and opt.residual <= opt.tol
+    pr = problem_for(cfg)
+    F = lambda x0, X: penalised_objective(pr, x0, X, cfg.penalty, cfg.p, cfg.server_l2)
+    assert F(opt.x0, opt.X) == pytest.approx(opt.objective, rel=1e-10)
+    consensus = F(above.x0, np.broadcast_to(above.x0, opt.X.shape))
+    assert opt.objective < consensus - 1e-6
+    rng = np.random.default_rng(0)
+    for scale in (1e-2, 1e-3):
+        assert F(opt.x0 + scale * rng.standard_normal(opt.x0.size), opt.X) > opt.objective
+        assert F(opt.x0, opt.X + scale * rng.standard_normal(opt.X.shape)) > opt.objective
+
+
+def test_penalised_optimum_bad_input():
+    cfg = cfg_of(method="rsa", server_l2=0.1, penalty=1e-4, model_params=dict(l2=0.01), p=2.0)
+    with pytest.raises(ValueError, match="below Lemma 1's threshold.*only for p = 1"):
         penalised_optimum(cfg)
     with pytest.raises(ValueError, match="penalty family"):
         penalised_optimum(cfg.replace(method="byrd-saga"))
