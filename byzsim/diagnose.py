@@ -680,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """``byzsim diagnose CONFIG… key=value…``: diagnose every distinct config of the input."""
     from .simulate import _data_key
-    from .sweep import load_entries
+    from .runs.spec import load_entries
 
     a = build_parser().parse_args(argv)
     files = [t for t in a.inputs if "=" not in t]

@@ -220,7 +220,7 @@ def test_penalised_optimum_bad_input():
     with pytest.raises(ValueError, match="below Lemma 1's threshold.*only for p = 1"):
         penalised_optimum(cfg)
     with pytest.raises(ValueError, match="penalty family"):
-        penalised_optimum(cfg.replace(method="byrd-saga"))
+        penalised_optimum(cfg_of(method="byrd-saga", model_params=dict(l2=0.01)))
 
 
 def test_penalised_objective_by_hand():

@@ -35,7 +35,7 @@ import numpy as np
 from byzsim.config import TheoryWarning
 from byzsim.diagnose import CONVEX_MODELS, config_bound, diagnose
 from byzsim.simulate import _data_key
-from byzsim.sweep import load_entries
+from byzsim.runs.spec import load_entries
 
 HERE = Path(__file__).parent
 SPECS = ("fig4_6", "fig7", "fig8", "fig9", "fig10", "fig11")
