@@ -62,6 +62,7 @@ def _softmax_residual(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _log_softmax_nll(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-sample negative log-likelihood ``(..., m)`` of labels ``y`` under ``logits (..., m, C)``."""
+    y = np.broadcast_to(y, logits.shape[:-1])  # labels shared by several models
     mx = logits.max(axis=-1, keepdims=True)
     lse = np.log(np.exp(logits - mx).sum(axis=-1)) + mx[..., 0]
     return lse - np.take_along_axis(logits, y[..., None], -1)[..., 0]
