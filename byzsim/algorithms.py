@@ -264,8 +264,23 @@ def participation_masks(gens: list, n: int, gammas: np.ndarray) -> np.ndarray | 
 
 
 def sample_batches(gens: list, n: int, J: int, b: int) -> np.ndarray:
-    """``(S, n, b)`` sample indices, :func:`sample_batch` from each replica's generator."""
-    return np.stack([sample_batch(g, n, J, b) for g in gens])
+    """``(S, n, b)`` sample indices: :func:`sample_batch` from each replica's generator
+    (the same draws in the same order), with the sorting and the repeat check done
+    once for all replicas; only replicas with a repeat redraw, one by one."""
+    if len(gens) == 1 or not 1 < b <= J:
+        return np.stack([sample_batch(g, n, J, b) for g in gens])
+    if b * b > J:
+        keys = np.stack([g.random((n, J)) for g in gens])
+        return np.sort(np.argsort(keys, axis=-1)[..., :b], axis=-1)
+    idx = np.sort(np.stack([g.integers(J, size=(n, b)) for g in gens]), axis=-1)
+    bad = (idx[..., 1:] == idx[..., :-1]).any(axis=-1)  # (S, n)
+    for s in np.flatnonzero(bad.any(axis=1)):
+        g, rows, bs = gens[s], idx[s], bad[s]
+        while bs.any():  # the rejection loop of sample_batch
+            k = int(bs.sum())
+            rows[bs] = np.sort(g.integers(J, size=(k, b)), axis=1)
+            bs = (rows[:, 1:] == rows[:, :-1]).any(axis=1)
+    return idx
 
 
 # --------------------------------------------------------------------------------------
