@@ -69,14 +69,18 @@ def axpy(a: float, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     Returns ``y``.
 
     The hot path of a round is memory-bound: a fused ``y += a x`` reads two arrays and
-    writes one, where ``y += a * x`` also writes and re-reads a temporary.
+    writes one, where ``y += a * x`` also writes and re-reads a temporary.  Non-contiguous
+    arrays (views of some rows of every replica) go block by block along the first axis,
+    so every element is rounded by the same fused kernel wherever it is stored.
     """
     blas = _AXPY.get(y.dtype)
-    if (
-        blas is not None and x.shape == y.shape and x.dtype == y.dtype
-        and x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable and y.size
-    ):
+    if blas is None or x.shape != y.shape or x.dtype != y.dtype or not y.flags.writeable or not y.size:
+        y += a * x
+    elif x.flags.c_contiguous and y.flags.c_contiguous:
         blas(x.reshape(-1), y.reshape(-1), a=a)
+    elif y.ndim > 1:  # e.g. the same rows of every replica: contiguous blocks per replica
+        for xi, yi in zip(x, y):
+            axpy(a, xi, yi)
     else:
         y += a * x
     return y
@@ -818,10 +822,18 @@ def segment_sums(summand: np.ndarray, counts: np.ndarray, dtype) -> np.ndarray:
     S, d = len(counts), summand.shape[-1]
     out = np.zeros((S, d), dtype)
     nz = counts > 0
-    if summand.shape[0]:
+    if not summand.shape[0]:
+        return out
+    if summand.dtype == np.int8:  # exact: one reduceat for all replicas
         starts = np.r_[0, np.cumsum(counts)[:-1]][nz]
-        acc = summand.dtype if summand.dtype != np.int8 else (np.int16 if summand.shape[0] < 2**15 else np.int32)
+        acc = np.int16 if summand.shape[0] < 2**15 else np.int32
         out[nz] = np.add.reduceat(summand, starts, axis=0, dtype=acc)
+        return out
+    # floats: each block summed as a run alone sums its rows (NumPy's row reduction
+    # is not sequential, so reduceat would round differently)
+    ends = np.cumsum(counts)
+    for s in np.flatnonzero(nz):
+        out[s] = summand[ends[s] - counts[s]:ends[s]].sum(axis=-2)
     return out
 
 

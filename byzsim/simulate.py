@@ -425,15 +425,38 @@ def _freeze_replica(state: State, s: int) -> None:
         table.mean[s] = 0
 
 
-def _run_batch(cfgs: list[Config], problem: Problem | None, callback: Callable | None) -> list[RunResult]:
-    S = len(cfgs)
+@dataclass
+class Batch:
+    """A replica batch ready to step: ``method.step(state, rng)`` advances every replica
+    (``rng``: the generators, or the only one for S = 1).  ``problems[slot[s]]`` is
+    replica s's data set."""
+
+    method: object
+    state: State
+    rng: object
+    problems: list
+    slot: np.ndarray
+
+
+def prepare_batch(cfgs: Sequence[Config], problem: Problem | None = None) -> Batch:
+    """Data, method, initial state (round 0) and generators of a replica batch, exactly
+    as :func:`run_batch` starts it (checks as :func:`run_batch`)."""
+    cfgs = _check_batch(cfgs)
     problems, slot, P = _replica_problem(cfgs, problem)
     gens = [np.random.default_rng(np.random.SeedSequence(c.seed).spawn(2)[1]) for c in cfgs]
     method = make_method(cfgs[0], P)
     _set_replica_settings(method, cfgs)
-    t0 = time.perf_counter()
     x0 = np.stack([P.model.init(g).astype(P.X.dtype) for g in gens])
     state = method.init(x0)
+    return Batch(method, state, gens[0] if len(cfgs) == 1 else gens, problems, slot)
+
+
+def _run_batch(cfgs: list[Config], problem: Problem | None, callback: Callable | None) -> list[RunResult]:
+    S = len(cfgs)
+    t0 = time.perf_counter()
+    batch = prepare_batch(cfgs, problem)
+    method, state, problems, slot = batch.method, batch.state, batch.problems, batch.slot
+    P = method.problem
     cfg = cfgs[0]
     cols: list[dict[str, list]] = [{k: [] for k in METRICS} for _ in range(S)]
     diverged_round: list[int | None] = [None] * S
@@ -461,7 +484,7 @@ def _run_batch(cfgs: list[Config], problem: Problem | None, callback: Callable |
                 callback(r)
 
     record(0)
-    step_rng = gens[0] if S == 1 else gens
+    step_rng = batch.rng
     while alive.any() and state.round < cfg.rounds:
         todo = min(cfg.eval_every - state.round % cfg.eval_every, cfg.rounds - state.round)
         with np.errstate(over="ignore", invalid="ignore"):

@@ -7,9 +7,11 @@ share its array.  The property test draws small configs (both families, SGD and 
 softmax and MLP, float64 and float32, random and deterministic attacks, a resampled and
 a bucketed aggregator, partial participation) and batch compositions (the same
 structure with other seeds, step sizes, penalties, server l2 and participation, in
-random order) and compares every replica with the same run made alone: to 1e-10
-relative in float64 and 1e-5 relative in float32 (measured: equal bit for bit).  The
-check is shown to catch a batch whose replicas share one random stream.
+random order) and compares every replica with the same run made alone: its metrics to
+1e-10 relative in float64 and 1e-5 relative in float32, and every array of its state
+bit for bit (which holds: each replica's slice sees the same kernels as alone).  The
+checks are shown to catch replicas sharing one random stream and an update rounded
+differently in the batch.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ def batches(draw):
 def test_each_replica_is_the_run_made_alone(cfgs):
     tol = 1e-10 if cfgs[0].dtype == "float64" else 1e-5
     assert worst_relative_gap(cfgs) <= tol
+    assert _states_equal_alone(cfgs, 4)  # stronger, and what is measured: bit for bit
 
 
 def test_the_check_catches_replicas_sharing_one_random_stream(monkeypatch):
@@ -216,3 +219,53 @@ def test_memory_estimates_count_shared_data_once():
     shared = batch_bytes([cfg, cfg.replace(lr=0.5)])
     separate = batch_bytes([cfg, cfg.replace(seed=1)])
     assert shared < separate <= 2 * one
+
+
+def _states_equal_alone(cfgs, rounds: int) -> bool:
+    """After ``rounds`` steps, every array of every replica (server and client models,
+    SAGA table) equals, bit for bit, that of the run stepped alone."""
+    batch = sim.prepare_batch(cfgs)
+    for _ in range(rounds):
+        batch.method.step(batch.state, batch.rng)
+    x, W, table = batch.state.as_replicas()
+    for s, c in enumerate(cfgs):
+        one = sim.prepare_batch([c])
+        for _ in range(rounds):
+            one.method.step(one.state, one.rng)
+        x1, W1, t1 = one.state.as_replicas()
+        pairs = [(x[s], x1[0])] + ([(W[s], W1[0])] if W is not None else [])
+        if table is not None:
+            pairs += [(table.mean[s], t1.mean[0])] + [(e[s], e1[0]) for e, e1 in zip(table.entries, t1.entries)]
+        if not all(np.array_equal(a, b) for a, b in pairs):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("kw", [
+    dict(method="asynrsa-vr", byzantine_indices=[6, 7], attack="same_value"),  # the same rows: views
+    dict(method="asynrsa-vr", participation=0.5, attack="gaussian", attack_params={"std": 5.0}),
+    dict(method="byrd-saga", attack="sign_flipping", dtype="float32"),
+    dict(method="rs-byrd-saga", model="mlp", model_params={"hidden": [4]}, attack="sign_flipping"),
+])
+def test_every_array_of_a_replica_is_bit_identical_to_the_run_alone(kw):
+    base = make_config(n_clients=8, n_byzantine=2, batch_size=2, lr=0.02, **DIGITS, **kw)
+    cfgs = [base.replace(seed=s) for s in (2, 0, 1)]  # equal settings: one BLAS call per update
+    assert _states_equal_alone(cfgs, 12)
+
+
+def test_the_state_check_catches_an_update_rounded_differently(monkeypatch):
+    """Broken variant: updates of non-contiguous views (rows of every replica) by
+    ``y += a * x`` (two roundings) instead of the fused kernel of the run alone."""
+    base = make_config(method="asynrsa-vr", n_clients=8, n_byzantine=2, byzantine_indices=[6, 7],
+                       batch_size=2, lr=0.02, attack="same_value", **DIGITS)
+    cfgs = [base.replace(seed=s) for s in (0, 1)]
+    real = alg.axpy
+
+    def unfused(a, x, y):
+        if y.flags.c_contiguous:
+            return real(a, x, y)
+        y += a * x
+        return y
+
+    monkeypatch.setattr(alg, "axpy", unfused)
+    assert not _states_equal_alone(cfgs, 12)
