@@ -205,6 +205,23 @@ def per_replica(value, S: int, dtype=np.float64) -> np.ndarray:
     return a
 
 
+class _Settings:
+    """The per-replica numeric settings of a method as ``(S,)`` arrays (float64, and in
+    the state's dtype for elementwise use), recomputed only when they change."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names, self.key, self.values = names, None, None
+
+    def __call__(self, method, S: int, dt) -> dict:
+        raw = tuple(getattr(method, k) for k in self.names)
+        key = (S, dt) + tuple(v if np.isscalar(v) else np.asarray(v).tobytes() for v in raw)
+        if key != self.key:
+            vals = {k: per_replica(v, S) for k, v in zip(self.names, raw)}
+            vals.update({k + "_dt": v.astype(dt) for k, v in list(vals.items())})
+            self.key, self.values = key, vals
+        return self.values
+
+
 def axpy_rows(a: np.ndarray, x: np.ndarray, y: np.ndarray, owner: np.ndarray | None = None) -> np.ndarray:
     """``y[r] += a[owner[r]] · x[r]`` for every leading row ``r`` of ``x, y`` (``(L, ...)``);
     ``owner (L,)`` maps a row to its replica (default: row r is replica r).  One BLAS call
@@ -721,6 +738,7 @@ class GradientMethod:
         self._memo: dict = {}
         self._v = None
         self._resampled = _resampled_parts(self.aggregate)
+        self._settings = _Settings(("lr", "participation", "server_l2"))
 
     def init(self, x0: np.ndarray) -> State:
         """State at ``x0``: ``(d,)`` one run, ``(S, d)`` a replica batch."""
@@ -755,7 +773,8 @@ class GradientMethod:
         S, d = x.shape
         gens = replica_generators(rng, S)
         dt = x.dtype
-        active = participation_masks(gens, P.n, per_replica(self.participation, S))
+        cfg = self._settings(self, S, dt)
+        active = participation_masks(gens, P.n, cfg["participation"])
         idx = sample_batches(gens, P.n, P.J, self.batch_size)
         v = self._v  # message buffer, reused every round (no page faults)
         if v is None or v.shape != (S, P.n, d) or v.dtype != dt:
@@ -770,10 +789,9 @@ class GradientMethod:
             z = attack_replicas(self.attack, v, byz, gens, self._memo)  # (S, q, d)
             v[_byzantine_rows(byz, S)] = z if byz.ndim == 1 else z.reshape(-1, d)
         agg = self._aggregate(v, active, gens)
-        l2 = per_replica(self.server_l2, S)
-        if l2.any():
-            agg = agg + l2.astype(dt)[:, None] * x
-        x -= per_replica(self.lr, S).astype(dt)[:, None] * agg
+        if cfg["server_l2"].any():
+            agg = agg + cfg["server_l2_dt"][:, None] * x
+        x -= cfg["lr_dt"][:, None] * agg
         state.round += 1
         return state
 
@@ -868,6 +886,8 @@ class PenaltyMethod:
         self._fuse = hasattr(self.estimator, "correction") and not getattr(P.model, "l2", 0.0)
         self._work = None
         self._memo: dict = {}
+        self._settings = _Settings(("lr", "penalty", "participation", "server_l2"))
+        self._byz = {}
 
     def init(self, x0: np.ndarray) -> State:
         """State at ``x0``: ``(d,)`` one run, ``(S, d)`` a replica batch."""
@@ -902,18 +922,20 @@ class PenaltyMethod:
         S, d = x0.shape
         gens = replica_generators(rng, S)
         dt = x0.dtype
-        lr = per_replica(self.lr, S)
-        lam = per_replica(self.penalty, S)
-        active = participation_masks(gens, P.n, per_replica(self.participation, S))
+        cfg = self._settings(self, S, dt)
+        lr, lam = cfg["lr"], cfg["penalty"]
+        active = participation_masks(gens, P.n, cfg["participation"])
         idx = sample_batches(gens, P.n, P.J, self.batch_size)
-        byz = P.replica_byzantine(S)
+        if S not in self._byz:
+            b = P.replica_byzantine(S)
+            self._byz[S] = (b, bool(b.any()), int(b.sum()) * (S if b.ndim == 1 else 1) * d)
+        byz, any_byz, zsize = self._byz[S]
         rows, counts = self._rows(active, byz, S)
         flat = counts is not None
         Wr = _take_rows(W, rows)  # lead + (d,): round-k models of the regular participants
-        lead = Wr.shape[:-1]
         owner = rows[0] if flat else None  # replica of each flat row
-        work = self._buffers(int(np.prod(lead)) * d + byz.sum() * (S if byz.ndim == 1 else 1) * d, dt)
-        m = int(np.prod(lead)) * d
+        m = Wr.size
+        work = self._buffers(m + zsize, dt)
         buf = {key: a[:m].reshape(Wr.shape) for key, a in work.items()}
         est = self.estimator.correction if self._fuse else self.estimator
         if S == 1:  # one run's shapes (the estimator adds the replica axis itself)
@@ -939,7 +961,7 @@ class PenaltyMethod:
             pen, summand = _signs(Wr, x0[owner], self.p, buf)
             pen_sum = segment_sums(summand, counts, dt)
         server = -pen_sum  # (S, d)
-        if byz.any():
+        if any_byz:
             brows = _byzantine_rows(byz, S)
             W[brows] = x0[:, None, :] if byz.ndim == 1 else x0[brows[0]]  # "honest" message: the server model
             z = attack_replicas(self.attack, W, byz, gens, self._memo)  # (S, q, d) Byzantine models
@@ -948,10 +970,9 @@ class PenaltyMethod:
             if active is not None:  # only the Byzantine clients that take part count
                 zsum[~active[brows].reshape(z.shape[:2])] = 0
             server += _row_sum(zsum, dt)  # Σ ∂‖x0 − z_v‖_p
-        server *= lam.astype(dt)[:, None]
-        l2 = per_replica(self.server_l2, S)
-        if l2.any():
-            server += l2.astype(dt)[:, None] * x0
+        server *= cfg["penalty_dt"][:, None]
+        if cfg["server_l2"].any():
+            server += cfg["server_l2_dt"][:, None] * x0
         # client updates x_i −= lr (g_i + λ pen_i)
         if self._fuse:  # g = diff (1/b − 1/J) + mean
             axpy_rows(-lr * (1.0 / idx.shape[-1] - 1.0 / P.J), diff, Wr, owner)
@@ -960,7 +981,7 @@ class PenaltyMethod:
             axpy_rows(-lr, g, Wr, owner)
         axpy_rows(-lr * lam, pen, Wr, owner)
         _put_rows(W, rows, Wr)
-        server *= lr.astype(dt)[:, None]
+        server *= cfg["lr_dt"][:, None]
         x0 -= server
         state.round += 1
         return state
