@@ -310,6 +310,49 @@ def batch_bytes(cfgs: Sequence[Config]) -> int:
     return len(specs) * _data_bytes(P) + len(cfgs) * _state_bytes(cfgs[0], P)
 
 
+def plan_batches(
+    cfgs: Sequence[Config], *, memory_bytes: int | None = None, replicas: int | None = None
+) -> list[list[int]]:
+    """Indices of ``cfgs`` cut into replica batches for :func:`run_batch`: grouped by
+    :func:`replica_key` (:func:`group_replicas`), each group cut in order into batches
+    of at most ``replicas`` runs whose estimated memory (:func:`batch_bytes`: each
+    distinct data set once, every replica's state) stays within ``memory_bytes``.
+    ``None``: no bound of that kind.  Raises ``ValueError`` (before any run) for
+    ``replicas < 1`` or a budget smaller than one replica of a group (builds, and
+    caches, the first data set of each group for the estimate when a budget is given)."""
+    if replicas is not None and (isinstance(replicas, bool) or not isinstance(replicas, (int, np.integer))
+                                 or replicas < 1):
+        raise ValueError(f"replicas must be a positive integer (runs per batch), got {replicas!r}")
+    if memory_bytes is not None and not memory_bytes > 0:
+        raise ValueError(f"memory_bytes must be a positive number of bytes, got {memory_bytes!r}")
+    out: list[list[int]] = []
+    for group in group_replicas(cfgs):
+        data = state = 0
+        if memory_bytes is not None:
+            P = problem_for(cfgs[group[0]])
+            data, state = _data_bytes(P), _state_bytes(cfgs[group[0]], P)
+            if data + state > memory_bytes:
+                raise ValueError(
+                    f"memory budget of {memory_bytes} bytes is smaller than one replica of "
+                    f"{cfgs[group[0]].method!r} on {cfgs[group[0]].dataset!r} ({data + state} bytes: "
+                    f"data {data}, state {state})"
+                )
+        chunk: list[int] = []
+        specs: set = set()
+        for i in group:
+            spec = DataSpec.from_config(cfgs[i])
+            grown = specs | {spec}
+            full = replicas is not None and len(chunk) >= replicas
+            over = memory_bytes is not None and len(grown) * data + (len(chunk) + 1) * state > memory_bytes
+            if chunk and (full or over):
+                out.append(chunk)
+                chunk, grown = [], {spec}
+            chunk.append(i)
+            specs = grown
+        out.append(chunk)
+    return out
+
+
 def evaluate(problem: Problem, state: State) -> dict[str, float]:
     """Metrics of one run's state (``x (d,)``); see :func:`evaluate_replicas`."""
     m = evaluate_replicas([problem], np.zeros(1, np.intp), state)

@@ -269,3 +269,20 @@ def test_the_state_check_catches_an_update_rounded_differently(monkeypatch):
 
     monkeypatch.setattr(alg, "axpy", unfused)
     assert not _states_equal_alone(cfgs, 12)
+
+
+def test_plan_batches_bounds_count_and_memory_and_refuses_bad_bounds():
+    base = make_config(method="asynrsa-vr", n_clients=6, n_byzantine=1, **DIGITS)
+    other = base.replace(method="rsa")
+    cfgs = [base.replace(seed=s) for s in range(5)] + [other, other.replace(seed=1)]
+    assert sim.plan_batches(cfgs) == [[0, 1, 2, 3, 4], [5, 6]]
+    assert sim.plan_batches(cfgs, replicas=2) == [[0, 1], [2, 3], [4], [5, 6]]
+    two = batch_bytes(cfgs[:2])
+    plan = sim.plan_batches(cfgs, memory_bytes=two)
+    assert all(batch_bytes([cfgs[i] for i in b]) <= two for b in plan)
+    assert sorted(i for b in plan for i in b) == list(range(7)) and max(map(len, plan)) == 2
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="replicas"):
+            sim.plan_batches(cfgs, replicas=bad)
+    with pytest.raises(ValueError, match="smaller than one replica"):
+        sim.plan_batches(cfgs, memory_bytes=1000)
