@@ -245,10 +245,10 @@ def _states_equal_alone(cfgs, rounds: int) -> bool:
     dict(method="asynrsa-vr", byzantine_indices=[6, 7], attack="same_value"),  # the same rows: views
     dict(method="asynrsa-vr", participation=0.5, attack="gaussian", attack_params={"std": 5.0}),
     dict(method="byrd-saga", attack="sign_flipping", dtype="float32"),
-    dict(method="rs-byrd-saga", model="mlp", model_params={"hidden": [4]}, attack="sign_flipping"),
+    dict(method="rs-byrd-saga", model="mlp", model_params={"hidden": [4]}, attack="sign_flipping", n_clients=10),
 ])
 def test_every_array_of_a_replica_is_bit_identical_to_the_run_alone(kw):
-    base = make_config(n_clients=8, n_byzantine=2, batch_size=2, lr=0.02, **DIGITS, **kw)
+    base = make_config(**{**dict(n_clients=8, n_byzantine=2, batch_size=2, lr=0.02, **DIGITS), **kw})
     cfgs = [base.replace(seed=s) for s in (2, 0, 1)]  # equal settings: one BLAS call per update
     assert _states_equal_alone(cfgs, 12)
 
