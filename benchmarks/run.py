@@ -37,7 +37,7 @@ FIG10_MLP = dict(
     attack="sample_duplicating", lr=0.1, batch_size=32,
 )
 
-#: workload A as issue 7 defines it: paper A Fig. 2's problem (25 clients of which 5
+#: workload A: paper A Fig. 2's problem (25 clients of which 5
 #: Byzantine, unbalanced MNIST, 1-sample SAGA, l1 penalty, same-value attack), gamma = 0.4
 A = dict(
     method="asynrsa-vr", dataset="mnist", partition="unbalanced", n_clients=25, n_byzantine=5,
@@ -49,7 +49,7 @@ _F2 = {k: v for k, v in A_FULL.items() if k not in ("method", "penalty", "partic
 F32 = {"dtype": "float32"}
 
 WORKLOADS = {
-    "A: AsynRSA-VR, 25 clients, 1-sample SAGA, l1, gamma=0.4, same-value (issue 7's A)": A,
+    "A: AsynRSA-VR, 25 clients, 1-sample SAGA, l1, gamma=0.4, same-value": A,
     "A, float32": dict(A, **F32),
     "A-full: same, gamma=1 (paper A Fig. 2)": A_FULL,
     "A-full, float32 (what `make fig2` runs)": dict(A_FULL, **F32),
@@ -95,7 +95,7 @@ REPLICA_S = (1, 4, 8, 16)
 #: workloads timed against the naive per-client loop (benchmarks/naive.py; float64)
 NAIVE_PAIRS = {"A": A, "A-full": A_FULL, "B": FIG7}
 
-#: issue 7's targets: workload -> ms per round
+#: round-time targets: workload -> ms per round
 TARGETS_MS = {"A": 0.5, "B": 1.5, "C": 6.0}
 
 
@@ -296,7 +296,7 @@ def time_aggregators(shape=(30, 7850), reps=50) -> dict:
 
 
 def time_geomed_target(reps: int = 100) -> dict:
-    """Issue 7's aggregator target: the geometric median of (30, 7850) messages, converged
+    """The aggregator target: the geometric median of (30, 7850) messages, converged
     to ``tol = 1e-6``; messages like a Fig. 7 round's (24 regular gradients around a
     common mean, 6 Byzantine rows ~100 away).  Median of ``reps`` calls, and the number
     of Weiszfeld updates the call needs (counted from its objective on a copy)."""
@@ -346,13 +346,16 @@ def machine() -> dict:
 
 
 def run_replicas(quick: bool) -> dict:
-    out = {}
+    """The replica section; ``"_load"``: the machine's 1-minute load average before and
+    after (other processes share the cores: absolute ms scale with it, ratios less)."""
+    out = {"_load": [os.getloadavg()[0]]}
     for name, (kw, target) in REPLICA_WORKLOADS.items():
         r = time_replicas(kw, rounds=8 if quick else 32, blocks=2 if quick else 5)
         mem = replica_memory(kw, S=4 if quick else 8)
         out[name] = {"S": r, "memory": mem, "target": target}
         print(f"{name}: " + ", ".join(f"S={S} {v['ms_per_round']:.3f} ms ({v['speedup']:.1f}x)" for S, v in r.items())
               + f"; state {mem['per_replica_state_MB']:.1f} MB/replica, data {mem['data_MB']:.0f} MB")
+    out["_load"].append(os.getloadavg()[0])
     return out
 
 
@@ -402,7 +405,8 @@ def main() -> int:
 
 def replica_table(res: dict) -> list[str]:
     """The replica axis: per-run cost at S = 1, 4, 8, 16 and the targets (generated)."""
-    rep = res.get("replicas")
+    rep = dict(res.get("replicas") or {})
+    load = rep.pop("_load", None)
     if not rep:
         return []
     Ss = list(next(iter(rep.values()))["S"])
@@ -413,7 +417,9 @@ def replica_table(res: dict) -> list[str]:
         "data set (as runs with equal data do) and draw from S distinct streams; medians of "
         "interleaved blocks, one BLAS thread. Memory: traced peak per extra replica (state, "
         "tables, round buffers; the data set excluded), the data set, and "
-        "`simulate.replica_bytes` (one replica with its own data).", "",
+        "`simulate.replica_bytes` (one replica with its own data)."
+        + (f" Load average of the {res['machine']['cpus']}-core machine before/after this section: "
+           f"{load[0]:.1f} / {load[-1]:.1f} (other processes ran meanwhile)." if load else ""), "",
         "| workload | " + " | ".join(f"S = {S}" for S in Ss) + " | target | status | MB / replica (state) | data MB | replica_bytes MB |",
         "|---|" + "---|" * (len(Ss) + 5),
     ]
@@ -434,7 +440,7 @@ def replica_table(res: dict) -> list[str]:
 
 
 def target_table(res: dict) -> list[str]:
-    """Issue 7's targets against this run's medians (generated, so it cannot go stale)."""
+    """The round-time targets against this run's medians (generated, so it cannot go stale)."""
     w = res["workloads"]
 
     def ms(prefix):
@@ -443,7 +449,7 @@ def target_table(res: dict) -> list[str]:
     def mark(ok):
         return "met" if ok else "missed"
 
-    lines = ["## Issue 7's targets against this run", "",
+    lines = ["## Round-time targets against this run", "",
              "| target | float64 | float32 | status |", "|---|---|---|---|"]
     for key, lim in TARGETS_MS.items():
         m64, m32 = ms(f"{key}:"), ms(f"{key}, float32")

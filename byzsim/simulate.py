@@ -422,7 +422,8 @@ def run_batch(
     frozen (its arrays zeroed, its metrics ended) while the others carry on.
 
     ``problem``: use this problem for every replica (one run's tests).  ``callback``
-    and ``blas_threads``: as in :func:`run`.
+    and ``blas_threads``: as in :func:`run`.  Each result's ``seconds`` is the batch's
+    wall time divided by S, and ``info["replicas"]`` is S.
     """
     cfgs = _check_batch(cfgs)
     if blas_threads is None:
