@@ -513,11 +513,6 @@ class SagaTable:
             return SagaTable(tuple(e[None] for e in self.entries), self.mean[None])
         return SagaTable(tuple(e[s] for e in self.entries), self.mean[s])
 
-    @staticmethod
-    def stack(tables: list["SagaTable"]) -> "SagaTable":
-        return SagaTable(tuple(np.stack(es) for es in zip(*(t.entries for t in tables))),
-                         np.stack([t.mean for t in tables]))
-
 
 class _Dense:
     """Dense per-sample gradients: entries are the ``d``-vectors themselves."""
@@ -694,9 +689,17 @@ def _init_state(method, x0: np.ndarray, per_client: bool) -> State:
     S = x.shape[0]
     models = np.repeat(x[:, None], P.n, axis=1) if per_client else None
     w = models if per_client else x
-    tables = [method.estimator.init(w[s]) if not P.stacked else method.estimator.init(w[s], slot=s)
-              for s in range(S)]
-    table = None if tables[0] is None else SagaTable.stack(tables)
+    table = None
+    for s in range(S):  # one replica at a time into the stacked table (no second copy)
+        t = method.estimator.init(w[s]) if not P.stacked else method.estimator.init(w[s], slot=s)
+        if t is None:
+            break
+        if table is None:
+            table = SagaTable(tuple(np.empty((S,) + e.shape, e.dtype) for e in t.entries),
+                              np.empty((S,) + t.mean.shape, t.mean.dtype))
+        for e, te in zip(table.entries, t.entries):
+            e[s] = te
+        table.mean[s] = t.mean
     if single:
         return State(x=x[0], models=None if models is None else models[0],
                      table=None if table is None else table.replica(0))
