@@ -964,15 +964,11 @@ class PenaltyMethod:
         else:
             g = res
         # server direction at round-k values; ∂‖x0 − x_i‖ = −∂‖x_i − x0‖ (odd)
-        if not flat:
-            if S == 1:  # one run: (k, d) rows
-                pen, pen_sum = subgradients_of_difference(Wr[0], x0, self.p, {k: a[0] for k, a in buf.items()})
-                pen, pen_sum = pen[None], pen_sum[None]
-            else:
-                pen, pen_sum = subgradients_of_difference(Wr, x0[:, None, :], self.p, buf)
-        elif S == 1:
-            pen, pen_sum = subgradients_of_difference(Wr, x0, self.p, buf)
-            pen_sum = pen_sum[None]
+        if S == 1:  # one run: (k, d) rows (never flat)
+            pen, pen_sum = subgradients_of_difference(Wr[0], x0, self.p, {k: a[0] for k, a in buf.items()})
+            pen, pen_sum = pen[None], pen_sum[None]
+        elif not flat:
+            pen, pen_sum = subgradients_of_difference(Wr, x0[:, None, :], self.p, buf)
         else:
             pen, summand = _signs(Wr, x0[owner], self.p, buf)
             pen_sum = segment_sums(summand, counts, dt)
