@@ -617,9 +617,15 @@ class SagaEstimator:
             table = table.replica(None)
         J = self.problem.J
         ids, idx, Xb, yb = gather_batch(self.problem, idx, rows)
-        at = ids + (idx,)
+        # table entries (S, n, J, k) as (S·n, J, k): a (replica, client) pair is one row
+        # index (two-index gathers and scatters are faster than three-index ones)
+        if all(e.flags.c_contiguous for e in table.entries):
+            entries = tuple(e.reshape((-1,) + e.shape[2:]) for e in table.entries)
+            at = (ids[0] * table.entries[0].shape[1] + ids[1], idx)
+        else:
+            entries, at = table.entries, ids + (idx,)
         new = self.form.sample(w, Xb, yb)
-        old = tuple(e[at] for e in table.entries)
+        old = tuple(e[at] for e in entries)
         if active is not None:
             keep = ~_take_rows(active, rows)[..., None, None]
             new = tuple(np.where(keep, o, nw) for nw, o in zip(new, old))
@@ -630,8 +636,8 @@ class SagaEstimator:
         else:
             diff = self.form.grad_sum(Xb, new, out=out)
             diff -= self.form.grad_sum(Xb, old)
-        for e, nw in zip(table.entries, new):
-            e[at] = nw
+        for e, nw in zip(entries, new):
+            e[at] = nw  # into the table (the flat form is a view)
         mean = _take_rows(table.mean, rows)
         axpy(1.0 / J, diff, mean)
         _put_rows(table.mean, rows, mean)
