@@ -46,6 +46,18 @@ initialised with every sample's gradient at the initial model (paper A, Algorith
 line 3).  With a minibatch of b distinct indices the corrected gradient is
 ``(1/b) Σ_{j∈batch} (∇f_{w,j}(x) − φ_{w,j}) + (1/J) Σ_j φ_{w,j}`` and every drawn
 entry is then replaced.  Clients that do not take part leave their table untouched.
+
+**Ragged clients** (:attr:`Problem.counts`): client w holds ``J_w ≤ J_max`` samples,
+the first ``J_w`` rows of its padded block ``X[w] (J_max, p')``.  This layout (one
+padded array, not a flat list of samples with offsets) keeps every gather a single
+fancy index over ``(n, b)`` indices, so a round is the same vectorized code as with
+equal sizes; the price is memory (``n J_max / N`` times the data, see
+:mod:`byzsim.partition`) and a SAGA table of ``n · J_max`` entries.  Minibatches are
+uniform within each client's own rows (:func:`sample_batch_ragged`; ``b ≤ min_w J_w``
+is required), SAGA's mean is ``(1/J_w) Σ_{j<J_w} φ_{w,j}`` and the correction
+``diff (1/b − 1/J_w) + mean``; the table is initialised over the real rows only, so a
+padding row never enters a gradient or a mean.  Equal sizes (every ``J_w = J``) run
+exactly the equal-size code and draw the same random numbers.
 """
 
 from __future__ import annotations
@@ -241,13 +253,21 @@ def axpy_rows(a: np.ndarray, x: np.ndarray, y: np.ndarray, owner: np.ndarray | N
 # --------------------------------------------------------------------------------------
 # sampling
 # --------------------------------------------------------------------------------------
-def sample_batch(rng: np.random.Generator, n: int, J: int, b: int) -> np.ndarray:
+def sample_batch(rng: np.random.Generator, n: int, J: int, b: int,
+                 counts: np.ndarray | None = None) -> np.ndarray:
     """``(n, b)`` sample indices: per client, b distinct indices uniform over ``range(J)``
     (uniform over b-subsets), each row sorted.
 
     Vectorized rejection of rows with repeats when ``b² ≤ J`` (accepts with probability
     ≳ 0.6), otherwise one random permutation per client.
+
+    ``counts (n,)``: ragged clients, client w holding ``J_w = counts[w] ≤ J`` samples
+    (rows ``0 .. J_w − 1``): its b indices are uniform over the b-subsets of
+    ``range(J_w)`` (:func:`sample_batch_ragged`).  Counts all equal to J draw exactly as
+    without them.
     """
+    if counts is not None and (np.asarray(counts) != J).any():
+        return sample_batch_ragged(rng, counts, J, b)
     if not 1 <= b <= J:
         raise ValueError(f"batch size must be in [1, J] = [1, {J}], got {b}")
     if b == 1:
@@ -260,6 +280,47 @@ def sample_batch(rng: np.random.Generator, n: int, J: int, b: int) -> np.ndarray
         k = int(bad.sum())
         idx[bad] = np.sort(rng.integers(J, size=(k, b)), axis=1)
         bad = (idx[:, 1:] == idx[:, :-1]).any(axis=1)
+    return idx
+
+
+def sample_batch_ragged(rng: np.random.Generator, counts: np.ndarray, J_max: int, b: int) -> np.ndarray:
+    """``(n, b)`` sorted sample indices of ragged clients: client w's b indices are
+    distinct and uniform over the b-subsets of ``range(J_w)``, ``J_w = counts[w]``; the
+    padding rows ``J_w .. J_max − 1`` are never drawn.
+
+    The rule for ``b > J_w`` is to refuse: ``1 ≤ b ≤ min_w J_w`` is required
+    (``ValueError`` otherwise; the simulator checks the config's ``batch_size`` before
+    any work).  Draws, in this order: ``b = 1``, one ``integers(J_w)`` per client; else
+    the clients with ``b² ≤ J_w`` draw b ``integers(J_w)`` each, rows with a repeat
+    redrawn (vectorized rejection, as :func:`sample_batch`), then the others take the b
+    smallest of ``J_max`` uniform keys, the padding keys set above every real one (a
+    uniform b-subset of the real rows; ``argpartition``, O(J_max) per client).
+    """
+    counts = np.asarray(counts)
+    n, lo = counts.shape[0], int(counts.min())
+    if not 1 <= b <= lo:
+        w = int(np.argmin(counts))
+        raise ValueError(
+            f"batch size must be in [1, min_w J_w] = [1, {lo}] (client {w} holds {lo} samples; "
+            f"a batch is b distinct samples of one client), got {b}"
+        )
+    if b == 1:
+        return rng.integers(counts[:, None], size=(n, 1))
+    idx = np.empty((n, b), dtype=np.int64)
+    small = b * b <= counts
+    if small.any():
+        c = counts[small][:, None]
+        rows = np.sort(rng.integers(c, size=(c.shape[0], b)), axis=1)
+        bad = (rows[:, 1:] == rows[:, :-1]).any(axis=1)
+        while bad.any():
+            rows[bad] = np.sort(rng.integers(c[bad], size=(int(bad.sum()), b)), axis=1)
+            bad = (rows[:, 1:] == rows[:, :-1]).any(axis=1)
+        idx[small] = rows
+    if not small.all():
+        c = counts[~small]
+        keys = rng.random((c.shape[0], J_max))
+        keys[np.arange(J_max) >= c[:, None]] = 2.0  # padding: after every real row
+        idx[~small] = np.sort(np.argpartition(keys, b - 1, axis=1)[:, :b], axis=1)
     return idx
 
 
@@ -284,10 +345,17 @@ def participation_masks(gens: list, n: int, gammas: np.ndarray) -> np.ndarray | 
     return out
 
 
-def sample_batches(gens: list, n: int, J: int, b: int) -> np.ndarray:
+def sample_batches(gens: list, n: int, J: int, b: int, counts: np.ndarray | None = None) -> np.ndarray:
     """``(S, n, b)`` sample indices: :func:`sample_batch` from each replica's generator
     (the same draws in the same order), with the sorting and the repeat check done
-    once for all replicas; only replicas with a repeat redraw, one by one."""
+    once for all replicas; only replicas with a repeat redraw, one by one.
+
+    ``counts``: ragged clients, ``(n,)`` shared or ``(S, n)`` one row per replica
+    (:meth:`Problem.replica_counts`), drawn replica by replica by
+    :func:`sample_batch_ragged`; ``None`` for equal sizes."""
+    if counts is not None:
+        c = np.broadcast_to(counts, (len(gens), n))
+        return np.stack([sample_batch(g, n, J, b, cs) for g, cs in zip(gens, c)])
     if len(gens) == 1 or not 1 < b <= J:
         return np.stack([sample_batch(g, n, J, b) for g in gens])
     if b * b > J:
@@ -316,10 +384,16 @@ class Problem:
     the regular clients' training samples the training loss is evaluated on (default:
     all of them).
 
+    Ragged clients: ``counts (n,)`` int, client w holds ``J_w = counts[w]`` samples,
+    rows ``0 .. J_w − 1`` of ``X[w]``; the rows after them are padding (any values, NaN
+    included: no gradient, SAGA table mean or evaluation reads them) and ``J`` is then
+    ``J_max``.  Default: every count is J (equal sizes, both papers' setting; ``ragged``
+    is False and every computation is exactly the equal-size one).
+
     A replica batch whose runs have different data (different seeds: another Byzantine
     draw or partition) uses a *stacked* problem (:func:`stack_problems`): ``X (P, n, J,
-    p')``, ``y (P, n, J)``, ``byzantine (n,)`` when equal for all, else ``(P, n)``, and
-    ``slot (S,)`` the data set of each replica.
+    p')``, ``y (P, n, J)``, ``counts (P, n)``, ``byzantine (n,)`` when equal for all,
+    else ``(P, n)``, and ``slot (S,)`` the data set of each replica.
     """
 
     model: object
@@ -331,12 +405,29 @@ class Problem:
     X_eval: np.ndarray | None = None
     y_eval: np.ndarray | None = None
     slot: np.ndarray | None = None
+    counts: np.ndarray | None = None
 
     def __post_init__(self):
+        lead = self.X.shape[:-2]
+        if self.counts is None:
+            object.__setattr__(self, "counts", np.full(lead, self.X.shape[-2], dtype=np.int64))
+        c = np.asarray(self.counts)
+        if c.shape != lead or not np.issubdtype(c.dtype, np.integer):
+            raise ValueError(f"Problem.counts must be integers of shape {lead} (the clients of X), "
+                             f"got {c.dtype} {c.shape}")
+        if c.size and (c.min() < 1 or c.max() > self.X.shape[-2]):
+            raise ValueError(f"Problem.counts must lie in [1, J_max] = [1, {self.X.shape[-2]}] "
+                             f"(samples a client holds), got [{int(c.min())}, {int(c.max())}]")
+        object.__setattr__(self, "_ragged", bool((c != self.X.shape[-2]).any()))
         if self.X_eval is None and self.X.ndim == 3:
             reg = ~self.byzantine
-            object.__setattr__(self, "X_eval", self.X[reg].reshape(-1, self.X.shape[-1]))
-            object.__setattr__(self, "y_eval", self.y[reg].ravel())
+            if self.ragged:  # the real rows of the regular clients
+                real = self.mask[reg]
+                object.__setattr__(self, "X_eval", self.X[reg][real])
+                object.__setattr__(self, "y_eval", self.y[reg][real])
+            else:
+                object.__setattr__(self, "X_eval", self.X[reg].reshape(-1, self.X.shape[-1]))
+                object.__setattr__(self, "y_eval", self.y[reg].ravel())
 
     @property
     def n(self) -> int:
@@ -344,7 +435,18 @@ class Problem:
 
     @property
     def J(self) -> int:
+        """Samples per client (equal sizes); ``J_max`` for ragged clients (see ``counts``)."""
         return self.X.shape[-2]
+
+    @property
+    def ragged(self) -> bool:
+        """True when some client holds fewer than ``J`` samples."""
+        return self._ragged
+
+    @property
+    def mask(self) -> np.ndarray:
+        """``([P,] n, J)`` bool: True on the real rows, False on the padding."""
+        return np.arange(self.J) < self.counts[..., None]
 
     @property
     def regular(self) -> np.ndarray:
@@ -360,11 +462,22 @@ class Problem:
             return self.byzantine
         return self.byzantine[self.slot]
 
+    def replica_counts(self, S: int) -> np.ndarray | None:
+        """The counts the round samples from: ``None`` for equal sizes, else ``(n,)``
+        (one data set) or ``(S, n)`` (stacked: each replica's)."""
+        if not self.ragged:
+            return None
+        return self.counts[self.slot] if self.stacked else self.counts
+
     def data(self, s: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(X, y)`` of replica ``s`` (``(n, J, p')``, ``(n, J)``)."""
         if not self.stacked:
             return self.X, self.y
         return self.X[self.slot[s]], self.y[self.slot[s]]
+
+    def data_counts(self, s: int | None = None) -> np.ndarray:
+        """``counts (n,)`` of replica ``s`` (see :meth:`data`)."""
+        return self.counts[self.slot[s]] if self.stacked else self.counts
 
     def gather(self, ia: np.ndarray, ib: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Samples ``idx`` of the clients ``ib`` of the replicas ``ia`` (broadcasting index
@@ -374,23 +487,41 @@ class Problem:
         sl = self.slot[ia]
         return self.X[sl, ib, idx], self.y[sl, ib, idx]
 
+    def counts_at(self, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+        """``J_w`` of the clients ``ib`` of the replicas ``ia`` (broadcasting index arrays,
+        as :meth:`gather`)."""
+        if not self.stacked:
+            return self.counts[ib]
+        return self.counts[self.slot[ia], ib]
+
 
 def stack_problems(problems: list[Problem], slot: np.ndarray) -> Problem:
     """One :class:`Problem` for a replica batch: ``problems[slot[s]]`` is replica s's data.
-    A single data set is returned as it is (no copy); several are stacked (one copy)."""
+    A single data set is returned as it is (no copy); several are stacked (one copy),
+    ragged ones padded to the largest ``J_max`` (zero features, label -1)."""
     if len(problems) == 1:
         return problems[0]
     p0 = problems[0]
     byz = np.stack([p.byzantine for p in problems])
-    X = np.stack([p.X for p in problems])
-    y = np.stack([p.y for p in problems])
+    J = max(p.J for p in problems)
+    X = np.stack([_pad_rows(p.X, J, 0.0) for p in problems])
+    y = np.stack([_pad_rows(p.y, J, -1) for p in problems])
     for a in (X, y):
         a.flags.writeable = False
     return Problem(
         model=p0.model, X=X, y=y, byzantine=byz[0] if (byz == byz[0]).all() else byz,
         X_test=p0.X_test, y_test=p0.y_test, X_eval=p0.X_eval, y_eval=p0.y_eval,
-        slot=np.asarray(slot, dtype=np.intp),
+        slot=np.asarray(slot, dtype=np.intp), counts=np.stack([p.counts for p in problems]),
     )
+
+
+def _pad_rows(a: np.ndarray, J: int, fill) -> np.ndarray:
+    """``a (n, J_a, …)`` with rows ``J_a .. J − 1`` of every client added, holding ``fill``."""
+    if a.shape[1] == J:
+        return a
+    out = np.full((a.shape[0], J) + a.shape[2:], fill, dtype=a.dtype)
+    out[:, :a.shape[1]] = a
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -594,9 +725,31 @@ class SagaEstimator:
         """Every sample's gradient at the initial model ``w`` (``(d,)`` or ``(n, d)``) on
         the data of replica ``slot`` (default: the problem's only data set)."""
         X, y = self.problem.data(slot)
+        if self.problem.ragged:
+            return self._init_ragged(w, X, y, self.problem.data_counts(slot))
         entries = tuple(np.array(e, order="C") for e in self.form.sample(w, X, y))
         mean = self.form.grad_sum(X, entries) / X.shape[1]
         return SagaTable(entries, np.array(np.broadcast_to(mean, (X.shape[0], mean.shape[-1]))))
+
+    def _init_ragged(self, w, X, y, counts) -> SagaTable:
+        """:meth:`init` for ragged clients, one client at a time over its ``J_w`` real
+        rows: the padding entries stay 0 and no padding row enters a gradient or a mean
+        ``(1/J_w) Σ_{j<J_w} φ_{w,j}``."""
+        w = np.asarray(w)
+        n, J = X.shape[:2]
+        entries, mean = None, None
+        for i in range(n):
+            c = int(counts[i])
+            wi = w[i] if w.ndim == 2 else w
+            ent = self.form.sample(wi, X[i, :c], y[i, :c])
+            g = self.form.grad_sum(X[i, :c], ent) / c
+            if entries is None:
+                entries = tuple(np.zeros((n, J) + e.shape[1:], e.dtype) for e in ent)
+                mean = np.empty((n, g.shape[-1]), g.dtype)
+            for e, ei in zip(entries, ent):
+                e[i, :c] = ei
+            mean[i] = g
+        return SagaTable(entries, mean)
 
     def correction(self, table: SagaTable, w, idx, active=None, out=None, rows=None):
         """The SAGA step without its final combination: returns ``(diff, mean)`` with
@@ -612,11 +765,20 @@ class SagaEstimator:
         results ``(k, d)``.  ``active``: clients whose table may change (others:
         computed, table untouched).  ``out``: optional buffer for ``diff``.
         """
+        diff, mean, _ = self._correction(table, w, idx, active, out, rows)
+        return diff, mean
+
+    def _correction(self, table, w, idx, active, out, rows):
+        """:meth:`correction` and ``1/J_w`` of its rows (a number for equal sizes, else an
+        array broadcasting against ``diff``)."""
         single, (w, idx, active, out, rows) = _as_replicas(w, idx, active, out, rows)
         if single:
             table = table.replica(None)
-        J = self.problem.J
         ids, idx, Xb, yb = gather_batch(self.problem, idx, rows)
+        if self.problem.ragged:
+            inv_J = 1.0 / self.problem.counts_at(*ids)  # lead + (1,)
+        else:
+            inv_J = 1.0 / self.problem.J
         # table entries (S, n, J, k) as (S·n, J, k): a (replica, client) pair is one row
         # index (two-index gathers and scatters are faster than three-index ones)
         if all(e.flags.c_contiguous for e in table.entries):
@@ -639,15 +801,23 @@ class SagaEstimator:
         for e, nw in zip(entries, new):
             e[at] = nw  # into the table (the flat form is a view)
         mean = _take_rows(table.mean, rows)
-        axpy(1.0 / J, diff, mean)
+        if np.ndim(inv_J):
+            mean += diff * inv_J.astype(diff.dtype)
+        else:
+            axpy(inv_J, diff, mean)
         _put_rows(table.mean, rows, mean)
-        return (diff[0], mean[0]) if single else (diff, mean)
+        if single:
+            return diff[0], mean[0], inv_J if not np.ndim(inv_J) else inv_J[0]
+        return diff, mean, inv_J
 
     def __call__(self, table: SagaTable, w, idx, active=None, out=None, rows=None):
         """Corrected gradients at ``w`` for the batches ``idx``; see :meth:`correction`
         for the arguments."""
-        diff, mean = self.correction(table, w, idx, active, out=out, rows=rows)
-        diff *= 1.0 / idx.shape[-1] - 1.0 / self.problem.J
+        diff, mean, inv_J = self._correction(table, w, idx, active, out, rows)
+        if np.ndim(inv_J):  # ragged: per-client 1/J_w
+            diff *= (1.0 / idx.shape[-1] - inv_J).astype(diff.dtype)
+        else:
+            diff *= 1.0 / idx.shape[-1] - inv_J
         diff += mean
         return self.problem.model.add_regularizer_grad(diff, w)
 
@@ -801,7 +971,7 @@ class GradientMethod:
         dt = x.dtype
         cfg = self._settings(self, S, dt)
         active = participation_masks(gens, P.n, cfg["participation"])
-        idx = sample_batches(gens, P.n, P.J, self.batch_size)
+        idx = sample_batches(gens, P.n, P.J, self.batch_size, P.replica_counts(S))
         v = self._v  # message buffer, reused every round (no page faults)
         if v is None or v.shape != (S, P.n, d) or v.dtype != dt:
             v = self._v = np.empty((S, P.n, d), dtype=dt)
@@ -905,7 +1075,9 @@ class PenaltyMethod:
         self._regular_rows = row_set(P.regular) if P.byzantine.ndim == 1 else None
         # SAGA without model l2: take the raw correction from the estimator and fold the
         # combination ``g = diff (1/b − 1/J) + mean`` into the model update (two passes fewer)
-        self._fuse = hasattr(self.estimator, "correction") and not getattr(P.model, "l2", 0.0)
+        # (equal sizes only: ragged clients have one 1/J_w per row, the estimator combines)
+        self._fuse = (hasattr(self.estimator, "correction") and not getattr(P.model, "l2", 0.0)
+                      and not P.ragged)
         self._work = None
         self._memo: dict = {}
         self._settings = _Settings(("lr", "penalty", "participation", "server_l2"))
@@ -947,7 +1119,7 @@ class PenaltyMethod:
         cfg = self._settings(self, S, dt)
         lr, lam = cfg["lr"], cfg["penalty"]
         active = participation_masks(gens, P.n, cfg["participation"])
-        idx = sample_batches(gens, P.n, P.J, self.batch_size)
+        idx = sample_batches(gens, P.n, P.J, self.batch_size, P.replica_counts(S))
         if S not in self._byz:
             b = P.replica_byzantine(S)
             self._byz[S] = (b, bool(b.any()), int(b.sum()) * (S if b.ndim == 1 else 1) * d)

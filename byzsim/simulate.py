@@ -32,7 +32,7 @@ from .aggregators import geometric_median_convergence
 from .config import Config
 from .data import load_dataset
 from .models import make_model
-from .partition import draw_byzantine, partition
+from .partition import PAD_LABEL, draw_byzantine, partition_clients
 
 METRICS = ("round", "test_accuracy", "train_loss", "distance")
 
@@ -144,10 +144,22 @@ def _problem_of(spec: DataSpec) -> Problem:
 
 
 def _check_batch_size(cfg: Config, problem: Problem) -> None:
-    if cfg.batch_size > problem.J:
+    """A batch is ``batch_size`` distinct samples of one client: refuse a batch larger
+    than the smallest client (ragged clients: ``min_w J_w``), before any work."""
+    counts = np.asarray(problem.counts)
+    lo = int(counts.min())
+    if cfg.batch_size > lo:
+        if not problem.ragged:
+            raise ValueError(
+                f"invalid config field 'batch_size' = {cfg.batch_size}: at most the "
+                f"{problem.J} samples each client holds"
+            )
+        w = int(np.unravel_index(np.argmin(counts), counts.shape)[-1])
         raise ValueError(
-            f"invalid config field 'batch_size' = {cfg.batch_size}: at most the "
-            f"{problem.J} samples each client holds"
+            f"invalid config field 'batch_size' = {cfg.batch_size}: at most the {lo} samples "
+            f"of the smallest client (client {w}; the partition gives clients between {lo} "
+            f"and {int(counts.max())} samples, and a batch is that many distinct samples of "
+            f"one client)"
         )
 
 
@@ -164,18 +176,20 @@ def _build_problem(spec: DataSpec, rng: np.random.Generator) -> Problem:
     byz = draw_byzantine(spec.n_clients, spec.n_byzantine, rng,
                          indices=spec.byzantine_indices)
     # prepare (e.g. append the bias feature) before partitioning: one big copy, not two
-    Xc, yc = partition(spec.partition, model.prepare(ds.X_train), ds.y_train, spec.n_clients, byz, rng,
-                       **spec.params("partition_params"))
-    # data attacks (label flipping) change the Byzantine clients' own labels; no randomness
+    cd = partition_clients(spec.partition, model.prepare(ds.X_train), ds.y_train, spec.n_clients, byz,
+                           rng, **spec.params("partition_params"))
+    try:
+        cd.validate(ds.n_classes)
+    except ValueError as e:
+        raise ValueError(f"invalid config field 'partition' = {spec.partition!r}: {e}") from None
+    Xc, yc, counts = cd.X, cd.y, cd.counts
+    ragged = not cd.equal_sizes
+    # data attacks (label flipping) change the Byzantine clients' own (real) labels; no randomness
     if spec.data_attack is not None:
         yc = apply_data_attack(spec.data_attack, yc, byz, ds.n_classes)
-    # evaluation subset of the regular clients' training data (equal share per client)
-    reg = np.flatnonzero(~byz)
-    J = Xc.shape[1]
-    per = J if not spec.train_eval_samples else max(1, min(J, spec.train_eval_samples // len(reg)))
-    cols = np.sort(rng.permuted(np.tile(np.arange(J), (len(reg), 1)), axis=1)[:, :per], axis=1)
-    X_eval = Xc[reg[:, None], cols].reshape(-1, Xc.shape[2])
-    y_eval = yc[reg[:, None], cols].ravel()
+        if ragged:
+            yc = np.where(cd.mask, yc, PAD_LABEL)
+    X_eval, y_eval = _eval_subset(Xc, yc, counts if ragged else None, ~byz, spec.train_eval_samples, rng)
     dtype = np.dtype(spec.dtype)
     Xc, X_eval = Xc.astype(dtype, copy=False), X_eval.astype(dtype, copy=False)
     for a in (Xc, yc):
@@ -183,8 +197,34 @@ def _build_problem(spec: DataSpec, rng: np.random.Generator) -> Problem:
     return Problem(
         model=model, X=Xc, y=yc, byzantine=byz,
         X_test=model.prepare(ds.X_test).astype(dtype, copy=False), y_test=ds.y_test,
-        X_eval=X_eval, y_eval=y_eval,
+        X_eval=X_eval, y_eval=y_eval, counts=counts,
     )
+
+
+def _eval_subset(Xc: np.ndarray, yc: np.ndarray, counts: np.ndarray | None, regular: np.ndarray,
+                 samples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The training samples the training loss is evaluated on: ``(X_eval (E, p'),
+    y_eval (E,))``, sorted by client then row.
+
+    ``samples = 0``: every real sample of the regular clients.  Else an equal share
+    ``per = max(1, samples // R)`` of each of the R regular clients, drawn without
+    replacement (all of a client's samples when it holds fewer: ragged clients).
+    ``counts``: the ragged clients' ``J_w`` (``None``: equal sizes, J each)."""
+    reg = np.flatnonzero(regular)
+    J = Xc.shape[1]
+    if counts is None:
+        per = J if not samples else max(1, min(J, samples // len(reg)))
+        cols = np.sort(rng.permuted(np.tile(np.arange(J), (len(reg), 1)), axis=1)[:, :per], axis=1)
+        return Xc[reg[:, None], cols].reshape(-1, Xc.shape[2]), yc[reg[:, None], cols].ravel()
+    c = counts[reg]
+    if not samples:
+        keep = np.arange(J) < c[:, None]
+    else:  # each client's first `per` of a uniform order of its real rows
+        keys = rng.random((len(reg), J))
+        keys[np.arange(J) >= c[:, None]] = 2.0  # padding after every real row
+        rank = np.argsort(np.argsort(keys, axis=1), axis=1)
+        keep = rank < np.minimum(c, max(1, samples // len(reg)))[:, None]
+    return Xc[reg][keep], yc[reg][keep]
 
 
 def make_aggregate(cfg: Config, problem: Problem) -> Callable:
@@ -444,7 +484,8 @@ def _replica_problem(cfgs: list[Config], problem: Problem | None):
     distinct = list(dict.fromkeys(specs))
     slot = np.array([distinct.index(sp) for sp in specs], dtype=np.intp)
     problems = [_problem_of(sp) for sp in distinct]
-    _check_batch_size(cfgs[0], problems[0])
+    for p in problems:  # ragged partitions: each data set has its own smallest client
+        _check_batch_size(cfgs[0], p)
     return problems, slot, stack_problems(problems, slot)
 
 
