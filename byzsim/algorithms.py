@@ -263,11 +263,11 @@ def sample_batch(rng: np.random.Generator, n: int, J: int, b: int,
 
     ``counts (n,)``: ragged clients, client w holding ``J_w = counts[w] ≤ J`` samples
     (rows ``0 .. J_w − 1``): its b indices are uniform over the b-subsets of
-    ``range(J_w)`` (:func:`sample_batch_ragged`).  Counts all equal to J draw exactly as
+    ``range(J_w)`` (:func:`sample_batch_ragged`, which refuses ``b > min_w J_w``).  Counts all equal to J draw exactly as
     without them.
     """
     if counts is not None and (np.asarray(counts) != J).any():
-        return sample_batch_ragged(rng, counts, J, b)
+        return sample_batch_ragged(rng, counts, b)
     if not 1 <= b <= J:
         raise ValueError(f"batch size must be in [1, J] = [1, {J}], got {b}")
     if b == 1:
@@ -283,18 +283,20 @@ def sample_batch(rng: np.random.Generator, n: int, J: int, b: int,
     return idx
 
 
-def sample_batch_ragged(rng: np.random.Generator, counts: np.ndarray, J_max: int, b: int) -> np.ndarray:
+def sample_batch_ragged(rng: np.random.Generator, counts: np.ndarray, b: int) -> np.ndarray:
     """``(n, b)`` sorted sample indices of ragged clients: client w's b indices are
-    distinct and uniform over the b-subsets of ``range(J_w)``, ``J_w = counts[w]``; the
-    padding rows ``J_w .. J_max − 1`` are never drawn.
+    distinct and uniform over the b-subsets of ``range(J_w)``, ``J_w = counts[w]``
+    (``counts (n,)``); the padding rows from ``J_w`` on are never drawn.
 
     The rule for ``b > J_w`` is to refuse: ``1 ≤ b ≤ min_w J_w`` is required
     (``ValueError`` otherwise; the simulator checks the config's ``batch_size`` before
     any work).  Draws, in this order: ``b = 1``, one ``integers(J_w)`` per client; else
     the clients with ``b² ≤ J_w`` draw b ``integers(J_w)`` each, rows with a repeat
     redrawn (vectorized rejection, as :func:`sample_batch`), then the others take the b
-    smallest of ``J_max`` uniform keys, the padding keys set above every real one (a
-    uniform b-subset of the real rows; ``argpartition``, O(J_max) per client).
+    smallest of ``K`` uniform keys (``K`` the largest ``J_w`` among them), the keys past
+    ``J_w`` set above every real one (a uniform b-subset of the real rows;
+    ``argpartition``, O(K) per client).  The draws depend on ``counts`` and ``b`` only
+    (not on ``J_max``), so a replica stacked with larger data sets draws as alone.
     """
     counts = np.asarray(counts)
     n, lo = counts.shape[0], int(counts.min())
@@ -318,8 +320,9 @@ def sample_batch_ragged(rng: np.random.Generator, counts: np.ndarray, J_max: int
         idx[small] = rows
     if not small.all():
         c = counts[~small]
-        keys = rng.random((c.shape[0], J_max))
-        keys[np.arange(J_max) >= c[:, None]] = 2.0  # padding: after every real row
+        width = int(c.max())  # the draws depend on the counts only, not on J_max
+        keys = rng.random((c.shape[0], width))
+        keys[np.arange(width) >= c[:, None]] = 2.0  # padding: after every real row
         idx[~small] = np.sort(np.argpartition(keys, b - 1, axis=1)[:, :b], axis=1)
     return idx
 

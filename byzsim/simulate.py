@@ -241,10 +241,33 @@ def make_aggregate(cfg: Config, problem: Problem) -> Callable:
     """
     from .preaggregators import build_aggregate
 
+    if dict(cfg.aggregator_params).get("weighted"):
+        return _weighted_mean(cfg, problem)
     return build_aggregate(
         cfg.aggregator, cfg.aggregator_params, cfg.preaggregators,
         n=cfg.n_clients, n_byzantine=cfg.n_byzantine, resample=cfg.resample,
     )
+
+
+def _weighted_mean(cfg: Config, problem: Problem) -> Callable:
+    """``aggregate(v, mask, rng)``: the mean weighted by the clients' sample counts
+    (``aggregator_params.weighted = true``; FedAvg's ``Σ_w J_w v_w / Σ_w J_w`` over the
+    participating clients).  Each replica of a stacked batch uses its own counts."""
+    from .aggregators import get_aggregator
+
+    if cfg.preaggregators or cfg.resample > 1:
+        raise ValueError(
+            "invalid config field 'aggregator_params.weighted' = True: the mean weighted by "
+            "each client's sample count needs the clients' own messages, so it takes no "
+            f"preaggregators (got {list(cfg.preaggregators)!r}) and resample = 1 (got {cfg.resample})"
+        )
+    fn = get_aggregator(cfg.aggregator, **dict(cfg.aggregator_params))
+    counts = problem.counts[problem.slot] if problem.stacked else problem.counts  # (S, n) / (n,)
+
+    def aggregate(v, mask, rng):
+        return fn(v, mask, weights=counts)
+
+    return aggregate
 
 
 def make_method(cfg: Config, problem: Problem):
