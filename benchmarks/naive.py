@@ -10,7 +10,11 @@ Weiszfeld loop on coordinates started at the mean.
 
 Only softmax regression (the papers' model) is supported.  Any batch size ``1 ≤ b ≤ J``:
 a client's minibatch gradient is the mean of its b per-sample gradients, SAGA's is
-``(1/b) Σ_{j∈batch} (∇f_j − φ_j) + (1/J) Σ_j φ_j``.  In the gradient family a SAGA
+``(1/b) Σ_{j∈batch} (∇f_j − φ_j) + (1/J) Σ_j φ_j``.  Ragged clients (``problem.counts``:
+client i holds ``J_i`` samples, the first rows of its padded block): client i's batch is
+drawn from its own ``J_i`` samples, its SAGA table has ``J_i`` rows and its mean is over
+``J_i``; the mean aggregator with ``aggregator_params.weighted`` weights client i by
+``J_i``.  In the gradient family a SAGA
 client that sits out a round (γ < 1) computes no new sample gradient and leaves its
 table untouched; the message an attack may read from it is its table mean (as in
 byzsim).
@@ -132,8 +136,9 @@ def sgd_gradient(Wi, Xi, yi, batch):
 
 
 def init_saga(model, W0, Xi, yi):
-    """Table of residuals at the initial model and its mean gradient (one client; the
-    samples of a client at once: this is set-up, not the timed round)."""
+    """Table of residuals at the initial model and its mean gradient (one client, its
+    real samples ``Xi (J_w, p')``; the samples of a client at once: this is set-up, not
+    the timed round)."""
     J = Xi.shape[0]
     Z = Xi @ W0.T
     Z -= Z.max(axis=1, keepdims=True)
@@ -150,7 +155,8 @@ def init_tables(model, x, P, holders):
     W0 = x.reshape(model.n_classes, model.n_inputs)
     table, mean = [], []
     for i in range(P.n):
-        t, mu = init_saga(model, W0, P.X[i], P.y[i]) if holders[i] else (None, None)
+        c = P.counts[i]  # the client's real rows (ragged clients: padding after them)
+        t, mu = init_saga(model, W0, P.X[i, :c], P.y[i, :c]) if holders[i] else (None, None)
         table.append(t)
         mean.append(mu)
     return table, mean
@@ -188,7 +194,7 @@ class NaivePenalty:
         n, J = P.n, P.J
         lr, lam = cfg.lr, cfg.penalty
         active = participation_mask(rng, n, cfg.participation)
-        idx = sample_batch(rng, n, J, cfg.batch_size)
+        idx = sample_batch(rng, n, J, cfg.batch_size, P.counts)
         x0 = self.x
         # 1. local gradients of the regular, participating clients (at round-k models)
         grads = {}
@@ -197,7 +203,7 @@ class NaivePenalty:
                 continue
             Wi = self.models[i].reshape(m.n_classes, m.n_inputs)
             if cfg.estimator == "saga":
-                g = saga_gradient(Wi, P.X[i], P.y[i], idx[i], self.table[i], self.mean[i], J)
+                g = saga_gradient(Wi, P.X[i], P.y[i], idx[i], self.table[i], self.mean[i], P.counts[i])
             else:
                 g = sgd_gradient(Wi, P.X[i], P.y[i], idx[i])
             if m.l2:
@@ -239,6 +245,7 @@ class NaiveGradient:
         self.gm_tol, self.gm_max_iter = gm_tol, gm_max_iter
         gp = dict(cfg.aggregator_params)
         self.gm_eps = gp.get("eps", 1e-8)
+        self.weighted = bool(gp.get("weighted", False))
 
     def init(self, x0):
         P, m = self.P, self.model
@@ -252,7 +259,7 @@ class NaiveGradient:
         cfg, P, m = self.cfg, self.P, self.model
         n, J = P.n, P.J
         active = participation_mask(rng, n, cfg.participation)
-        idx = sample_batch(rng, n, J, cfg.batch_size)
+        idx = sample_batch(rng, n, J, cfg.batch_size, P.counts)
         W = self.x.reshape(m.n_classes, m.n_inputs)
         # Byzantine clients compute honest messages only when the attack looks at their own
         need_byz = cfg.attack in ("sign_flipping", "sign-flipping", "none")
@@ -266,7 +273,7 @@ class NaiveGradient:
                 # table mean (byzsim's SAGA for an inactive client: no new sample gradients)
                 g = self.mean[i].copy()
             elif cfg.estimator == "saga":
-                g = saga_gradient(W, P.X[i], P.y[i], idx[i], self.table[i], self.mean[i], J)
+                g = saga_gradient(W, P.X[i], P.y[i], idx[i], self.table[i], self.mean[i], P.counts[i])
             else:
                 g = sgd_gradient(W, P.X[i], P.y[i], idx[i])
             if m.l2:
@@ -276,7 +283,8 @@ class NaiveGradient:
             z = attack_messages(cfg.attack, cfg.attack_params, msgs, P.byzantine, rng)
             for k, i in enumerate(np.flatnonzero(P.byzantine)):
                 msgs[i] = z[k]
-        rows = [msgs[i] for i in range(n) if active is None or active[i]]
+        on = [i for i in range(n) if active is None or active[i]]
+        rows = [msgs[i] for i in on]
         s = cfg.resample
         if s > 1:  # s-replacement: every message used s times, groups of s
             if active is not None:
@@ -285,6 +293,8 @@ class NaiveGradient:
             rows = [sum(msgs[k] for k in group) / s for group in perm]
         if not rows:
             agg = np.zeros(m.dim)
+        elif cfg.aggregator == "mean" and self.weighted:  # FedAvg: Σ J_i v_i / Σ J_i
+            agg = sum(P.counts[i] * msgs[i] for i in on) / sum(P.counts[i] for i in on)
         elif cfg.aggregator == "mean":
             agg = sum(rows) / len(rows)
         else:

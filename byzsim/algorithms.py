@@ -263,11 +263,14 @@ def sample_batch(rng: np.random.Generator, n: int, J: int, b: int,
 
     ``counts (n,)``: ragged clients, client w holding ``J_w = counts[w] ≤ J`` samples
     (rows ``0 .. J_w − 1``): its b indices are uniform over the b-subsets of
-    ``range(J_w)`` (:func:`sample_batch_ragged`, which refuses ``b > min_w J_w``).  Counts all equal to J draw exactly as
-    without them.
+    ``range(J_w)`` (:func:`sample_batch_ragged`, which refuses ``b > min_w J_w``).
+    Counts all equal to some ``J' ≤ J`` draw exactly as ``sample_batch(rng, n, J', b)``.
     """
-    if counts is not None and (np.asarray(counts) != J).any():
-        return sample_batch_ragged(rng, counts, b)
+    if counts is not None:
+        counts = np.asarray(counts)
+        if (counts != counts[0]).any():
+            return sample_batch_ragged(rng, counts, b)
+        J = int(counts[0])  # equal sizes (padded to a larger J in a stacked batch)
     if not 1 <= b <= J:
         raise ValueError(f"batch size must be in [1, J] = [1, {J}], got {b}")
     if b == 1:

@@ -176,12 +176,15 @@ def _build_problem(spec: DataSpec, rng: np.random.Generator) -> Problem:
     byz = draw_byzantine(spec.n_clients, spec.n_byzantine, rng,
                          indices=spec.byzantine_indices)
     # prepare (e.g. append the bias feature) before partitioning: one big copy, not two
-    cd = partition_clients(spec.partition, model.prepare(ds.X_train), ds.y_train, spec.n_clients, byz,
-                           rng, **spec.params("partition_params"))
-    try:
-        cd.validate(ds.n_classes)
+    params = spec.params("partition_params")
+    try:  # a bad parameter (beta <= 0), an empty client, counts that do not match the data
+        cd = partition_clients(spec.partition, model.prepare(ds.X_train), ds.y_train, spec.n_clients,
+                               byz, rng, **params).validate(ds.n_classes)
     except ValueError as e:
-        raise ValueError(f"invalid config field 'partition' = {spec.partition!r}: {e}") from None
+        raise ValueError(
+            f"invalid config field 'partition_params' = {params!r} of partition {spec.partition!r} "
+            f"({spec.n_clients} clients, dataset {spec.dataset!r}): {e}"
+        ) from None
     Xc, yc, counts = cd.X, cd.y, cd.counts
     ragged = not cd.equal_sizes
     # data attacks (label flipping) change the Byzantine clients' own (real) labels; no randomness
