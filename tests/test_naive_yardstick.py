@@ -7,6 +7,10 @@ resampling, geometric median, sample-duplicating attack, by-class split), and bo
 families at batch sizes b = 3 and b = J (every local sample): RSA and AsynRSA-VR with
 and without partial participation, SGD and SAGA with the mean and the geometric median.
 
+Ragged clients (Dirichlet label skew, quantity skew): both families, SGD and SAGA, the
+plain and the J_w-weighted mean, the geometric median; a SAGA mean kept over J_max
+instead of each client's J_w leaves the trajectory.
+
 At b ≥ 2 the naive loop averages each client's b per-sample gradients one by one; a
 vectorized SGD estimator that sums them instead (``broken_variants.SgdSumsBatch``)
 leaves the trajectory, which b = 1 cannot show (there the sum is the mean).
@@ -172,3 +176,43 @@ def test_gradient_family_default_tolerance():
     for xv, xn, _ in _trajectories(B):
         scale = np.abs(xv).max()
         assert np.abs(xv - xn).max() <= 1e-4 * scale
+
+
+# ragged clients: Dirichlet(0.5) label skew and quantity skew on digits (J_w from a few
+# to a few hundred); the naive loop draws each client's batch from its own J_w, keeps a
+# J_w-row SAGA table and weights the mean by J_w when asked
+DIRICHLET = dict(partition="dirichlet", partition_params={"beta": 0.5, "min_size": 4})
+QSKEW = dict(partition="quantity_skew", partition_params={"beta": 0.5, "min_size": 4})
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(A, **DIRICHLET),
+        dict(A, **QSKEW, **GAUSSIAN, participation=0.5, batch_size=3),
+        dict(RSA, **QSKEW),
+        dict(B, **DIRICHLET, method="sgd", batch_size=3),
+        dict(B, **QSKEW, method="sgd", batch_size=3, aggregator_params={"weighted": True}),
+        dict(B, **DIRICHLET, method="saga", batch_size=4, aggregator_params={"weighted": True}),
+        dict(B, **QSKEW, method="byrd-saga", aggregator_params=TIGHT_GM, participation=0.7, batch_size=3),
+    ],
+    ids=["A-dirichlet", "A-qskew-gamma0.5-b3", "RSA-qskew", "sgd-mean-dirichlet", "sgd-weighted-qskew",
+         "saga-weighted-dirichlet", "saga-geomed-qskew-gamma0.7"],
+)
+def test_ragged_clients_same_trajectory(kw):
+    problem = problem_for(make_config(**kw))
+    assert problem.ragged
+    for xv, xn, models in _trajectories(kw):
+        np.testing.assert_allclose(xv, xn, rtol=1e-9, atol=1e-12)
+        if models is not None:
+            np.testing.assert_allclose(*models, rtol=1e-9, atol=1e-14)
+    assert np.abs(xv).max() > 0
+
+
+def test_ragged_trajectory_catches_a_saga_mean_over_J_max(monkeypatch):
+    """Broken variant: byzsim's SAGA table mean updated with 1/J_max instead of 1/J_w."""
+    from byzsim.algorithms import Problem
+
+    monkeypatch.setattr(Problem, "counts_at", lambda self, ia, ib: np.full(np.broadcast(ia, ib).shape, self.J))
+    xv, xn, _ = _trajectories(dict(B, **DIRICHLET, method="saga", batch_size=4))[-1]
+    assert np.abs(xv - xn).max() > 1e-3 * np.abs(xn).max()

@@ -303,3 +303,38 @@ def test_a_run_records_its_unconverged_geometric_medians():
     res = run_batch([loose.replace(seed=1), loose.replace(seed=2, lr=0.02)])
     assert [r.info["geomed_unconverged"] for r in res] == [5, 5]
     assert "geomed_unconverged" not in run(make_config(method="sgd", dataset="synthetic", rounds=2)).info
+
+
+@pytest.mark.parametrize("kw", [
+    dict(method="byrd-saga", attack="sign_flipping"),
+    dict(method="sgd", aggregator_params={"weighted": True}, attack="gaussian", attack_params={"std": 5.0},
+         participation=0.7),
+    dict(method="asynrsa-vr", attack="same_value", participation=0.6, partition="quantity_skew"),
+    dict(method="rsa", p=2.0, attack="sign_flipping", dtype="float32", partition="quantity_skew"),
+    dict(method="byrd-saga", model="mlp", model_params={"hidden": [4]}, attack="label_flipping"),
+])
+def test_ragged_replicas_are_each_the_run_made_alone(kw):
+    """Replicas on ragged partitions of their own (other seeds: other sizes and J_max,
+    stacked by padding to the largest): metrics equal to the runs alone, and every state
+    array bit for bit (a SAGA table on the replica's own rows, its padding never written)."""
+    base = make_config(**{**dict(n_clients=8, n_byzantine=2, batch_size=2, lr=0.02, rounds=10, eval_every=5,
+                                 partition="dirichlet", partition_params={"beta": 0.5, "min_size": 4}, **DIGITS),
+                          **kw})
+    cfgs = [base.replace(seed=s) for s in (2, 0, 1)]
+    Js = [sim.problem_for(c).J for c in cfgs]
+    assert len(set(Js)) > 1  # the data sets are padded to one J_max in the batch
+    assert worst_relative_gap(cfgs) == 0.0
+    batch = sim.prepare_batch(cfgs)
+    for _ in range(8):
+        batch.method.step(batch.state, batch.rng)
+    x, W, table = batch.state.as_replicas()
+    for s, c in enumerate(cfgs):
+        one = sim.prepare_batch([c])
+        for _ in range(8):
+            one.method.step(one.state, one.rng)
+        x1, W1, t1 = one.state.as_replicas()
+        assert np.array_equal(x[s], x1[0]) and (W is None or np.array_equal(W[s], W1[0]))
+        if table is not None:
+            assert np.array_equal(table.mean[s], t1.mean[0])
+            for e, e1 in zip(table.entries, t1.entries):
+                assert np.array_equal(e[s][:, :Js[s]], e1[0]) and not e[s][:, Js[s]:].any()
