@@ -204,7 +204,8 @@ def time_rounds(cfg_kw: dict, rounds: int = 200, blocks: int = 7, warmup: int = 
         evaluate(problem, state)
     ev = (time.perf_counter() - t) / evals * 1e3
     q1, med, q3 = np.percentile(per_round, [25, 50, 75])
-    out = {"ms_per_round": med, "iqr": [q1, q3], "eval_ms": ev, "J": problem.J, "d": problem.model.dim}
+    out = {"ms_per_round": med, "iqr": [q1, q3], "eval_ms": ev, "J": problem.J, "d": problem.model.dim,
+           "J_min": int(problem.counts.min()), "N": int(problem.counts.sum())}
     if state.table is not None:
         out["saga_bytes"] = state.table.nbytes
     return out
@@ -359,8 +360,35 @@ def run_replicas(quick: bool) -> dict:
     return out
 
 
+#: ragged clients: the equal-size workloads next to Dirichlet(0.5) label skew (and paper
+#: B's untruncated split) of the same problem
+DIRICHLET = {"partition": "dirichlet", "partition_params": {"beta": 0.5}}
+RAGGED_WORKLOADS = {
+    "A-full (paper A Fig. 2), unbalanced (equal sizes)": A_FULL,
+    "A-full, Dirichlet(0.5) (ragged)": dict(A_FULL, **DIRICHLET),
+    "B (paper B Fig. 7), by_class truncated (equal sizes)": FIG7,
+    "B, by_class untruncated (ragged)": dict(FIG7, partition_params={"truncate": False}),
+    "B, Dirichlet(0.5) (ragged)": dict(FIG7, **DIRICHLET),
+}
+
+
+def run_ragged(quick: bool) -> dict:
+    """ms per round of :data:`RAGGED_WORKLOADS`, with the clients' sizes."""
+    out = {}
+    rounds, blocks = (20, 3) if quick else (50, 5)
+    for name, kw in RAGGED_WORKLOADS.items():
+        r = time_rounds(kw, rounds=rounds, blocks=blocks, warmup=10, evals=1)
+        out[name] = r
+        print(f"{name:55s} {r['ms_per_round']:7.3f} ms/round (IQR {r['iqr'][0]:.3f}-{r['iqr'][1]:.3f}); "
+              f"J_w in [{r['J_min']}, {r['J']}], {r['N']} samples")
+    return out
+
+
 def main() -> int:
     quick = "--quick" in sys.argv  # fewer repetitions (smoke test)
+    if "--ragged" in sys.argv:  # only the ragged-clients section, printed (not stored)
+        run_ragged(quick)
+        return 0
     if "--replicas" in sys.argv:  # only the replica section, merged into the last results
         path = ROOT / "benchmarks" / "results.json"
         res = json.loads(path.read_text())
