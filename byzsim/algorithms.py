@@ -428,9 +428,9 @@ class Problem:
         if self.X_eval is None and self.X.ndim == 3:
             reg = ~self.byzantine
             if self.ragged:  # the real rows of the regular clients
-                real = self.mask[reg]
-                object.__setattr__(self, "X_eval", self.X[reg][real])
-                object.__setattr__(self, "y_eval", self.y[reg][real])
+                i, j = np.nonzero(self.mask & reg[:, None])
+                object.__setattr__(self, "X_eval", self.X[i, j])
+                object.__setattr__(self, "y_eval", self.y[i, j])
             else:
                 object.__setattr__(self, "X_eval", self.X[reg].reshape(-1, self.X.shape[-1]))
                 object.__setattr__(self, "y_eval", self.y[reg].ravel())
@@ -762,7 +762,8 @@ class SagaEstimator:
         ``diff = Σ_{j∈batch} (∇f_{w,j}(w) − φ_{w,j})`` and ``mean`` the table means of
         the clients ``rows`` *after* the update ``mean += diff / J`` (a view of
         ``table.mean`` when ``rows`` are slices).  The corrected gradient is
-        ``diff (1/b − 1/J) + mean`` (+ the regularizer).
+        ``diff (1/b − 1/J) + mean`` (+ the regularizer); ragged clients: ``J_w`` for
+        ``J`` (:meth:`inverse_counts`).
 
         Replicas: ``table`` with a leading S, ``idx (S, n, b)``, ``active (S, n)``,
         ``rows`` as in :func:`_lead_ids`, ``w`` as in :class:`SGDEstimator`; results
@@ -771,20 +772,11 @@ class SagaEstimator:
         results ``(k, d)``.  ``active``: clients whose table may change (others:
         computed, table untouched).  ``out``: optional buffer for ``diff``.
         """
-        diff, mean, _ = self._correction(table, w, idx, active, out, rows)
-        return diff, mean
-
-    def _correction(self, table, w, idx, active, out, rows):
-        """:meth:`correction` and ``1/J_w`` of its rows (a number for equal sizes, else an
-        array broadcasting against ``diff``)."""
         single, (w, idx, active, out, rows) = _as_replicas(w, idx, active, out, rows)
         if single:
             table = table.replica(None)
+        inv_J = self.inverse_counts(idx, rows)  # 1/J, or 1/J_w per row: lead + (1,)
         ids, idx, Xb, yb = gather_batch(self.problem, idx, rows)
-        if self.problem.ragged:
-            inv_J = 1.0 / self.problem.counts_at(*ids)  # lead + (1,)
-        else:
-            inv_J = 1.0 / self.problem.J
         # table entries (S, n, J, k) as (S·n, J, k): a (replica, client) pair is one row
         # index (two-index gathers and scatters are faster than three-index ones)
         if all(e.flags.c_contiguous for e in table.entries):
@@ -812,14 +804,24 @@ class SagaEstimator:
         else:
             axpy(inv_J, diff, mean)
         _put_rows(table.mean, rows, mean)
-        if single:
-            return diff[0], mean[0], inv_J if not np.ndim(inv_J) else inv_J[0]
-        return diff, mean, inv_J
+        return (diff[0], mean[0]) if single else (diff, mean)
+
+    def inverse_counts(self, idx: np.ndarray, rows=None):
+        """``1/J_w`` of the clients ``rows`` (arguments as :meth:`correction`): the number
+        ``1/J`` for equal sizes, else an array broadcasting against their ``(…, d)``
+        results (``lead + (1,)``; one run ``(k, 1)``)."""
+        P = self.problem
+        if not P.ragged:
+            return 1.0 / P.J
+        if idx.ndim == 2:
+            return 1.0 / P.counts_at(None, _row_ids(rows, P.n))
+        return 1.0 / P.counts_at(*_lead_ids(rows, idx.shape[0], P.n))
 
     def __call__(self, table: SagaTable, w, idx, active=None, out=None, rows=None):
         """Corrected gradients at ``w`` for the batches ``idx``; see :meth:`correction`
         for the arguments."""
-        diff, mean, inv_J = self._correction(table, w, idx, active, out, rows)
+        diff, mean = self.correction(table, w, idx, active, out=out, rows=rows)
+        inv_J = self.inverse_counts(idx, rows)
         if np.ndim(inv_J):  # ragged: per-client 1/J_w
             diff *= (1.0 / idx.shape[-1] - inv_J).astype(diff.dtype)
         else:

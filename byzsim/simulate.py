@@ -177,9 +177,13 @@ def _build_problem(spec: DataSpec, rng: np.random.Generator) -> Problem:
                          indices=spec.byzantine_indices)
     # prepare (e.g. append the bias feature) before partitioning: one big copy, not two
     params = spec.params("partition_params")
-    try:  # a bad parameter (beta <= 0), an empty client, counts that do not match the data
+    try:  # a bad parameter (beta <= 0), a client left without samples
         cd = partition_clients(spec.partition, model.prepare(ds.X_train), ds.y_train, spec.n_clients,
-                               byz, rng, **params).validate(ds.n_classes)
+                               byz, rng, **params)
+        # the counts only: ClientData.validate also copies every padding row (GBs on skewed splits)
+        empty = np.flatnonzero(cd.counts < 1)
+        if empty.size:
+            raise ValueError(f"client {int(empty[0])} would hold no sample ({empty.size} such clients)")
     except ValueError as e:
         raise ValueError(
             f"invalid config field 'partition_params' = {params!r} of partition {spec.partition!r} "
@@ -227,7 +231,8 @@ def _eval_subset(Xc: np.ndarray, yc: np.ndarray, counts: np.ndarray | None, regu
         keys[np.arange(J) >= c[:, None]] = 2.0  # padding after every real row
         rank = np.argsort(np.argsort(keys, axis=1), axis=1)
         keep = rank < np.minimum(c, max(1, samples // len(reg)))[:, None]
-    return Xc[reg][keep], yc[reg][keep]
+    r, j = np.nonzero(keep)  # one gather (no copy of the regular clients' padded blocks)
+    return Xc[reg[r], j], yc[reg[r], j]
 
 
 def make_aggregate(cfg: Config, problem: Problem) -> Callable:

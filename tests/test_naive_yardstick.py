@@ -210,7 +210,7 @@ def test_ragged_clients_same_trajectory(kw):
 
 
 def test_ragged_trajectory_catches_a_saga_mean_over_J_max(monkeypatch):
-    """Broken variant: byzsim's SAGA table mean updated with 1/J_max instead of 1/J_w."""
+    """Broken variant: byzsim's SAGA with 1/J_max for 1/J_w (the padding counted in the mean)."""
     from byzsim.algorithms import Problem
 
     monkeypatch.setattr(Problem, "counts_at", lambda self, ia, ib: np.full(np.broadcast(ia, ib).shape, self.J))

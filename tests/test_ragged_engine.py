@@ -8,7 +8,7 @@ block ``X[w] (J_max, p')`` (``Problem.counts``).
 * **SAGA is unbiased with unequal J**, exactly: for every client, the mean of the
   corrected gradient over all b-subsets of its J_w samples is its full local gradient
   ``(1/J_w) Σ_{j<J_w} ∇f_{w,j} + l2·w``, for dense and factored tables, and the table
-  mean stays ``(1/J_w) Σ_{j<J_w} φ_{w,j}``; a table mean kept over J_max instead fails.
+  mean stays ``(1/J_w) Σ_{j<J_w} φ_{w,j}``; SAGA with 1/J_max for 1/J_w fails.
 * **Edge clients**: a client with J_w = 1 (its SAGA gradient is exact) next to one
   holding 90 % of the data, in both families.
 * **Padding never affects a result**: the padding rows filled with NaN give metrics
@@ -159,7 +159,7 @@ def test_saga_is_unbiased_with_unequal_J_by_enumeration(kind, b):
 
 
 def test_unbiasedness_catches_a_table_mean_kept_over_J_max(monkeypatch):
-    """Broken variant: the running mean updated with 1/J_max instead of 1/J_w."""
+    """Broken variant: SAGA with 1/J_max for 1/J_w (the padding counted in the mean)."""
     P = ragged_problem([2, 4, 5, 3])
     monkeypatch.setattr(Problem, "counts_at", lambda self, ia, ib: np.full(np.broadcast(ia, ib).shape, self.J))
     means, full, _ = saga_subset_means(P, "factored", 2)
