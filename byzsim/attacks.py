@@ -34,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from .registry import Meta, Registry, bool_, keyword_parameters, optional_callable
+from .registry import STATEFUL, Meta, Registry, bool_, keyword_parameters, optional_callable
 
 __all__ = [
     "ATTACKS",
@@ -71,6 +71,7 @@ ATTACKS: Registry = Registry("attack", schema={
                             default=False, check=bool_, required_if=_takes_aggregator),
     "data_attack": Meta("(y, byzantine, n_classes) -> y', the label transform of a data attack",
                         default=None, check=optional_callable),
+    "stateful": STATEFUL,
 })
 
 
@@ -394,8 +395,11 @@ def apply_data_attack(name: str, y: np.ndarray, byzantine: np.ndarray, n_classes
 
 
 def get_attack(name: str, **params) -> Callable:
-    """The registered attack ``name`` with its parameters bound (validated)."""
-    return ATTACKS.bind(name, params)
+    """The registered attack ``name`` with its parameters bound (validated); for an
+    attack registered ``stateful=True``, the :class:`byzsim.protocols.Stateful` its
+    factory builds."""
+    bound = ATTACKS.bind(name, params)
+    return bound() if ATTACKS.entry(name).meta["stateful"] else bound
 
 
 def apply_attack(attack: Callable, v: np.ndarray, byzantine: np.ndarray, rng) -> np.ndarray:
