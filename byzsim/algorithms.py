@@ -2,11 +2,24 @@
 
 Shapes: n clients, J samples each, b = batch size, d = model dimension.
 
-**Gradient family** (SGD, Byrd-SGD/Gm, Med, Krum, Byrd-SAGA, FedSGD…)::
+**Gradient family** (SGD, Byrd-SGD/Gm, Med, Krum, Byrd-SAGA, FedSGD…), round t::
 
     v_w   = estimator of ∇f_w at the server model x          (n, d)
+    v_w   ← Σ_{e=1}^{E} g_e  (E local SGD steps, see below)   E = local_steps > 1 only
+    m_w   ← β m_w + (1 − β) v_w,  v_w ← m_w                   client momentum, β > 0 only
     v_B   ← attack(v)                                        Byzantine rows replaced
-    x     ← x − lr · (Agg(v, mask = participating) + server_l2 · x)
+    x     ← x − lr_t · (Agg(v, mask = participating) + server_l2 · x)
+
+with ``lr_t = lr · factor(t)`` (:data:`LR_SCHEDULES`; both families).  Momentum is the
+form of El-Mhamdi, Guerraoui & Rouault (ICLR 2021) and Karimireddy, He & Jaggi (ICML
+2021), ``m ← β m + (1 − β) g`` from ``m_0 = 0``; every client keeps one (the Byzantine
+clients' honest momenta are what attacks such as sign flipping act on), a client that
+sits out keeps its momentum.  Local steps: ``x_1 = x``, ``x_{e+1} = x_e − lr_t g_e`` on
+fresh minibatches (``g_1`` from the configured estimator, later steps plain SGD), and
+the message is the model delta in gradient units ``(x − x_{E+1}) / lr_t``, formed as
+the sum of the local gradients (so ``E = 1`` is today's message bit for bit).
+Stateful components (:class:`byzsim.protocols.Stateful`) have their state carried in
+:class:`State` from round to round.
 
 **Penalty family** (RSA, AsynRSA-VR), round k with participation set S::
 
