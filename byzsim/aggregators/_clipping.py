@@ -72,16 +72,21 @@ def centered_clipping(
     S. P. Karimireddy, L. He, M. Jaggi, "Learning from History for Byzantine Robust
     Optimization", ICML 2021.
     """
-    if tau is not None and not (np.isfinite(tau) and tau >= 0):
-        raise ValueError(f"centered_clipping: tau must be >= 0 or None, got tau = {tau!r}")
-    iterations = _check_int("iterations", iterations, "centered_clipping")
-    if init not in ("medoid", "median", "mean"):
-        raise ValueError(
-            f"centered_clipping: init must be 'medoid', 'median' or 'mean', got {init!r}"
-        )
+    iterations = _check_clipping("centered_clipping", tau, iterations, "init", init, ("medoid", "median", "mean"))
     z, wts, m = _prepare(z, mask)
     z2, present, m2, lead = _flatten(z, wts, m)
     return _finish(_clip_from(z2, present, m2, init, tau, iterations, mask is not None), m2, lead, z.dtype)
+
+
+def _check_clipping(name: str, tau, iterations, key: str, start: str, choices: tuple) -> int:
+    """Check the parameters of a centered-clipping rule; returns ``iterations``."""
+    if tau is not None and not (np.isfinite(tau) and tau >= 0):
+        raise ValueError(f"{name}: tau must be >= 0 or None, got tau = {tau!r}")
+    iterations = _check_int("iterations", iterations, name)
+    if start not in choices:
+        listed = ", ".join(map(repr, choices[:-1])) + f" or {choices[-1]!r}"
+        raise ValueError(f"{name}: {key} must be {listed}, got {start!r}")
+    return iterations
 
 
 def _clip_from(z2: np.ndarray, present: np.ndarray, m2: np.ndarray, start, tau, iterations: int,
@@ -217,13 +222,8 @@ def centered_clipping_momentum(*, tau: float | None = None, iterations: int = 1,
     S. P. Karimireddy, L. He, M. Jaggi, "Learning from History for Byzantine Robust
     Optimization", ICML 2021.
     """
-    if tau is not None and not (np.isfinite(tau) and tau >= 0):
-        raise ValueError(f"centered_clipping_momentum: tau must be >= 0 or None, got tau = {tau!r}")
-    iterations = _check_int("iterations", iterations, "centered_clipping_momentum")
-    if first not in ("zero", "medoid", "median", "mean"):
-        raise ValueError(
-            f"centered_clipping_momentum: first must be 'zero', 'medoid', 'median' or 'mean', got {first!r}"
-        )
+    iterations = _check_clipping("centered_clipping_momentum", tau, iterations, "first", first,
+                                 ("zero", "medoid", "median", "mean"))
 
     def init(shape, dtype=np.float64) -> CenteredClippingState:
         S, d = shape[0], shape[-1]
