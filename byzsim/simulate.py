@@ -313,7 +313,7 @@ def _state_bytes(cfg: Config, P: Problem) -> int:
     item = np.dtype(cfg.dtype).itemsize
     d = P.model.dim
     nd = P.n * d * item
-    out = d * item + 6 * nd + (nd if cfg.family == "penalty" else 0)
+    out = d * item + 6 * nd + (nd if cfg.family == "penalty" else 0) + (nd if cfg.momentum else 0)  # + momenta
     if cfg.estimator == "saga":
         est = make_estimator("saga", P, cfg.saga_table)
         k = d if est.kind == "dense" else sum(
