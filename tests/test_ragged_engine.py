@@ -225,8 +225,9 @@ DIRICHLET = dict(dataset="digits", partition="dirichlet", partition_params={"bet
     dict(method="byrd-saga", model="mlp", model_params={"hidden": [5]}, attack="label_flipping"),
     dict(method="asynrsa-vr", attack="same_value", participation=0.6, penalty=0.05),
     dict(method="rsa", attack="sign_flipping", penalty=0.05, partition="quantity_skew"),
+    dict(method="byrd-sgd", local_steps=3, momentum=0.5, attack="sign_flipping"),
 ], ids=["sgd-weighted", "byrd-saga", "saga-dense-gamma0.7", "mlp-label-flipping", "asynrsa-vr-gamma0.6",
-        "rsa-quantity-skew"])
+        "rsa-quantity-skew", "local-steps-momentum"])
 def test_nan_padding_gives_the_same_metrics_bit_for_bit(kw):
     cfg = make_config(**{**DIRICHLET, "lr": 0.05, **kw})
     P = problem_for(cfg)

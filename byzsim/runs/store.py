@@ -45,7 +45,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..config import Config, make_config
+from ..config import KEY_NEUTRAL_DEFAULTS, Config, make_config
 from ..simulate import METRICS
 
 __all__ = [
@@ -108,8 +108,12 @@ def _jsonable(v: Any) -> Any:
 
 
 def canonical_config(cfg: Config) -> dict[str, Any]:
-    """``cfg.to_dict()`` made canonical: JSON types only, float fields as floats."""
+    """``cfg.to_dict()`` made canonical: JSON types only, float fields as floats, the
+    fields of :data:`byzsim.config.KEY_NEUTRAL_DEFAULTS` left out at their neutral value."""
     d = _jsonable(cfg.to_dict())
+    for k, neutral in KEY_NEUTRAL_DEFAULTS.items():  # fields added later: absent at "as before"
+        if k in d and d[k] == neutral:
+            del d[k]
     for k in _FLOAT_FIELDS:
         if isinstance(d.get(k), int) and not isinstance(d.get(k), bool):
             d[k] = float(d[k])
