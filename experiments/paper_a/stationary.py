@@ -21,7 +21,7 @@ random streams):
   do not fit the time budget).
 
 Rounds: from Theorem 1's rate where it has a value (small instance: enough rounds for
-the bound's contraction to reach ``e^-7`` at the smallest α and γ), else a fixed budget;
+the bound's contraction to reach ``e^-6`` at the smallest α and γ), else a fixed budget;
 either way the tail is tested for flatness (last quarter's mean against the quarter
 before, with 95 % t-intervals over the seeds).
 
@@ -40,13 +40,14 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
 from byzsim import theory
-from byzsim.config import make_config
+from byzsim.config import TheoryWarning, make_config
 from byzsim.diagnose import diagnose, penalised_objective, penalised_optimum
 from byzsim.simulate import problem_for, run_batch
 
@@ -55,17 +56,24 @@ GAMMAS = (1.0, 0.4)
 QS = (0, 5)
 SEEDS = (0, 1, 2, 3, 4)
 GAMMA_SWEEP = (0.2, 0.4, 0.6, 0.8, 1.0)
-MU_SMALL = 0.5
+SWEEP_ALPHAS = (0.003, 0.03)
+INSTANCES = ("small", "mnist")
+MU_SMALL = 1.0
 J_SMALL = 40
 J_MNIST = 100
-CONTRACTION = 7.0  # rounds k with (1 − rate)·k ≥ 7: the bound's initial term shrunk by e^-7
+CONTRACTION = 6.0  # rounds k with (1 − rate)·k ≥ 6: the bound's initial term shrunk by e^-6
 MAX_ROUNDS = 40000
-MNIST_ROUNDS = 3000
+MNIST_ROUNDS = 2000
+MNIST_TEST = 2000  # test samples of the MNIST instance (a fixed random subset)
 N_EVALS = 100
+N_EVALS_MNIST = 24
 OPT_TOL = {"small": 1e-9, "mnist": None}  # None: penalised_optimum's default (1e-5 relative)
 
 FIELDS = ("instance", "method", "q", "gamma", "alpha", "seed", "round",
-          "suboptimality", "dist2", "test_accuracy")
+          "suboptimality", "dist2", "dist2_stacked", "test_accuracy")
+#: measured quantities: F − F* of (3); ‖x0 − x0*‖²; ‖x − x*‖² of the stacked
+#: ``x = [x0; x_i, i ∈ R]``, what Theorem 1's ``T^k`` (and so ``Δ1``) bounds
+QUANTITIES = ("suboptimality", "dist2", "dist2_stacked")
 
 
 # --------------------------------------------------------------------------------------
@@ -95,16 +103,18 @@ def _base_mnist():
     )
 
 
-def _subset(problem, J: int, seed: int = 0):
+def _subset(problem, J: int, n_test: int, seed: int = 0):
     """``problem`` with a fixed random subset of ``J`` samples per client (all clients
     the same columns of their own rows; the evaluation set is the regular clients' kept
-    samples)."""
+    samples) and of ``n_test`` test samples."""
     rng = np.random.default_rng(seed)
     cols = np.sort(rng.choice(problem.X.shape[1], size=J, replace=False))
+    test = np.sort(rng.choice(problem.X_test.shape[0], size=n_test, replace=False))
     X, y = np.ascontiguousarray(problem.X[:, cols]), np.ascontiguousarray(problem.y[:, cols])
     reg = problem.regular
     return dataclasses.replace(problem, X=X, y=y, X_eval=X[reg].reshape(-1, X.shape[-1]),
-                               y_eval=y[reg].ravel())
+                               y_eval=y[reg].ravel(), X_test=problem.X_test[test],
+                               y_test=problem.y_test[test])
 
 
 def _without_byzantine(problem):
@@ -125,12 +135,14 @@ def instance(name: str, quick: bool = False):
         lam = 1.0  # replaced below by a value above Lemma 1's threshold
         cfg = _base_small(lam)
         P = problem_for(cfg)
-        thr = diagnose(cfg).lemma1_threshold
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TheoryWarning)
+            thr = diagnose(cfg).lemma1_threshold
         lam = float(np.ceil(1.25 * thr * 100) / 100)
         cfg = cfg.replace(penalty=lam)
     elif name == "mnist":
         cfg = _base_mnist()
-        P = _subset(problem_for(cfg), 20 if quick else J_MNIST)
+        P = _subset(problem_for(cfg), 20 if quick else J_MNIST, 200 if quick else MNIST_TEST)
     else:
         raise ValueError(f"instance must be 'small' or 'mnist', got {name!r}")
     return cfg, P, _without_byzantine(P)
@@ -160,15 +172,18 @@ def optimum(name: str, cfg, problem, results: Path):
 
 
 def observer(cfg, opt):
-    """``observe`` for :func:`run_batch`: the suboptimality of (3) and ``‖x0 − x*‖²``."""
-    x_star, F_star = np.asarray(opt["x0"]), float(opt["objective"])
+    """``observe`` for :func:`run_batch`: the suboptimality of (3), ``‖x0 − x0*‖²`` and
+    the stacked ``‖x − x*‖² = ‖x0 − x0*‖² + Σ_{i∈R} ‖x_i − x_i*‖²``."""
+    x_star, X_star, F_star = np.asarray(opt["x0"]), np.asarray(opt["X"]), float(opt["objective"])
 
     def observe(problems, slot, state):
         (P,) = problems  # one data set for all replicas
         x, W, _ = state.as_replicas()
-        F = penalised_objective(P, x, W[:, P.regular], cfg.penalty, cfg.p, cfg.server_l2)
-        return {"suboptimality": F - F_star,
-                "dist2": np.sum((x.astype(np.float64) - x_star) ** 2, axis=1)}
+        Xr = W[:, P.regular].astype(np.float64)
+        F = penalised_objective(P, x, Xr, cfg.penalty, cfg.p, cfg.server_l2)
+        d0 = np.sum((x.astype(np.float64) - x_star) ** 2, axis=1)
+        return {"suboptimality": F - F_star, "dist2": d0,
+                "dist2_stacked": d0 + np.sum((Xr - X_star) ** 2, axis=(1, 2))}
 
     return observe
 
@@ -211,17 +226,11 @@ def run_setting(inst, method, q, cfg, problem, opt, alphas, gammas, seeds, round
     m = dict(METHODS[method])
     if m.get("batch_size", 1) is None:
         m["batch_size"] = problem.J
-    base = (cfg if q else _q0(cfg)).replace(rounds=rounds, eval_every=max(1, rounds // N_EVALS), **m)
+    n_evals = N_EVALS if inst == "small" else N_EVALS_MNIST
+    base = (cfg if q else _q0(cfg)).replace(rounds=rounds, eval_every=max(1, rounds // n_evals), **m)
     cfgs = [base.replace(lr=a, participation=g, seed=s) for a in alphas for g in gammas for s in seeds]
     res = run_batch(cfgs, problem=problem, observe=observer(cfg, opt))
-    rows = []
-    for c, r in zip(cfgs, res):
-        cols = r.columns
-        for k in range(len(cols["round"])):
-            rows.append(dict(instance=inst, method=method, q=q, gamma=c.participation, alpha=c.lr,
-                             seed=c.seed, round=int(cols["round"][k]),
-                             suboptimality=float(cols["suboptimality"][k]), dist2=float(cols["dist2"][k]),
-                             test_accuracy=float(cols["test_accuracy"][k])))
+    rows = [dict(r, method=method, q=q) for r in _rows(res, cfgs, inst)]
     return rows, sum(r.seconds for r in res)
 
 
@@ -245,31 +254,29 @@ def tail_means(rounds: np.ndarray, values: np.ndarray) -> tuple[float, float]:
     return float(values[last].mean()), float(values[prev].mean())
 
 
-def summarise(rows: list[dict], key: str = "suboptimality") -> list[dict]:
-    """Per setting: the floor (tail mean) with its interval, the quarter before, and the
-    flatness verdict (the two intervals overlap, or the change is < 5 % of the floor)."""
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per setting and quantity (:data:`QUANTITIES`): the floor (time average over the
+    last quarter of the rounds, mean over seeds) with its 95 % t half-width, the same
+    over the quarter before, and the flatness verdict on the suboptimality: the two
+    intervals overlap, or the change is below 5 % of the floor."""
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["instance"], r["method"], r["q"], r["gamma"], r["alpha"]), {}) \
-            .setdefault(r["seed"], []).append((r["round"], r[key], r["dist2"]))
+            .setdefault(r["seed"], []).append([r["round"]] + [r[k] for k in QUANTITIES])
     out = []
     for (inst, meth, q, g, a), by_seed in groups.items():
-        last, prev, dl = [], [], []
-        for s, pts in by_seed.items():
-            arr = np.array(pts)
-            l, p = tail_means(arr[:, 0], arr[:, 1])
-            last.append(l)
-            prev.append(p)
-            dl.append(tail_means(arr[:, 0], arr[:, 2])[0])
-        ml, hl = t_interval(last)
-        mp, hp = t_interval(prev)
-        md, hd = t_interval(dl)
-        change = ml - mp
-        flat = abs(change) <= hl + hp or abs(change) <= 0.05 * abs(ml)
-        out.append(dict(instance=inst, method=meth, q=q, gamma=g, alpha=a, seeds=len(last),
-                        floor=ml, floor_ci=hl, prev_quarter=mp, prev_quarter_ci=hp,
-                        rel_change=change / abs(ml) if ml else float("nan"), flat=flat,
-                        dist2_floor=md, dist2_ci=hd))
+        row = dict(instance=inst, method=meth, q=q, gamma=g, alpha=a, seeds=len(by_seed))
+        for j, k in enumerate(QUANTITIES, 1):
+            tails = np.array([tail_means(np.array(p)[:, 0], np.array(p)[:, j]) for p in by_seed.values()])
+            ml, hl = t_interval(tails[:, 0])
+            mp, hp = t_interval(tails[:, 1])
+            pre = "floor" if k == "suboptimality" else k
+            row.update({pre: ml, f"{pre}_ci": hl, f"{pre}_prev_quarter": mp, f"{pre}_prev_quarter_ci": hp})
+            if k == "suboptimality":
+                change = ml - mp
+                row["rel_change"] = change / abs(ml) if ml else float("nan")
+                row["flat"] = bool(abs(change) <= hl + hp or abs(change) <= 0.05 * abs(ml))
+        out.append(row)
     return out
 
 
@@ -292,9 +299,10 @@ def fits(summary: list[dict]) -> list[dict]:
         ss = sorted(ss, key=lambda s: s["alpha"])
         if len(ss) < 3:
             continue
-        sl, hw, _ = slope_fit([s["alpha"] for s in ss], [s["floor"] for s in ss])
-        out.append(dict(instance=inst, method=meth, q=q, gamma=g, slope=sl, slope_ci=hw,
-                        n_alpha=len(ss)))
+        for k in ("floor", "dist2_stacked"):
+            sl, hw, _ = slope_fit([s["alpha"] for s in ss], [s[k] for s in ss])
+            out.append(dict(instance=inst, method=meth, q=q, gamma=g, quantity=k, slope=sl,
+                            slope_ci=hw, n_alpha=len(ss), all_flat=all(s["flat"] for s in ss)))
     return out
 
 
@@ -304,7 +312,16 @@ def fits(summary: list[dict]) -> list[dict]:
 COLOURS = {"RSA": "tab:blue", "AsynRSA-VR": "tab:red", "RSA full gradient": "tab:gray"}
 
 
+def _band(ax, x, m, h, colour, label, style="o-"):
+    m, h = np.asarray(m), np.asarray(h)
+    ax.plot(x, m, style, color=colour, label=label)
+    ax.fill_between(x, np.maximum(m - h, m * 1e-3), m + h, color=colour, alpha=0.2)
+
+
 def figure(summary, theory_rows, sweep, path: Path, instances):
+    """Top row: the stationary F − F* of (3) against α (× marks a setting whose tail is
+    not flat); bottom row: the stacked ``‖x − x*‖²`` with Theorem 1's Δ1; last column:
+    the γ sweep (Remark 3)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -312,59 +329,59 @@ def figure(summary, theory_rows, sweep, path: Path, instances):
 
     panels = [(i, q, g) for i in instances for q in QS for g in GAMMAS
               if any(s["instance"] == i and s["q"] == q and s["gamma"] == g for s in summary)]
-    ncols = 4
-    nrows = math.ceil((len(panels) + (1 if sweep else 0)) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
-    for ax, (i, q, g) in zip(axes.flat, panels):
+    ncols = len(panels) + (1 if sweep else 0)
+    fig, axes = plt.subplots(2, ncols, figsize=(3.6 * ncols, 6.4), squeeze=False)
+    for c, (i, q, g) in enumerate(panels):
+        top, bot = axes[0, c], axes[1, c]
         for meth, col in COLOURS.items():
             ss = sorted((s for s in summary if (s["instance"], s["q"], s["gamma"], s["method"]) == (i, q, g, meth)),
                         key=lambda s: s["alpha"])
             if not ss:
                 continue
-            a = np.array([s["alpha"] for s in ss])
-            f = np.array([s["floor"] for s in ss])
-            h = np.array([s["floor_ci"] for s in ss])
-            ax.plot(a, np.abs(f), "o-", color=col, label=meth)
-            ax.fill_between(a, np.maximum(np.abs(f) - h, 1e-12), np.abs(f) + h, color=col, alpha=0.2)
+            a = [s["alpha"] for s in ss]
+            _band(top, a, [s["floor"] for s in ss], [s["floor_ci"] for s in ss], col, meth)
+            _band(bot, a, [s["dist2_stacked"] for s in ss], [s["dist2_stacked_ci"] for s in ss], col, meth)
             for s in ss:
                 if not s["flat"]:
-                    ax.plot(s["alpha"], abs(s["floor"]), "x", color="k", ms=9)
+                    top.plot(s["alpha"], s["floor"], "x", color="k", ms=9)
         tr = sorted((t for t in theory_rows if (t["instance"], t["q"], t["gamma"]) == (i, q, g)
                      and t["delta1"] is not None), key=lambda t: t["alpha"])
         if tr:
-            ax.plot([t["alpha"] for t in tr], [t["delta1"] for t in tr], "k--", lw=1,
-                    label="Δ1 (Thm 1; bounds ‖x−x*‖², outside eq. (44))")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(f"{i}, q = {q}, γ = {g:g}", fontsize=9)
-        ax.set_xlabel("step α")
-        ax.set_ylabel("stationary F − F* of (3)")
-        ax.grid(True, which="both", alpha=0.3)
-    axes.flat[0].legend(fontsize=6)
+            bot.plot([t["alpha"] for t in tr], [t["delta1"] for t in tr], "k--", lw=1,
+                     label="Δ1, eq. (12) (α outside eq. (44))")
+        top.set_title(f"{i}, q = {q}, γ = {g:g}", fontsize=9)
+        for ax in (top, bot):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("step α")
+            ax.grid(True, which="both", alpha=0.3)
+        top.set_ylabel("stationary F − F* of (3)")
+        bot.set_ylabel("stationary ‖x − x*‖² (x0 and the x_i)")
+    axes[0, 0].legend(fontsize=6)
+    axes[1, 0].legend(fontsize=6)
     if sweep:
-        ax = axes.flat[len(panels)]
+        top, bot = axes[0, -1], axes[1, -1]
         for a in sorted({s["alpha"] for s in sweep}):
             ss = sorted((s for s in sweep if s["alpha"] == a), key=lambda s: s["gamma"])
-            gs = np.array([s["gamma"] for s in ss])
-            f = np.array([s["floor"] for s in ss])
-            h = np.array([s["floor_ci"] for s in ss])
-            ln = ax.plot(gs, f, "o-", label=f"measured, α = {a:g}")
-            ax.fill_between(gs, np.maximum(f - h, 1e-12), f + h, color=ln[0].get_color(), alpha=0.2)
+            gs = [s["gamma"] for s in ss]
+            col = "tab:red" if a == max(s["alpha"] for s in sweep) else "tab:orange"
+            _band(top, gs, [s["floor"] for s in ss], [s["floor_ci"] for s in ss], col, f"α = {a:g}")
+            _band(bot, gs, [s["dist2_stacked"] for s in ss], [s["dist2_stacked_ci"] for s in ss], col,
+                  f"measured, α = {a:g}")
             d1 = [s["delta1"] for s in ss]
             if all(v is not None for v in d1):
-                ax.plot(gs, d1, "--", color=ln[0].get_color(), lw=1, label=f"Δ1(γ), α = {a:g}")
-        ax.set_yscale("log")
-        ax.set_xlabel("participation γ")
-        ax.set_title("Remark 3: AsynRSA-VR, small, q = 5", fontsize=9)
-        ax.legend(fontsize=6)
-        ax.grid(True, which="both", alpha=0.3)
-    for ax in list(axes.flat)[len(panels) + (1 if sweep else 0):]:
-        ax.axis("off")
-    fig.suptitle("Paper A at stationarity: floor of F − F* (tail mean, last quarter; 95 % t-band over "
-                 "seeds; × = not flat)", fontsize=10)
+                bot.plot(gs, d1, "--", color=col, lw=1, label=f"Δ1(γ), α = {a:g}")
+        top.set_title("Remark 3: AsynRSA-VR, small, q = 5", fontsize=9)
+        for ax in (top, bot):
+            ax.set_yscale("log")
+            ax.set_xlabel("participation γ")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=6)
+    fig.suptitle("Paper A at stationarity: tail means over the last quarter of the rounds, 95 % t-bands "
+                 "over seeds (× = tail not flat)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -378,70 +395,100 @@ def write_csv(path: Path, rows: list[dict], fields=None) -> None:
         w.writerows(rows)
 
 
+def _rows(res, cfgs, inst: str) -> list[dict]:
+    """Long-format rows of a batch's results."""
+    rows = []
+    for c, r in zip(cfgs, res):
+        cols = r.columns
+        for k in range(len(cols["round"])):
+            rows.append(dict(instance=inst, method=None, q=None, gamma=c.participation, alpha=c.lr,
+                             seed=c.seed, round=int(cols["round"][k]),
+                             **{q: float(cols[q][k]) for q in QUANTITIES},
+                             test_accuracy=float(cols["test_accuracy"][k])))
+    return rows
+
+
+def study(inst: str, quick: bool, results: Path, mnist_grid: str) -> dict:
+    """Every run of one instance: ``{"rows", "theory", "sweep", "log"}``."""
+    t_start = time.perf_counter()
+    alphas = ALPHAS[::3] if quick else ALPHAS
+    seeds = SEEDS[:2] if quick else SEEDS
+    rows, theory_rows, log, sweep = [], [], [], []
+    cfg, P5, P0 = instance(inst, quick)
+    with warnings.catch_warnings():  # Theorem 1's step condition fails: reported in the log
+        warnings.simplefilter("ignore", TheoryWarning)
+        diag = diagnose(cfg) if inst == "small" else None
+    opt = optimum(inst, cfg, P5, results)
+    log.append(f"{inst}: λ = {cfg.penalty:g}, x* by {opt['method']} (tol {opt['tol']:.3g}, "
+               f"residual {opt['residual']:.3g}, Lemma 1 threshold/λ {opt['ratio']:.4g}, "
+               f"F* = {opt['objective']:.10g}, {opt['seconds']:.1f} s)")
+    if diag is not None:
+        log.append(f"{inst}: μ = {diag.mu_a:g}, L = {diag.L_a:.4g} (per-sample bound ½‖x‖²+l2), "
+                   f"J = {diag.J}, d = {diag.d}, r = {diag.R}, σ² = {diag.sigma2:.4g}, "
+                   f"Theorem 1 step bound eq. (44) = {theory.asynrsa_step_bound(diag.mu_a, diag.L_a, diag.J):.3g}")
+    rounds, why = rounds_for(diag if diag is not None else _NoTheory, quick)
+    log.append(f"{inst}: {rounds} rounds ({why})")
+    full_grid = inst == "small" or mnist_grid == "full"
+    qs, gammas = (QS, GAMMAS) if full_grid else ((5,), (1.0,))
+    for q in qs:
+        for meth in METHODS:
+            # full local gradients with γ = 1: no randomness at all (zero start), one seed
+            sds = seeds[:1] if (meth == "RSA full gradient" and gammas == (1.0,)) else seeds
+            t0 = time.perf_counter()
+            r, _ = run_setting(inst, meth, q, cfg, P5 if q else P0, opt, alphas, gammas, sds, rounds)
+            rows += r
+            log.append(f"{inst} {meth} q={q}: {time.perf_counter() - t0:.1f} s")
+            print(log[-1], flush=True)
+            for a in alphas:
+                for g in gammas:
+                    rate, d1, ok = theorem1(diag, a, g, q) if diag is not None else (None, None, False)
+                    theory_rows.append(dict(instance=inst, q=q, gamma=g, alpha=a, rate=rate,
+                                            delta1=d1, in_range=ok))
+    if inst == "small":
+        t0 = time.perf_counter()
+        m = cfg.replace(rounds=rounds, eval_every=max(1, rounds // N_EVALS), method="asynrsa-vr")
+        cfgs = [m.replace(lr=a, participation=g, seed=s)
+                for a in SWEEP_ALPHAS for g in GAMMA_SWEEP for s in seeds]
+        res = run_batch(cfgs, problem=P5, observe=observer(cfg, opt))
+        srows = [dict(r, method="AsynRSA-VR sweep", q=5) for r in _rows(res, cfgs, inst)]
+        rows += srows
+        for s in summarise(srows):
+            s["delta1"] = theorem1(diag, s["alpha"], s["gamma"], 5)[1]
+            sweep.append(s)
+        log.append(f"{inst} γ sweep: {time.perf_counter() - t0:.1f} s")
+        print(log[-1], flush=True)
+    log.append(f"{inst}: {time.perf_counter() - t_start:.1f} s")
+    return dict(rows=rows, theory=theory_rows, sweep=sweep, log=log)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--instances", default="small,mnist")
     ap.add_argument("--quick", action="store_true", help="a tiny grid (seconds)")
     ap.add_argument("--results", default="results")
     ap.add_argument("--figures", default="figures")
+    ap.add_argument("--jobs", type=int, default=2, help="instances run in parallel processes")
     ap.add_argument("--mnist-grid", default="reduced", choices=("reduced", "full"),
                     help="reduced: q = 5, γ = 1 only on MNIST")
     args = ap.parse_args(argv)
     results, figures = Path(args.results), Path(args.figures)
     instances = [s for s in args.instances.split(",") if s]
-    alphas = ALPHAS[::3] if args.quick else ALPHAS
-    seeds = SEEDS[:2] if args.quick else SEEDS
+    for i in instances:
+        if i not in INSTANCES:
+            raise ValueError(f"--instances: unknown instance {i!r}; choose from {', '.join(INSTANCES)}")
     t_start = time.perf_counter()
-    rows, theory_rows, log, sweep = [], [], [], []
-    for inst in instances:
-        cfg, P5, P0 = instance(inst, args.quick)
-        diag = diagnose(cfg.replace(dtype="float64")) if inst == "small" else None
-        opt = optimum(inst, cfg, P5, results)
-        log.append(f"{inst}: λ = {cfg.penalty:g}, x* by {opt['method']} (tol {opt['tol']:.3g}, "
-                   f"residual {opt['residual']:.3g}, threshold/λ {opt['ratio']:.4g}, "
-                   f"F* = {opt['objective']:.10g}, {opt['seconds']:.1f} s)")
-        if diag is not None:
-            log.append(f"{inst}: μ = {diag.mu_a:g}, L = {diag.L_a:.4g} (per-sample bound ½‖x‖²+l2), "
-                       f"J = {diag.J}, d = {diag.d}, r = {diag.R}, σ² = {diag.sigma2:.4g}, "
-                       f"Theorem 1 step bound eq. (44) = {theory.asynrsa_step_bound(diag.mu_a, diag.L_a, diag.J):.3g}")
-        rounds, why = rounds_for(diag if diag is not None else _NoTheory, args.quick)
-        log.append(f"{inst}: {rounds} rounds ({why})")
-        qs = QS if (inst == "small" or args.mnist_grid == "full") else (5,)
-        gammas = GAMMAS if (inst == "small" or args.mnist_grid == "full") else (1.0,)
-        for q in qs:
-            for meth in METHODS:
-                # full gradients with γ = 1 are deterministic: two seeds show it
-                sds = seeds[:2] if (meth == "RSA full gradient" and gammas == (1.0,)) else seeds
-                t0 = time.perf_counter()
-                r, _ = run_setting(inst, meth, q, cfg, P5 if q else P0, opt, alphas, gammas, sds, rounds)
-                rows += r
-                log.append(f"{inst} {meth} q={q}: {time.perf_counter() - t0:.1f} s")
-                print(log[-1], flush=True)
-                for a in alphas:
-                    for g in gammas:
-                        rate, d1, ok = theorem1(diag, a, g, q) if diag is not None else (None, None, False)
-                        theory_rows.append(dict(instance=inst, q=q, gamma=g, alpha=a, rate=rate,
-                                                delta1=d1, in_range=ok))
-        if inst == "small" and not args.quick:
-            t0 = time.perf_counter()
-            sw_alphas = (0.003, 0.03)
-            m = cfg.replace(rounds=rounds, eval_every=max(1, rounds // N_EVALS), method="asynrsa-vr")
-            cfgs = [m.replace(lr=a, participation=g, seed=s) for a in sw_alphas for g in GAMMA_SWEEP for s in seeds]
-            res = run_batch(cfgs, problem=P5, observe=observer(cfg, opt))
-            srows = []
-            for c, r in zip(cfgs, res):
-                for k in range(len(r.columns["round"])):
-                    srows.append(dict(instance=inst, method="AsynRSA-VR sweep", q=5, gamma=c.participation,
-                                      alpha=c.lr, seed=c.seed, round=int(r.columns["round"][k]),
-                                      suboptimality=float(r.columns["suboptimality"][k]),
-                                      dist2=float(r.columns["dist2"][k]),
-                                      test_accuracy=float(r.columns["test_accuracy"][k])))
-            rows += srows
-            for s in summarise(srows):
-                s["delta1"] = theorem1(diag, s["alpha"], s["gamma"], 5)[1]
-                sweep.append(s)
-            log.append(f"{inst} γ sweep: {time.perf_counter() - t0:.1f} s")
-            print(log[-1], flush=True)
+    jobs = [(i, args.quick, results, args.mnist_grid) for i in instances]
+    if args.jobs > 1 and len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(args.jobs, len(jobs))) as ex:
+            outs = list(ex.map(study, *zip(*jobs)))
+    else:
+        outs = [study(*j) for j in jobs]
+    rows = [r for o in outs for r in o["rows"]]
+    theory_rows = [t for o in outs for t in o["theory"]]
+    sweep = [s for o in outs for s in o["sweep"]]
+    log = [x for o in outs for x in o["log"]]
     summary = summarise([r for r in rows if r["method"] != "AsynRSA-VR sweep"])
     th = {(t["instance"], t["q"], t["gamma"], t["alpha"]): t for t in theory_rows}
     for s in summary:
@@ -454,11 +501,11 @@ def main(argv=None) -> int:
     if fr:
         write_csv(results / f"a_stationary_fits{sfx}.csv", fr)
     figure(summary, theory_rows, sweep, figures / f"a_stationary{sfx}.png", instances)
-    log.append(f"total {time.perf_counter() - t_start:.1f} s")
+    log.append(f"total wall time {time.perf_counter() - t_start:.1f} s ({args.jobs} processes)")
     (results / f"a_stationary_log{sfx}.txt").write_text("\n".join(log) + "\n")
     print("\n".join(log))
     for f in fr:
-        print(f"slope {f['instance']} {f['method']} q={f['q']} γ={f['gamma']:g}: "
+        print(f"slope {f['quantity']} {f['instance']} {f['method']} q={f['q']} γ={f['gamma']:g}: "
               f"{f['slope']:.3f} ± {f['slope_ci']:.3f}")
     return 0
 
