@@ -78,3 +78,9 @@ matrix-momentum: $(STAMP)
 
 clean:
 	rm -rf results figures .pytest_cache .hypothesis
+
+## paper A at stationarity (floors of RSA, AsynRSA-VR and full-gradient RSA against α, Theorem 1's Δ1,
+## the γ sweep of Remark 3): results/a_stationary*.csv, figures/a_stationary.png
+.PHONY: a-stationary
+a-stationary: $(STAMP)
+	$(PY) experiments/paper_a/stationary.py --jobs $(JOBS)

@@ -251,6 +251,17 @@ def _problem64(cfg: Config):
     return problem_for(cfg if cfg.dtype == "float64" else cfg.replace(dtype="float64"))
 
 
+def _as_float64(problem):
+    """``problem`` with float64 features (itself when they already are)."""
+    import dataclasses
+
+    if problem.X.dtype == np.float64:
+        return problem
+    return dataclasses.replace(problem, X=problem.X.astype(np.float64),
+                               X_test=problem.X_test.astype(np.float64),
+                               X_eval=problem.X_eval.astype(np.float64))
+
+
 def regular_optimum(cfg: Config, *, ridge: float = 0.0, tol: float | None = None) -> Optimum:
     """``x*`` of the regular workers' problem of ``cfg`` (see the module docstring), to
     ``‖∇F(x*)‖₂ ≤ tol`` (default ``1e-6·max(1, ‖∇F(0)‖)``), in float64."""
@@ -516,9 +527,9 @@ def penalised_objective(problem, x0: np.ndarray, X: np.ndarray, lam: float, p: f
     ----------
     problem : Problem
         The run's data (the regular rows of ``problem.X``/``problem.y`` are used).
-    x0 : ndarray, shape (d,)
-        Server model.
-    X : ndarray, shape (R, d)
+    x0 : ndarray, shape (d,) or (S, d)
+        Server model (or S replicas' server models: the result is then ``(S,)``).
+    X : ndarray, shape (R, d) or (S, R, d)
         Regular clients' models, in the order of ``problem.regular``.
     lam, p : float
         Penalty ``λ ≥ 0`` and norm ``p ≥ 1`` (or ``inf``).
@@ -527,13 +538,16 @@ def penalised_objective(problem, x0: np.ndarray, X: np.ndarray, lam: float, p: f
     """
     reg = problem.regular
     R = int(reg.sum())
+    x0 = np.asarray(x0, dtype=np.float64)
     X = np.asarray(X, dtype=np.float64)
-    if X.shape != (R, problem.model.dim):
-        raise ValueError(f"X must have shape (R, d) = {(R, problem.model.dim)}, got {X.shape}")
+    if X.shape != x0.shape[:-1] + (R, problem.model.dim) or x0.ndim > 2:
+        raise ValueError(f"X must have shape (R, d) = {(R, problem.model.dim)} (or (S, R, d) with "
+                         f"x0 (S, d)), got X {X.shape} and x0 {x0.shape}")
     Xr, yr = problem.X[reg].astype(np.float64, copy=False), problem.y[reg]
-    fi = float(np.sum(problem.model.loss(X, Xr, yr)))
-    pen = float(np.sum(np.linalg.norm(X - x0, ord=p, axis=1)))
-    return fi + 0.5 * server_l2 * float(x0 @ x0) + lam * pen
+    fi = np.sum(problem.model.loss(X, Xr, yr), axis=-1)
+    pen = np.sum(np.linalg.norm(X - x0[..., None, :], ord=p, axis=-1), axis=-1)
+    F = fi + 0.5 * server_l2 * np.sum(x0 * x0, axis=-1) + lam * pen
+    return float(F) if x0.ndim == 1 else F
 
 
 @dataclass(frozen=True, eq=False)
@@ -556,7 +570,8 @@ class PenalisedOptimum:
     method: str
 
 
-def penalised_optimum(cfg: Config, *, tol: float | None = None, max_iter: int = 20000) -> PenalisedOptimum:
+def penalised_optimum(cfg: Config, *, tol: float | None = None, max_iter: int = 20000,
+                      problem=None) -> PenalisedOptimum:
     """The optimum of paper A's problem (3) for a penalty-family ``cfg``.
 
     When ``λ ≥ max_i ‖∇f_i(x̃*)‖_b`` (Lemma 1) it is ``x_i = x0 = x̃*``, the optimum of
@@ -572,6 +587,9 @@ def penalised_optimum(cfg: Config, *, tol: float | None = None, max_iter: int = 
     ``1e-5·max(1, ‖∇F(x̃*)‖)`` of the split problem).  ``(R + 1)·d`` unknowns (plus
     ``R·d``): on MNIST (R = 20) many minutes.
 
+    ``problem``: solve (3) on this problem's data (e.g. a subset of the config's) instead
+    of the config's own; it is computed in float64 either way.
+
     Raises
     ------
     ValueError
@@ -583,7 +601,7 @@ def penalised_optimum(cfg: Config, *, tol: float | None = None, max_iter: int = 
         raise ValueError(f"penalised_optimum: problem (3) is the penalty family's; config "
                          f"{cfg.method!r} is in the {cfg.family!r} family")
     _check_model(cfg)
-    problem = _problem64(cfg)
+    problem = _problem64(cfg) if problem is None else _as_float64(problem)
     obj = _objective_of(cfg, problem, 0.0)
     opt = _minimise(obj, None)
     G, _ = obj.client_stats(opt.x)

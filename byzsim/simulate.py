@@ -499,6 +499,7 @@ def run_batch(
     problem: Problem | None = None,
     callback: Callable | None = None,
     blas_threads: int | None = 1,
+    observe: Callable | None = None,
 ) -> list[RunResult]:
     """Simulate the runs ``cfgs`` as one replica batch: their arrays stacked along a
     leading replica axis, every round one vectorized step of all of them.
@@ -516,14 +517,22 @@ def run_batch(
     ``problem``: use this problem for every replica (one run's tests).  ``callback``
     and ``blas_threads``: as in :func:`run`.  Each result's ``seconds`` is the batch's
     wall time divided by S, and ``info["replicas"]`` is S.
+
+    ``observe(problems, slot, state) -> {name: (S,) array}``: extra measurements, made
+    at every evaluation after the standard metrics (``problems[slot[s]]`` is replica
+    s's data set; ``state.as_replicas()`` gives its server models ``(S, d)`` and client
+    models ``(S, n, d)``).  Each name becomes a float column of every result, next to
+    :data:`METRICS` (names must not repeat them); it must not change the state.
     """
     cfgs = _check_batch(cfgs)
+    if observe is not None and not callable(observe):
+        raise ValueError(f"run_batch: observe must be callable(problems, slot, state), got {observe!r}")
     if blas_threads is None:
-        return _run_batch(cfgs, problem, callback)
+        return _run_batch(cfgs, problem, callback, observe)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=blas_threads, user_api="blas"):
-        return _run_batch(cfgs, problem, callback)
+        return _run_batch(cfgs, problem, callback, observe)
 
 
 def _replica_problem(cfgs: list[Config], problem: Problem | None):
@@ -588,7 +597,22 @@ def prepare_batch(cfgs: Sequence[Config], problem: Problem | None = None) -> Bat
     return Batch(method, state, gens[0] if len(cfgs) == 1 else gens, problems, slot)
 
 
-def _run_batch(cfgs: list[Config], problem: Problem | None, callback: Callable | None) -> list[RunResult]:
+def _observed(observe: Callable, problems: list, slot: np.ndarray, state: State) -> dict[str, np.ndarray]:
+    """``observe``'s measurements, checked: ``(S,)`` float arrays under new names."""
+    S = len(slot)
+    out = {}
+    for k, v in dict(observe(problems, slot, state)).items():
+        if k in METRICS:
+            raise ValueError(f"run_batch: observe returned {k!r}, a name of the standard metrics {METRICS}")
+        v = np.asarray(v, dtype=np.float64)
+        if v.shape != (S,):
+            raise ValueError(f"run_batch: observe returned {k!r} of shape {v.shape}, expected ({S},)")
+        out[k] = v
+    return out
+
+
+def _run_batch(cfgs: list[Config], problem: Problem | None, callback: Callable | None,
+               observe: Callable | None = None) -> list[RunResult]:
     S = len(cfgs)
     t0 = time.perf_counter()
     batch = prepare_batch(cfgs, problem)
@@ -613,10 +637,12 @@ def _run_batch(cfgs: list[Config], problem: Problem | None, callback: Callable |
             diverge(int(s), r)
         if alive.any():
             m = evaluate_replicas(problems, slot, state)
+            if observe is not None:
+                m.update(_observed(observe, problems, slot, state))
             for s in np.flatnonzero(alive):
                 cols[s]["round"].append(r)
                 for k, v in m.items():
-                    cols[s][k].append(float(v[s]))
+                    cols[s].setdefault(k, []).append(float(v[s]))
             if callback is not None:
                 callback(r)
 
@@ -637,7 +663,7 @@ def _run_batch(cfgs: list[Config], problem: Problem | None, callback: Callable |
     for s, c in enumerate(cfgs):
         columns = {
             "round": np.asarray(cols[s]["round"], dtype=np.int64),
-            **{k: np.asarray(cols[s][k], dtype=np.float64) for k in METRICS[1:]},
+            **{k: np.asarray(v, dtype=np.float64) for k, v in cols[s].items() if k != "round"},
         }
         rinfo = dict(info)
         if gm["elements"]:
