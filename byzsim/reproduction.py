@@ -208,6 +208,43 @@ def render_table(table: Mapping[str, Any], results: Results) -> str:
     return "\n".join(lines)
 
 
+def render_rows_table(table: Mapping[str, Any], results: Results) -> str:
+    """A Markdown table of rows of a committed CSV that is not a figure's long CSV (a
+    script's summary): ``source`` (the CSV's stem), ``where`` (column = value filters),
+    ``columns`` (shown in order), ``ci`` (column -> its half-width column, shown as
+    ``value ± half-width``), ``digits``."""
+    name = table.get("name", "?")
+    where = f"reproduction.toml, table {name!r}"
+    src = table["source"]
+    if src not in results.rows:
+        raise ManifestError(f"{where}: source {src!r} is not in the results ({results.source})")
+    rows = [r for r in results.rows[src]
+            if all(str(r.get(k)) == str(v) for k, v in table.get("where", {}).items())]
+    if not rows:
+        raise ManifestError(f"{where}: no row of {src!r} matches {table.get('where')}")
+    cols, ci, digits = list(table["columns"]), dict(table.get("ci", {})), int(table.get("digits", 3))
+    missing = [c for c in cols + list(ci.values()) if c not in rows[0]]
+    if missing:
+        raise ManifestError(f"{where}: {src!r} has no column(s) {missing}; columns: {list(rows[0])}")
+
+    def cell(r, c):
+        v = r[c]
+        try:
+            x = float(v)
+        except ValueError:
+            return v
+        if x.is_integer() and c not in ci and "." not in v:
+            return v
+        out = f"{x:.{digits}g}" if abs(x) < 1e-3 or abs(x) >= 1e4 else f"{x:.{digits}f}"
+        if c in ci:
+            out += f" ± {float(r[ci[c]]):.{digits}g}"
+        return out
+
+    lines = ["| " + " | ".join(table.get("labels", cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- claims
 
 #: claim checks: ``check(claim, results, where) -> (verdict, evidence)``
@@ -371,7 +408,7 @@ def render(manifest: Mapping[str, Any], results: Results) -> dict[tuple[str, str
     for t in manifest.get("tables", []):
         if "name" not in t:
             raise ManifestError("reproduction.toml: every [[tables]] entry needs a 'name'")
-        blocks[("table", t["name"])] = render_table(t, results)
+        blocks[("table", t["name"])] = (render_rows_table if "source" in t else render_table)(t, results)
     if manifest.get("claims"):
         blocks[("claims", "all")] = render_claims(manifest["claims"], results)
     return blocks

@@ -135,3 +135,17 @@ def test_least_drop_uses_per_seed_drops():
     assert "**holds**" in md
     md = render_claims([claim(check="least_drop", method="B", others=["A"], panels=["1", "2"])], res)
     assert "**does not hold**" in md
+
+
+def test_rows_table_shows_a_summary_csv_with_its_intervals():
+    from byzsim.reproduction import render_rows_table
+
+    res = Results({"fits": [{"method": "RSA", "q": "0", "slope": "1.0643", "slope_ci": "0.0747"},
+                            {"method": "RSA", "q": "5", "slope": "0.5", "slope_ci": "0.3"}]}, "test")
+    t = {"name": "f", "source": "fits", "where": {"q": 0}, "columns": ["method", "slope"],
+         "ci": {"slope": "slope_ci"}, "digits": 2}
+    assert render_rows_table(t, res).splitlines() == ["| method | slope |", "|---|---|", "| RSA | 1.06 ± 0.075 |"]
+    with pytest.raises(ManifestError, match="no row of 'fits' matches"):
+        render_rows_table({**t, "where": {"q": 7}}, res)
+    with pytest.raises(ManifestError, match="no column"):
+        render_rows_table({**t, "columns": ["nope"]}, res)
