@@ -38,6 +38,37 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"byzsim: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _jobs(text: str) -> int:
+    """``--jobs``: an integer >= 1, or -1 (all cores)."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1 and v != -1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected an integer >= 1, or -1 for all cores")
+    return v
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            v = None
+        if v is None or not v > 0 or v != v or v == float("inf"):
+            what = "an integer" if kind is int else "a finite number"
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {what} > 0")
+        return v
+    return parse
+
+
 def _split_inputs(items: Sequence[str]) -> tuple[list[str], list[str]]:
     files, overrides = [], []
     for it in items:
@@ -484,8 +515,8 @@ def _add_plugin(p) -> None:
 
 def _add_spec_run(p) -> None:
     """Options of the commands that run a spec and write its CSV and figure."""
-    p.add_argument("--jobs", "-j", type=int, default=1, help="parallel worker processes (default 1)")
-    p.add_argument("--rounds", type=int, default=None, help="override the number of rounds (quick looks)")
+    p.add_argument("--jobs", "-j", type=_jobs, default=1, help="parallel worker processes (default 1; -1 = all cores)")
+    p.add_argument("--rounds", type=_positive(int), default=None, help="override the number of rounds (quick looks)")
     p.add_argument("--results", default="results", help="directory of the CSV (default results/)")
     p.add_argument("--figures", default="figures", help="directory of the figure (default figures/)")
     p.add_argument("--force", action="store_true", help="rerun runs that are already stored")
@@ -506,7 +537,7 @@ def _add_common(p, *, store=True):
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="byzsim", formatter_class=_Formatter,
         description="Byzantine-robust federated learning simulator: run, sweep, plot.",
         epilog=textwrap.dedent("""\
@@ -518,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
             run `byzsim COMMAND --help` for each command's options"""),
     )
     ap.add_argument("--version", action="version", version=f"byzsim {__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     p = sub.add_parser("run", help="run one config (stored; cached unless --force)", epilog=EXAMPLES["run"],
@@ -534,11 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=_Formatter,
                        description="Expand configs and overrides into a grid and run what is not stored yet.")
     p.add_argument("inputs", nargs="*", metavar="CONFIG.toml | key=value", help=_CONFIG_HELP)
-    p.add_argument("--jobs", "-j", type=int, default=1,
+    p.add_argument("--jobs", "-j", type=_jobs, default=1,
                    help="local worker processes (default 1; -1 = all cores); with --scheduler: tasks in flight")
     p.add_argument("--scheduler", default=None, metavar="ADDR",
                    help="run on a Dask cluster (tcp://host:port; needs byzsim[dask])")
-    p.add_argument("--scheduler-timeout", type=float, default=10.0, metavar="S",
+    p.add_argument("--scheduler-timeout", type=_positive(float), default=10.0, metavar="S",
                    help="seconds to wait for the scheduler and its workers (default 10)")
     p.add_argument("--name", default=None, help="sweep name in the store (default: <config stem>-<hash>)")
     p.add_argument("--force", action="store_true", help="rerun runs that are already stored")
@@ -607,7 +638,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .runs import StoreError, SweepError, SweepInterrupted
 
     ap = build_parser()
-    a = ap.parse_args(argv)
+    try:
+        a = ap.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error (one line, status 2)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     try:
         if hasattr(a, "plugin"):  # before any config is validated
             from .plugins import load_plugins

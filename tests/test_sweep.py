@@ -119,8 +119,11 @@ def test_toml_files_grid_and_overrides(tmp_path):
 
 
 def test_duplicate_configs_run_once():
-    entries, _ = load_entries([], ["method=rsa", "dataset=synthetic", "lr=1,1.0"])
+    # two spellings of one value make one config: it runs once
+    entries, _ = load_entries([], ["method=rsa", "dataset=synthetic", "p=inf,Infinity"])
     assert len(entries) == 1
+    with pytest.raises(ValueError, match="listed twice"):  # the same value twice is a typo
+        load_entries([], ["method=rsa", "dataset=synthetic", "lr=1,1.0"])
 
 
 # --------------------------------------------------------------------------- execution
@@ -141,12 +144,12 @@ def test_execute_stores_skips_and_forces(tmp_path):
 
 def test_failing_run_is_recorded_and_sweep_continues(tmp_path):
     s = Store(tmp_path)
-    entries = grid(batch_size="1,100000", seed="0,1")  # batch_size > samples per client raises
+    entries = grid(partition="iid,by_class", seed="0,1")  # by_class: 6 clients, 4 classes raises when run
     rep = execute(entries, s)
     assert rep.ran == 2 and len(rep.failures) == 2 and not rep.ok
     for o in rep.failures:
         assert not s.has(o.entry.key)
-        assert "batch" in o.error and "batch" in s.failure(o.entry.key)["error"]
+        assert "by_class" in o.error and "by_class" in s.failure(o.entry.key)["error"]
     assert "2 failed" in rep.summary()
 
 

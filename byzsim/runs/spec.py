@@ -178,13 +178,25 @@ def parse_override(text: str) -> Override:
 
 
 def parse_overrides(texts: Iterable[str | Override]) -> list[Override]:
-    """Parse overrides; a key given twice keeps the last one (like Hydra's command line)."""
+    """Parse overrides.  A key given twice (``lr=0.1 lr=0.2``) and a value listed twice
+    in one grid axis (``seed=0,0``) are errors: either would silently drop runs."""
     out: dict[tuple[str, ...], Override] = {}
     for t in texts:
         o = t if isinstance(t, Override) else parse_override(t)
-        out.pop(o.path, None)
+        if o.path in out and out[o.path] is not o:
+            raise OverrideError(f"override {o.key!r} given twice ({out[o.path].text or o.key} and "
+                                f"{o.text or o.key}); give it once (key=v1,v2 for several values)")
+        dup = [v for i, v in enumerate(o.values) if any(_same(v, w) for w in o.values[:i])]
+        if dup:
+            raise OverrideError(f"override {o.text or o.key!r}: value {dup[0]!r} listed twice in the grid "
+                                f"of {o.key!r} (each value is one run)")
         out[o.path] = o
     return list(out.values())
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal override values (``1`` and ``1.0`` are the same run; ``True`` is not ``1``)."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
 def set_path(d: dict, path: Sequence[str], value: Any) -> None:
@@ -241,8 +253,7 @@ class RunEntry:
 
 def _make(d: Mapping[str, Any], where: str = "") -> Config:
     try:
-        cfg = make_config(**d)
-        check_component_params(cfg)
+        cfg = make_config(**d)  # validates every field and component parameter
     except ValueError as e:
         raise ValueError(f"{where}{e}") from None
     return cfg

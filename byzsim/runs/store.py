@@ -108,11 +108,18 @@ def _jsonable(v: Any) -> Any:
 
 
 def canonical_config(cfg: Config) -> dict[str, Any]:
-    """``cfg.to_dict()`` made canonical: JSON types only, float fields as floats."""
+    """``cfg.to_dict()`` made canonical: JSON types only, float fields as floats, and
+    the fields added after store format 1 left out while they hold their neutral value
+    (:data:`byzsim.config.KEY_NEUTRAL_DEFAULTS`), so a new field keeps every old key."""
+    from ..config import KEY_NEUTRAL_DEFAULTS
+
     d = _jsonable(cfg.to_dict())
     for k in _FLOAT_FIELDS:
         if isinstance(d.get(k), int) and not isinstance(d.get(k), bool):
             d[k] = float(d[k])
+    for k, neutral in KEY_NEUTRAL_DEFAULTS.items():
+        if k in d and d[k] == _jsonable(neutral):
+            del d[k]
     return d
 
 

@@ -1,0 +1,127 @@
+"""Reliability under real faults: every input checked before any work, a self-checking
+store, clean write failures, concurrent sweeps that share work, killed parents."""
+
+import pytest
+
+from byzsim.cli import main
+from byzsim.config import check_memory, estimate_bytes, make_config
+from byzsim.runs import load_entries
+from byzsim.runs.store import Store, canonical_config, canonical_json, config_key
+
+TINY = ["rounds=2", "eval_every=1", "train_eval_samples=0"]
+
+
+@pytest.fixture
+def here(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BYZSIM_STORE", raising=False)
+    return tmp_path
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+# ------------------------------------------------------------------- validation first
+
+#: inputs that were refused only once a run had started; (argv, field named, value shown)
+LATE = [
+    (["attack=gaussian", "attack_params.std=-1"], "attack_params.std", "-1"),
+    (["batch_size=100000"], "batch_size", "100000"),
+    (["dataset=synthetic", "dataset_params.n_classes=1"], "dataset_params.n_classes", "1"),
+    (["dataset=synthetic", "dataset_params.n_samples=-5"], "dataset_params.n_samples", "-5"),
+    (["dataset_params.test_fraction=2"], "dataset_params.test_fraction", "2"),
+    (["dataset_params.seed=abc"], "dataset_params.seed", "'abc'"),
+    (["model=mlp", "model_params.hidden=abc"], "model_params", "'abc'"),
+    (["model=mlp", "model_params.hidden=[0]"], "model_params", "[0]"),
+    (["partition_params.samples_per_client=-5"], "partition_params.samples_per_client", "-5"),
+    (["partition_params.samples_per_client=1000"], "partition_params.samples_per_client", "1000"),
+    (["partition=unbalanced", "partition_params.concentration=-1"], "partition_params.concentration", "-1"),
+    (["attack=sign_flipping", "attack_params.c=abc"], "attack_params.c", "'abc'"),
+    (["method=trimmed-mean", "aggregator_params.f=5"], "aggregator_params.f", "5"),
+    (["method=trimmed-mean", "aggregator_params.f=-1"], "aggregator_params.f", "-1"),
+    (["method=trimmed-mean", "aggregator_params.f=1.5"], "aggregator_params.f", "1.5"),
+    (["method=trimmed-mean", "preaggregators=[{name=\"bucketing\",s=2}]", "aggregator_params.f=3"],
+     "aggregator_params.f", "3"),
+    (["model=mlp", "model_params.hidden=[100000000]"], "model_params", "100000000"),
+]
+
+
+@pytest.mark.parametrize("args,field,value", LATE, ids=[" ".join(a) for a, _, _ in LATE])
+def test_bad_parameter_values_exit_2_before_any_work(args, field, value, here, capsys):
+    assert main(["sweep", *TINY, *args, "--store", "st"]) == 2
+    line = _one_error_line(capsys)
+    assert f"'{field}" in line and value in line, line
+    assert not (here / "st" / "runs").exists() and not (here / "st" / "failed").exists()
+
+
+def test_f_is_checked_against_the_rows_that_reach_the_rule():
+    ok = make_config(method="trimmed-mean", aggregator_params={"f": 4})  # n = 10: max_f = 4
+    assert ok.aggregator_params["f"] == 4
+    # bucketing s = 2 leaves 5 rows: max_f = 2
+    make_config(method="trimmed-mean", preaggregators=[{"name": "bucketing", "s": 2}], aggregator_params={"f": 2})
+    with pytest.raises(ValueError, match=r"'aggregator_params.f' = 3: expected an integer in \[0, 2\]"):
+        make_config(method="trimmed-mean", preaggregators=[{"name": "bucketing", "s": 2}],
+                    aggregator_params={"f": 3})
+
+
+def test_memory_estimate_refuses_what_cannot_fit():
+    small = make_config(dataset="digits", method="sgd")
+    huge = make_config(dataset="digits", model="mlp", model_params={"hidden": [100_000_000]})
+    assert 0 < estimate_bytes(small) < 50 * 2**20  # digits, softmax: a few MB
+    assert estimate_bytes(huge) > 40 * 2**30  # d > 6.4e9 parameters
+    check_memory(small, available=2**30)
+    with pytest.raises(ValueError, match=r"'n_clients' = 10: the run needs at least .* MiB"):
+        check_memory(small, available=2**20)  # a broken variant: nothing fits in 1 MiB
+
+
+@pytest.mark.parametrize("args,what", [
+    (["lr=0.1", "lr=0.2"], "'lr' given twice"),
+    (["rounds=10", "rounds=20"], "'rounds' given twice"),
+    (["seed=0,1", "seed=2"], "'seed' given twice"),
+    (["seed=0,0"], "listed twice"),
+    (["lr=1,1.0"], "listed twice"),
+])
+def test_duplicate_keys_and_grid_values_are_errors(args, what, here, capsys):
+    assert main(["sweep", *TINY, *args, "--store", "st"]) == 2
+    assert what in _one_error_line(capsys)
+
+
+def test_true_and_one_are_different_grid_values():
+    entries, _ = load_entries([], ["model=softmax", "model_params.bias=true,false", *TINY])
+    assert len(entries) == 2
+
+
+@pytest.mark.parametrize("opt", [["--jobs", "-5"], ["--jobs", "0"], ["--jobs", "two"],
+                                 ["--scheduler-timeout", "-1"], ["--scheduler-timeout", "0"],
+                                 ["--scheduler-timeout", "nan"]])
+def test_jobs_and_timeouts_are_checked(opt, here, capsys):
+    assert main(["sweep", *TINY, *opt, "--store", "st"]) == 2
+    line = _one_error_line(capsys)
+    assert opt[0] in line and opt[1] in line
+
+
+# ------------------------------------------------------------------- store keys
+
+
+def test_new_fields_at_their_neutral_value_keep_the_key(monkeypatch):
+    import hashlib
+
+    from byzsim import config as config_mod
+
+    cfg = make_config(method="sgd", server_l2=0.0)
+    before = config_key(cfg)
+    old = canonical_config(cfg)
+    # pretend server_l2 was added after store format 1 with the neutral value 0.0
+    monkeypatch.setitem(config_mod.KEY_NEUTRAL_DEFAULTS, "server_l2", 0.0)
+    now = canonical_config(cfg)
+    assert "server_l2" not in now and {**now, "server_l2": 0.0} == old
+    obj = {"store_format": 1, "config": {k: v for k, v in old.items() if k != "server_l2"}}
+    assert config_key(cfg) == hashlib.sha256(canonical_json(obj).encode()).hexdigest() != before
+    # a non-neutral value is part of the key, and a stored dict without the field reads back
+    assert "server_l2" in canonical_config(make_config(method="sgd", server_l2=0.01))
+    from byzsim.runs.store import config_from_dict
+
+    assert config_from_dict(now) == cfg
