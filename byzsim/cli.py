@@ -1,5 +1,5 @@
 """The ``byzsim`` command (also ``python -m byzsim``), the only command line:
-run | sweep | figure | experiment | matrix | list | bench.
+run | sweep | figure | experiment | matrix | list | store | bench.
 
 Configs come from TOML files (flat tables of :class:`~byzsim.config.Config` fields, with
 an optional ``[grid]`` table, or one figure spec such as ``experiments/paper_a/fig2.toml``)
@@ -9,7 +9,8 @@ kept in the result store (``results/store`` or ``$BYZSIM_STORE``); a sweep skips
 stored.  ``--plugin MODULE`` (and ``$BYZSIM_PLUGINS``, the ``byzsim.plugins`` entry
 points) loads a user's components first (:mod:`byzsim.plugins`).
 
-Exit status: 0 done; 1 some runs failed (the others are stored); 2 bad input (config,
+Exit status: 0 done; 1 some runs failed (the others are stored), or ``store verify``
+found bad runs; 2 bad input (config,
 override, store); 3 the executor failed (a worker died, the Dask scheduler is
 unreachable or lost); 130 interrupted (finished runs are stored).
 """
@@ -440,6 +441,27 @@ def cmd_list(a) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- store
+
+
+def cmd_store(a) -> int:
+    """``byzsim store verify``: check every finished run (checksums, files parse); one
+    line per bad run and exit status 1; ``--quarantine`` also moves them aside."""
+    store = _store(a)
+    keys = store.keys()
+    bad = store.verify()
+    for key, problem in bad:
+        print(f"bad run {key} in {store.root}: {problem}")
+        if a.quarantine:
+            store.report = lambda line: None
+            store.quarantine(key, problem)
+    where = f"; moved to {store.quarantine_dir}" if bad and a.quarantine else \
+        ("; the next sweep quarantines and reruns them" if bad else "")
+    print(f"# {len(keys)} runs checked in {store.root}: {len(keys) - len(bad)} good, {len(bad)} bad{where}",
+          file=sys.stderr)
+    return EXIT_FAILED_RUNS if bad else EXIT_OK
+
+
 # --------------------------------------------------------------------------- bench
 
 
@@ -499,6 +521,10 @@ heatmap of the mean final accuracy). Running it again simulates nothing.
   byzsim list
   byzsim list attacks
   byzsim list --json
+""",
+    "store": """examples:
+  byzsim store verify                      # exit 1 and one line per bad run
+  byzsim store verify --store /data/store --quarantine
 """,
     "bench": """examples:
   byzsim bench                 # per-round costs (benchmarks/run.py, writes BENCHMARKS.md)
@@ -625,6 +651,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_plugin(p)
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("store", help="check the result store (sha256 of every run's files)",
+                       epilog=EXAMPLES["store"], formatter_class=_Formatter,
+                       description="Check every finished run of the result store.")
+    p.add_argument("action", choices=["verify"], help="verify: check every stored run")
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="result store directory (default $BYZSIM_STORE or results/store)")
+    p.add_argument("--quarantine", action="store_true", help="move the bad runs to quarantine/ now")
+    p.set_defaults(func=cmd_store)
 
     p = sub.add_parser("bench", help="run the benchmarks (source checkout)", epilog=EXAMPLES["bench"],
                        formatter_class=_Formatter, description="Run benchmarks/run.py or benchmarks/sweep_bench.py.")

@@ -30,7 +30,7 @@ def here(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("cmd", [None, "run", "sweep", "figure", "experiment", "matrix", "list", "bench"])
+@pytest.mark.parametrize("cmd", [None, "run", "sweep", "figure", "experiment", "matrix", "list", "store", "bench"])
 def test_help_shows_an_example(cmd, capsys):
     assert main([cmd, "--help"] if cmd else ["--help"]) == 0
     out = capsys.readouterr().out

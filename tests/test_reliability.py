@@ -125,3 +125,76 @@ def test_new_fields_at_their_neutral_value_keep_the_key(monkeypatch):
     from byzsim.runs.store import config_from_dict
 
     assert config_from_dict(now) == cfg
+
+
+# ------------------------------------------------------------------- self-checking store
+
+FIXTURE = __import__("pathlib").Path(__file__).parent / "fixtures" / "store_v1"
+
+
+def _sweep(*extra) -> list[str]:
+    return ["sweep", *TINY, "method=sgd", "seed=0,1", "--store", "st", "--name", "s", *extra]
+
+
+def _damage(path, how):
+    if how == "truncate":
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    elif how == "garble":
+        path.write_bytes(b"{\"config\": ")
+    elif how == "flip":  # still parses: only the checksum sees it
+        text = path.read_text()
+        path.write_text(text.replace("0.", "1.", 1))
+
+
+@pytest.mark.parametrize("name,how", [("metrics.csv", "truncate"), ("config.json", "garble"),
+                                      ("metrics.csv", "flip")])
+def test_a_damaged_run_is_quarantined_reported_and_rerun(name, how, here, capsys):
+    assert main(_sweep("-q")) == 0
+    st = Store(here / "st")
+    key = st.keys()[0]
+    good = (st.run_dir(key) / "metrics.csv").read_bytes()
+    assert "sha256" in (st.run_dir(key) / "COMPLETE").read_text()
+    _damage(st.run_dir(key) / name, how)
+    capsys.readouterr()
+    assert main(["store", "verify", "--store", "st"]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and key in out[0] and name in out[0]
+    assert main(_sweep()) == 0
+    err = capsys.readouterr().err
+    assert err.count("failed its check") == 1 and "moved to" in err and "Traceback" not in err
+    assert "2 runs: 1 ran, 1 already stored" in err
+    assert (st.run_dir(key) / "metrics.csv").read_bytes() == good  # simulated again, same bytes
+    (q,) = (here / "st" / "quarantine").iterdir()
+    assert q.name.startswith(key) and (q / name).exists()  # kept, not deleted
+    assert main(["store", "verify", "--store", "st"]) == 0
+
+
+def test_figure_on_a_damaged_store_never_shows_a_traceback(here, capsys):
+    assert main(_sweep("-q")) == 0
+    st = Store(here / "st")
+    k0, k1 = st.keys()
+    _damage(st.run_dir(k0) / "metrics.csv", "truncate")
+    (st.run_dir(k1) / "COMPLETE").write_text(f"{k1}\n")  # a run of the format without checksums
+    _damage(st.run_dir(k1) / "config.json", "garble")
+    capsys.readouterr()
+    assert main(["figure", "--store", "st"]) == 2  # nothing left to plot: one clear line
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("failed its check") == 2 and "none of the runs" in err
+    (here / "st" / "sweeps" / "s.json").write_text("{\"runs\": [")
+    assert main(["figure", "--store", "st", "--sweep", "s"]) == 2
+    line = _one_error_line(capsys)
+    assert "s.json" in line and "unreadable" in line
+
+
+def test_runs_without_checksums_stay_readable(tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(FIXTURE / "store", tmp_path / "store")
+    st = Store(tmp_path / "store")
+    assert st.keys() and st.verify() == []
+    assert all(st.get(k) is not None for k in st.keys())
+    assert main(["store", "verify", "--store", str(tmp_path / "store")]) == 0
+    # a broken variant of the check: a truncated old run is caught by parsing
+    k = st.keys()[0]
+    _damage(st.run_dir(k) / "metrics.csv", "truncate")
+    assert [key for key, _ in st.verify()] == [k]

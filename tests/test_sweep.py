@@ -299,6 +299,11 @@ def test_runs_stored_by_another_version_are_reported(tmp_path):
     meta = json.loads(meta_path.read_text())
     meta["byzsim_version"] = "0.0.1"
     meta_path.write_text(json.dumps(meta))
+    from byzsim.runs.store import _marker_text  # seal the edit, as a store of that version would
+
+    d = meta_path.parent
+    (d / "COMPLETE").write_text(_marker_text(entries[0].key, {n: (d / n).read_bytes()
+                                                              for n in ("metrics.csv", "config.json")}))
     rep = execute(entries, s)
     assert rep.skipped == 1 and rep.other_version == 1
     assert "another byzsim version" in rep.summary()

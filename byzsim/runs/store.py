@@ -5,8 +5,10 @@ Layout (``root`` defaults to ``results/store``)::
     root/STORE.json                   {"byzsim_store_format": 1}  (checked on open)
     root/runs/<key>/config.json       resolved config + provenance (version, numpy, timing, diverged)
     root/runs/<key>/metrics.csv       round,test_accuracy,train_loss,distance (floats as repr)
-    root/runs/<key>/COMPLETE          completion marker, written last
+    root/runs/<key>/COMPLETE          completion marker, written last: the key, then
+                                      "sha256 <hex> <file>" of metrics.csv and config.json
     root/failed/<key>.json            the last failure of a run (error + traceback); not a result
+    root/quarantine/<key>-<time>/     a run that failed its check, moved aside (never read)
     root/sweeps/<name>.json           manifest of a sweep: the keys of its runs (+ labels)
 
 ``key = sha256(canonical JSON of {"store_format": FORMAT_VERSION, "config": Config.to_dict()})``
@@ -23,6 +25,11 @@ Guarantees (see ``docs/reliability.md``):
 * Only successful runs are written with :meth:`Store.put`; a failed run is recorded in
   ``failed/`` and never replaces a stored result.
 * A store written by another format version is refused with :class:`StoreFormatError`.
+* Every read of a finished run checks it (:meth:`Store.problem`): the sha256 of
+  ``metrics.csv`` and ``config.json`` against those in ``COMPLETE`` (runs stored before
+  the checksums existed: both files must parse), the key in ``config.json``, and the
+  metrics table.  A run that fails is reported in one line and moved to
+  ``quarantine/``; it then counts as not run, so the next sweep simulates it again.
 """
 
 from __future__ import annotations
@@ -38,10 +45,11 @@ import os
 import platform
 import shutil
 import socket
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -70,6 +78,7 @@ __all__ = [
 FORMAT_VERSION = 1
 DEFAULT_STORE = "results/store"
 _MARKER = "COMPLETE"
+_CHECKED = ("metrics.csv", "config.json")  # files whose sha256 COMPLETE records
 _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
 
@@ -204,13 +213,46 @@ def format_metrics_csv(columns: Mapping[str, Any]) -> str:
 
 
 def parse_metrics_csv(text: str) -> dict[str, np.ndarray]:
+    """CSV text of :func:`format_metrics_csv` -> columns; :class:`StoreError` naming the
+    line when the text is not such a table (truncated, garbled)."""
     rows = list(csv.reader(io.StringIO(text)))
     if not rows or tuple(rows[0]) != METRICS:
         raise StoreError(f"metrics.csv: unexpected header {rows[0] if rows else None!r}")
     body = rows[1:]
-    out = {"round": np.array([int(r[0]) for r in body], dtype=np.int64)}
+    if not body:
+        raise StoreError("metrics.csv: no rows (a run has at least the evaluation at round 0)")
+    values = []
+    for line, r in enumerate(body, 2):
+        try:
+            if len(r) != len(METRICS):
+                raise ValueError(f"{len(r)} fields, expected {len(METRICS)}")
+            values.append((int(r[0]), *map(float, r[1:])))
+        except ValueError as e:
+            raise StoreError(f"metrics.csv line {line}: {e}") from None
+    cols = list(zip(*values))
+    out = {"round": np.array(cols[0], dtype=np.int64)}
     for j, k in enumerate(METRICS[1:], 1):
-        out[k] = np.array([float(r[j]) for r in body], dtype=np.float64)
+        out[k] = np.array(cols[j], dtype=np.float64)
+    return out
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _marker_text(key: str, files: Mapping[str, bytes]) -> str:
+    """``COMPLETE``: the key, then ``sha256 <hex> <name>`` per checked file."""
+    return f"{key}\n" + "".join(f"sha256 {_sha256(files[n])} {n}\n" for n in _CHECKED)
+
+
+def _marker_sums(text: str) -> dict[str, str]:
+    """The ``{file: sha256}`` recorded in a ``COMPLETE`` text (empty for runs stored
+    before checksums were recorded, whose marker holds only the key)."""
+    out = {}
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "sha256":
+            out[parts[2]] = parts[1]
     return out
 
 
@@ -266,6 +308,10 @@ class Store:
         self.runs_dir = self.root / "runs"
         self.failed_dir = self.root / "failed"
         self.sweeps_dir = self.root / "sweeps"
+        self.quarantine_dir = self.root / "quarantine"
+        self._verified: set[str] = set()  # keys checked by this process
+        #: called with one line when a run fails its check and is quarantined
+        self.report: Callable[[str], None] = lambda line: print(f"byzsim: {line}", file=sys.stderr, flush=True)
 
     # -- format ---------------------------------------------------------------
     def _check_or_create(self, create: bool) -> None:
@@ -299,22 +345,81 @@ class Store:
         return self.runs_dir / key
 
     def has(self, key: str) -> bool:
-        """True iff the run ``key`` is finished (its completion marker exists)."""
-        return (self.runs_dir / key / _MARKER).is_file()
+        """True iff the run ``key`` is finished (its completion marker exists) and passes
+        its check (:meth:`problem`); a run that fails is quarantined (:meth:`quarantine`)."""
+        if not (self.runs_dir / key / _MARKER).is_file():
+            return False
+        if key in self._verified:
+            return True
+        problem = self.problem(key)
+        if problem is None:
+            self._verified.add(key)
+            return True
+        self.quarantine(key, problem)
+        return False
+
+    def problem(self, key: str) -> str | None:
+        """What is wrong with the finished run ``key`` (``None`` if nothing is): a
+        checksum in ``COMPLETE`` that does not match its file, a ``config.json`` that
+        does not parse or names another key or format, a ``metrics.csv`` that is not a
+        metrics table.  Reads only; see :meth:`has` for the quarantine."""
+        d = self.runs_dir / key
+        try:
+            sums = _marker_sums((d / _MARKER).read_text(encoding="utf-8", errors="replace"))
+            data = {n: (d / n).read_bytes() for n in _CHECKED}
+        except OSError as e:
+            return f"unreadable ({e.strerror or e}: {Path(e.filename or d).name})"
+        for n, want in sums.items():
+            if n in data and _sha256(data[n]) != want:
+                return f"{n} does not match its sha256 in {_MARKER} (changed or truncated)"
+        try:
+            meta = json.loads(data["config.json"].decode("utf-8"))
+            if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+                raise ValueError("no config table")
+        except ValueError as e:
+            return f"config.json does not parse ({e})"
+        if meta.get("store_format") != FORMAT_VERSION:
+            return f"config.json has store format {meta.get('store_format')!r}, expected {FORMAT_VERSION}"
+        if meta.get("key", key) != key:
+            return f"config.json names the key {str(meta.get('key'))[:12]}…, not its directory's"
+        try:
+            parse_metrics_csv(data["metrics.csv"].decode("utf-8"))
+        except (StoreError, UnicodeDecodeError) as e:
+            return str(e)
+        return None
+
+    def quarantine(self, key: str, reason: str) -> Path | None:
+        """Move the run ``key`` to ``quarantine/<key>-<time>`` (kept for inspection, never
+        read again) and report it in one line; ``None`` if it could not be moved (it
+        then still counts as not run in this process)."""
+        self._verified.discard(key)
+        dest = self.quarantine_dir / f"{key}-{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%S%fZ}"
+        try:
+            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            os.rename(self.runs_dir / key, dest)
+            where = f"moved to {dest}; the next sweep runs it again"
+        except FileNotFoundError:
+            return None  # another process moved it first
+        except OSError as e:
+            dest, where = None, f"could not move it to {self.quarantine_dir} ({e.strerror or e}); treated as not run"
+        self.report(f"stored run {key[:12]} in {self.root} failed its check: {reason}; {where}")
+        return dest
+
+    def verify(self) -> list[tuple[str, str]]:
+        """``(key, problem)`` of every finished run that fails :meth:`problem` (reads only)."""
+        return [(k, p) for k in self.keys() if (p := self.problem(k)) is not None]
 
     def get(self, key: str) -> StoredRun | None:
-        """The finished run ``key``, or ``None`` (also for an incomplete directory)."""
-        d = self.runs_dir / key
-        if not (d / _MARKER).is_file():
+        """The finished run ``key`` if it passes its check, else ``None`` (also for an
+        incomplete directory; a run that fails is quarantined, see :meth:`has`)."""
+        if not self.has(key):
             return None
+        d = self.runs_dir / key
         try:
             meta = json.loads((d / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise StoreError(f"corrupt run {d}: config.json unreadable ({e}); delete the directory to rerun it") from None
-        if meta.get("store_format") != FORMAT_VERSION:
-            raise StoreFormatError(
-                f"run {d} has store format {meta.get('store_format')!r}, expected {FORMAT_VERSION}"
-            )
+        except (OSError, ValueError) as e:  # changed since it was checked
+            self.quarantine(key, f"config.json unreadable ({e})")
+            return None
         return StoredRun(key, d, meta)
 
     def __contains__(self, key: str) -> bool:
@@ -374,18 +479,21 @@ class Store:
             **({"plugins": _jsonable(list(plugins))} if plugins else {}),
             **_jsonable(dict(extra or {})),
         }
+        files = {"metrics.csv": format_metrics_csv(columns).encode("utf-8"),
+                 "config.json": (json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")}
         tmp = self.runs_dir / f"{_TMP_PREFIX}{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            _write_file(tmp / "metrics.csv", format_metrics_csv(columns))
-            _write_file(tmp / "config.json", json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n")
-            _write_file(tmp / _MARKER, f"{key}\n")
+            for name in _CHECKED:
+                _write_file(tmp / name, files[name])
+            _write_file(tmp / _MARKER, _marker_text(key, files))
             _fsync_dir(tmp)
             self._install(tmp, final, force)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _fsync_dir(self.runs_dir)
+        self._verified.discard(key)
         self.clear_failure(key)
         return final
 
@@ -447,7 +555,15 @@ class Store:
         if not path.is_file():
             known = ", ".join(self.sweeps()) or "(none)"
             raise StoreError(f"no sweep named {name!r} in {self.root}; stored sweeps: {known}")
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            m = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(m, dict) or not isinstance(m.get("runs"), list) or not all(
+                    isinstance(r, dict) and isinstance(r.get("key"), str) for r in m["runs"]):
+                raise ValueError("expected a table with a list of runs, each with a key")
+        except (OSError, ValueError) as e:
+            raise StoreError(f"the sweep manifest {path} is unreadable ({e}); rerun the sweep to "
+                             "write it again (its runs stay stored)") from None
+        return m
 
     def sweeps(self) -> list[str]:
         """Names of the stored sweep manifests, oldest first."""
