@@ -29,7 +29,8 @@ figure spec (data, in ``experiments/``)::
     method = "asynrsa-vr"
 
 Every run's config is ``base | panel | line | {seed} | overrides``; all are validated
-before any simulation starts.
+(:func:`byzsim.config.make_config`, and :func:`byzsim.config.check_memory` against this
+machine's memory) before any simulation starts.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..config import Config, check_component_params, component_parameters, load_toml, make_config
+from ..config import Config, check_component_params, check_memory, component_parameters, load_toml, make_config
 from ..plugins import Plugin, used_plugins
 from ..simulate import METRICS
 from .store import canonical_config, config_key
@@ -254,6 +255,7 @@ class RunEntry:
 def _make(d: Mapping[str, Any], where: str = "") -> Config:
     try:
         cfg = make_config(**d)  # validates every field and component parameter
+        check_memory(cfg)  # a run that cannot fit in this machine's memory is bad input too
     except ValueError as e:
         raise ValueError(f"{where}{e}") from None
     return cfg
