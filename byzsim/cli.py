@@ -12,7 +12,8 @@ points) loads a user's components first (:mod:`byzsim.plugins`).
 Exit status: 0 done; 1 some runs failed (the others are stored), or ``store verify``
 found bad runs; 2 bad input (config,
 override, store); 3 the executor failed (a worker died, the Dask scheduler is
-unreachable or lost); 130 interrupted (finished runs are stored).
+unreachable or lost); 4 a file could not be written (full file system, read-only store,
+permission; the runs stored before are intact); 130 interrupted (finished runs are stored).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any, Sequence
 from .simulate import METRICS
 from .runs.plots import BANDS
 
-EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_EXECUTOR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_EXECUTOR, EXIT_WRITE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 _CONFIG_HELP = ("TOML config files and key=value overrides, in any order (key=v1,v2 sweeps over the "
                 "values; attack_params.std=100 sets a nested parameter)")
@@ -671,6 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .runs import StoreError, SweepError, SweepInterrupted
+    from .runs.store import StoreWriteError
 
     ap = build_parser()
     try:
@@ -702,9 +704,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if e.report is not None:
             print(f"byzsim: {e.report.ran} runs finished and stored before the error", file=sys.stderr)
         return EXIT_EXECUTOR
+    except StoreWriteError as e:
+        _err(str(e))
+        return EXIT_WRITE
     except (ValueError, FileNotFoundError, StoreError) as e:
         _err(str(e))
         return EXIT_USAGE
+    except OSError as e:  # an output file (CSV, figure) could not be written
+        _err(f"cannot write {e.filename or 'a file'}: {e.strerror or e}")
+        return EXIT_WRITE
 
 
 if __name__ == "__main__":

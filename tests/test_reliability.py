@@ -198,3 +198,58 @@ def test_runs_without_checksums_stay_readable(tmp_path, capsys):
     k = st.keys()[0]
     _damage(st.run_dir(k) / "metrics.csv", "truncate")
     assert [key for key, _ in st.verify()] == [k]
+
+
+# ------------------------------------------------------------------- write failures
+
+
+def _no_tmp_left(root):
+    return [p for p in root.rglob("*") if p.name.startswith((".tmp-", ".old-"))] == []
+
+
+@pytest.mark.parametrize("err", [28, 30, 13])  # ENOSPC, EROFS, EACCES
+def test_a_failing_write_is_one_line_and_keeps_what_is_stored(err, here, capsys, monkeypatch):
+    import errno
+    import os
+
+    from byzsim.runs import store as store_mod
+
+    assert main(_sweep("-q")) == 0  # two runs stored
+    st = Store(here / "st")
+    before = {k: (st.run_dir(k) / "metrics.csv").read_bytes() for k in st.keys()}
+    real = store_mod._write_file
+
+    def failing(path, data):
+        if path.name == "metrics.csv":  # the next run's first file
+            raise OSError(err, os.strerror(err), str(path))
+        real(path, data)
+
+    monkeypatch.setattr(store_mod, "_write_file", failing)
+    capsys.readouterr()
+    code = main(["sweep", *TINY, "method=sgd", "seed=0,1,2", "--store", "st", "-q"])
+    line = _one_error_line(capsys)
+    assert code == 4 and "cannot write to the result store st:" in line
+    assert os.strerror(err) in line and errno.errorcode[err] in line and "intact" in line
+    monkeypatch.undo()
+    st = Store(here / "st")
+    assert {k: (st.run_dir(k) / "metrics.csv").read_bytes() for k in st.keys()} == before
+    assert st.verify() == [] and _no_tmp_left(here / "st")
+
+
+@pytest.mark.skipif(__import__("os").geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_store_is_one_line(here, capsys):
+    import os
+
+    assert main(_sweep("-q")) == 0
+    for d in (here / "st", here / "st" / "runs", here / "st" / "failed", here / "st" / "sweeps"):
+        if d.exists():
+            os.chmod(d, 0o555)
+    try:
+        code = main(["sweep", *TINY, "method=sgd", "seed=5", "--store", "st", "-q"])
+        line = _one_error_line(capsys)
+        assert code == 4 and "Permission denied" in line
+    finally:
+        for d in (here / "st", here / "st" / "runs", here / "st" / "failed", here / "st" / "sweeps"):
+            if d.exists():
+                os.chmod(d, 0o755)
+    assert len(Store(here / "st").keys()) == 2 and _no_tmp_left(here / "st")

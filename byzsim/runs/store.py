@@ -37,6 +37,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as _dt
+import errno
+import functools
 import hashlib
 import io
 import json
@@ -61,6 +63,7 @@ __all__ = [
     "DEFAULT_STORE",
     "StoreError",
     "StoreFormatError",
+    "StoreWriteError",
     "Store",
     "StoredRun",
     "default_store_dir",
@@ -89,6 +92,32 @@ class StoreError(RuntimeError):
 
 class StoreFormatError(StoreError):
     """The store was written by another store format version."""
+
+
+class StoreWriteError(StoreError):
+    """The store could not be written (full file system, read-only, permission): names
+    the store and the cause.  Whatever was stored before is intact."""
+
+    def __init__(self, root: Path, error: OSError):
+        cause = error.strerror or str(error)
+        code = errno.errorcode.get(error.errno, "") if error.errno else ""
+        where = f" ({error.filename})" if error.filename else ""
+        super().__init__(f"cannot write to the result store {root}: {cause}{' [' + code + ']' if code else ''}"
+                         f"{where}; the runs stored before are intact")
+        self.root, self.error = root, error
+
+
+def _writes(method):
+    """A :class:`Store` method that writes: an ``OSError`` becomes a :class:`StoreWriteError`."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except StoreWriteError:
+            raise
+        except OSError as e:
+            raise StoreWriteError(self.root, e) from None
+    return wrapper
 
 
 def default_store_dir() -> Path:
@@ -314,6 +343,7 @@ class Store:
         self.report: Callable[[str], None] = lambda line: print(f"byzsim: {line}", file=sys.stderr, flush=True)
 
     # -- format ---------------------------------------------------------------
+    @_writes
     def _check_or_create(self, create: bool) -> None:
         header = self.root / "STORE.json"
         if header.is_file():
@@ -439,6 +469,7 @@ class Store:
                 yield r
 
     # -- writing --------------------------------------------------------------
+    @_writes
     def put(
         self,
         cfg: Config,
@@ -520,6 +551,7 @@ class Store:
         shutil.rmtree(old, ignore_errors=True)
 
     # -- failures -------------------------------------------------------------
+    @_writes
     def record_failure(self, cfg: Config, error: str, traceback: str = "",
                        plugins: Sequence[Mapping[str, Any]] = ()) -> Path:
         """Record that run ``cfg`` raised (it stays unfinished and will be retried)."""
@@ -543,6 +575,7 @@ class Store:
         (self.failed_dir / f"{key}.json").unlink(missing_ok=True)
 
     # -- sweeps ---------------------------------------------------------------
+    @_writes
     def write_sweep(self, name: str, manifest: Mapping[str, Any]) -> Path:
         _check_name(name)
         path = self.sweeps_dir / f"{name}.json"
@@ -573,6 +606,7 @@ class Store:
         return [p.stem for p in sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))]
 
     # -- housekeeping ---------------------------------------------------------
+    @_writes
     def clean_stale(self, min_age: float = 60.0) -> list[Path]:
         """Remove temporary directories left by writers that no longer run (their pid is
         gone from this host and they are older than ``min_age`` seconds, which also
