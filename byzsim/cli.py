@@ -404,6 +404,12 @@ def _mark_plugins(cat: dict[str, Any]) -> None:
                                    "added": {k: list(v) for k, v in p.added.items()}} for p in plugins}
 
 
+def cmd_diagnose(a) -> int:
+    from .diagnose import main as diagnose_main
+
+    return diagnose_main(a.args)
+
+
 def cmd_list(a) -> int:
     cat = catalogue()
     kinds = [a.kind] if a.kind else list(cat)
@@ -667,6 +673,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="store_true", help="the sweep benchmark (speed-up, overheads)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the script")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("diagnose", add_help=False,
+                       help="x*, σ², δ², Lemma 1's threshold and the papers' bounds for a config (no simulation)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="see `byzsim diagnose --help`")
+    p.set_defaults(func=cmd_diagnose)
+
+    p = sub.add_parser("partition-plot", help="a partition as a client × class heatmap of counts",
+                       formatter_class=_Formatter)
+    from . import partition_plot
+
+    partition_plot.add_arguments(p)
+    p.set_defaults(func=partition_plot.cmd)
     return ap
 
 
@@ -674,6 +692,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .runs import StoreError, SweepError, SweepInterrupted
     from .runs.store import StoreWriteError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["diagnose"]:  # its own parser (options after the command included)
+        from .diagnose import main as diagnose_main
+
+        return diagnose_main(argv[1:])
     ap = build_parser()
     try:
         a = ap.parse_args(argv)

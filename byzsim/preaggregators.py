@@ -57,7 +57,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .aggregators import AGGREGATORS, get_aggregator
-from .aggregators._base import _check_int, _flatten, _majority_max_f, _prepare, _resolve_f
+from .aggregators._base import _check_int, _flatten, _majority_max_f, _prepare, _resolve_f, _vecdot
 from .aggregators._gram import _dists, _robust_gram
 from .aggregators._order import _masked_median_1d
 from .registry import Meta, Range, Registry, keyword_parameters, optional_callable
@@ -234,18 +234,59 @@ def bucketing(z: Any, mask: Any, rng: np.random.Generator, *, s: int = 2) -> tup
     z2, present, m2, lead = _flatten(z, wts, m)
     keys = rng.random(n)
     order_key = np.where(present, keys[None, :], np.inf)
-    order = np.argsort(order_key, axis=-1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.broadcast_to(np.arange(n), order.shape), axis=-1)
+    order = np.argsort(order_key, axis=-1, kind="stable")  # participants first, shuffled
     nb = math.ceil(n / s)
-    bucket = np.where(present, rank // s, nb)  # absent rows go nowhere
-    W = (bucket[:, None, :] == np.arange(nb)[None, :, None]).astype(z2.dtype)
-    cnt = W.sum(-1)
-    W /= np.maximum(cnt, 1)[:, :, None]
+    out, cnt = _bucket_sums(z2, order, m2, nb, s)
+    out /= np.maximum(cnt, 1).astype(z2.dtype)[:, :, None]
     mask_out = None if mask is None else cnt > 0
-    zo, mo = _out(_mix(W, z2), lead, mask_out, z.dtype)
+    zo, mo = _out(out, lead, mask_out, z.dtype)
     return zo, mo
 
+
+def _bucket_sums(z2: np.ndarray, order: np.ndarray, m2: np.ndarray, nb: int, s: int):
+    """Sums of the buckets of :func:`bucketing`: bucket ``b`` holds the rows
+    ``order[:, b s : (b + 1) s]`` that are among the first ``m2`` of ``order``.
+
+    Returns ``(sums (B, nb, d), counts (B, nb))``.  Rows are gathered and added (no
+    ``(nb × n)`` mixing product): long rows one at a time into the output (no
+    temporaries), short ones ``s`` vectorized gathers.  A bucket holding an inf/NaN row
+    gets that non-finite sum; empty slots add nothing."""
+    B, n, d = z2.shape
+    pos = np.arange(nb * s).reshape(nb, s)  # position in `order` of bucket b, slot j
+    filled = pos[None, :, :] < m2[:, None, None]  # (B, nb, s)
+    idx = order[:, np.minimum(pos, n - 1)]  # (B, nb, s) row indices
+    cnt = filled.sum(axis=-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if d >= _ROW_LOOP_MIN_D:
+            out = np.empty((B, nb, d), dtype=z2.dtype)
+            for b in range(B):
+                for i in range(nb):
+                    r = idx[b, i, : cnt[b, i]]
+                    if r.size == 0:
+                        out[b, i] = 0.0
+                    elif r.size == 1:
+                        out[b, i] = z2[b, r[0]]
+                    else:
+                        np.add(z2[b, r[0]], z2[b, r[1]], out=out[b, i])
+                        for j in r[2:]:
+                            out[b, i] += z2[b, j]
+            return out, cnt
+        bix = np.arange(B)[:, None]
+        out = None
+        for j in range(s):
+            rows = z2[bix, idx[:, :, j]]  # (B, nb, d): a row gather
+            if not filled[:, :, j].all():
+                rows = np.where(filled[:, :, j, None], rows, 0.0)
+            if out is None:
+                out = rows
+            else:
+                out += rows
+    return out, cnt
+
+
+#: Row length from which :func:`_bucket_sums` adds rows one at a time (the Python
+#: loop's overhead is then below the work per row, and no ``(nb, d)`` temporary is made).
+_ROW_LOOP_MIN_D = 2048
 
 
 
@@ -253,11 +294,38 @@ def bucketing(z: Any, mask: Any, rng: np.random.Generator, *, s: int = 2) -> tup
 # clipping
 
 
-def _clip_rows(z2: np.ndarray, thr: np.ndarray) -> np.ndarray:
+def _row_norms(z2: np.ndarray) -> np.ndarray:
+    """Euclidean norms of the rows of ``z2 (B, n, d)``, ``(B, n)``: one pass, no
+    ``(n, d)`` temporary; finite rows whose squared norm overflows (``>~ 1e154``) get
+    their exact norm from the row scaled by a power of two; rows holding inf/NaN get
+    a non-finite norm."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        nrm = np.sqrt(_vecdot(z2, z2))
+    big = ~np.isfinite(nrm)
+    if big.any():
+        b, r = np.nonzero(big)
+        rows = z2[b, r]  # (k, d): the few rows concerned
+        fin = np.isfinite(rows).all(axis=-1)
+        amax = np.where(fin, np.abs(np.where(np.isfinite(rows), rows, 0.0)).max(axis=-1), 1.0)
+        e = np.frexp(amax)[1]
+        scaled = np.ldexp(rows, -e[:, None])
+        with np.errstate(over="ignore"):
+            exact = np.ldexp(np.sqrt(_vecdot(scaled, scaled)), e)
+        nrm[b, r] = np.where(fin, exact, np.nan)
+    return nrm
+
+
+def _clip_rows(z2: np.ndarray, thr: np.ndarray, nrm: np.ndarray | None = None) -> np.ndarray:
     """Scale every row of ``z2 (B, n, d)`` to norm at most ``thr (B, n)``; rows with a
-    non-finite norm become NaN."""
+    non-finite norm become NaN.  ``nrm``: the row norms if already known
+    (:func:`_row_norms`).  When no row changes, ``z2`` itself is returned (no copy; the
+    caller never writes to it)."""
+    if nrm is None:
+        nrm = _row_norms(z2)
+    with np.errstate(invalid="ignore"):
+        if (nrm <= thr).all():  # also False for NaN norms
+            return z2
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        nrm = np.linalg.norm(z2, axis=-1)
         scale = np.where(nrm > thr, thr / nrm, 1.0)
         scale = np.where(np.isfinite(nrm), scale, np.nan)
         return z2 * scale[:, :, None]
@@ -271,7 +339,8 @@ def clipping(z: Any, mask: Any, rng: Any, *, c: float = 2.0) -> tuple:
     .. math:: z'_i = \\min\\Big(1, \\frac{c}{\\lVert z_i \\rVert}\\Big)\\, z_i
 
     A row holding inf/NaN becomes NaN (its direction is undefined).  Not translation
-    equivariant (clipping is towards the origin).
+    equivariant (clipping is towards the origin).  Row norms take one pass over ``z``
+    and the scaling another; when no row is clipped the input array itself is returned.
 
     Parameters
     ----------
@@ -304,7 +373,9 @@ def arc(z: Any, mask: Any, rng: Any, *, f: int | None = None) -> tuple:
         z'_i = \\min\\Big(1, \\frac{C}{\\lVert z_i \\rVert}\\Big) z_i,
 
     with ``π`` sorting the participating rows by increasing norm (``k = 0``: identity).
-    A row holding inf/NaN has the largest norm and becomes NaN.
+    A row holding inf/NaN has the largest norm and becomes NaN.  The norms are computed
+    once (one pass over ``z``) for both the threshold and the scaling; when no row is
+    clipped the input array itself is returned.
 
     Parameters
     ----------
@@ -326,16 +397,15 @@ def arc(z: Any, mask: Any, rng: Any, *, f: int | None = None) -> tuple:
     n = z.shape[-2]
     fe = _resolve_f(f, m, n, "arc", _majority_max_f, "2f < n").reshape(-1)
     z2, present, m2, lead = _flatten(z, wts, m)
-    with np.errstate(invalid="ignore", over="ignore"):
-        nrm = np.linalg.norm(z2, axis=-1)
-    nrm = np.where(np.isnan(nrm), np.inf, nrm)
+    nrm = _row_norms(z2)
+    key = np.where(np.isnan(nrm), np.inf, nrm)
     mf = np.maximum(m2, 1)
     k = np.floor(2.0 * fe / mf * (m2 - fe) + 1e-9).astype(np.int64)
     k = np.clip(k, 0, np.maximum(m2 - 1, 0))
-    srt = np.sort(np.where(present, nrm, np.inf), axis=-1)
+    srt = np.sort(np.where(present, key, np.inf), axis=-1)
     thr = np.take_along_axis(srt, np.maximum(m2 - k - 1, 0)[:, None], -1)  # (B, 1)
     thr = np.where((k > 0)[:, None], thr, np.inf)
-    out = _clip_rows(z2, np.broadcast_to(thr, present.shape))
+    out = _clip_rows(z2, np.broadcast_to(thr, present.shape), nrm)
     return _out(out, lead, None, z.dtype)[0], mask
 
 

@@ -6,7 +6,9 @@ round, <metrics>, diverged``) are committed under ``experiments/results/``.  A m
 
 - ``[[tables]]``: rows = line labels (methods), columns = selectors of one figure, panel,
   round (default: each run's last evaluation) and metric;
-- ``[[claims]]``: one claim a paper makes about a figure, with a check that decides it.
+- ``[[claims]]``: one claim a paper makes about a figure, with a check that decides it;
+- ``[[scripts]]``: diagnostics that write a CSV of their own (``path``, ``output``), run
+  when that CSV is missing.
 
 :func:`render` turns the manifest and the CSVs into Markdown blocks, and
 :func:`update_document` writes each block between its markers in REPRODUCTION.md::
@@ -406,9 +408,12 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     from .config import load_toml
 
     raw = load_toml(path)
-    unknown = set(raw) - {"specs", "tables", "claims"}
+    unknown = set(raw) - {"specs", "scripts", "tables", "claims"}
     if unknown:
-        raise ManifestError(f"{path}: unknown key(s) {sorted(unknown)}; valid keys: claims, specs, tables")
+        raise ManifestError(f"{path}: unknown key(s) {sorted(unknown)}; valid keys: claims, scripts, specs, tables")
+    for i, sc in enumerate(raw.get("scripts", [])):
+        if not isinstance(sc, Mapping) or set(sc) != {"path", "output"}:
+            raise ManifestError(f"{path}: scripts[{i}] needs exactly 'path' and 'output', got {sc!r}")
     return raw
 
 
@@ -423,6 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     not run again), write their CSVs to the results directory and their figures, and
     rebuild REPRODUCTION.md's tables and claims.  ``--check``: only compare, exit 1 when the document is stale."""
     import argparse
+    import subprocess
     import sys
 
     ap = argparse.ArgumentParser(prog="python -m byzsim.reproduction", description=main.__doc__)
@@ -433,6 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--store", default=None)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-run", action="store_true", help="only rebuild the document from the CSVs")
+    ap.add_argument("--rerun-scripts", action="store_true",
+                    help="run the diagnostic scripts even when their CSV exists")
     ap.add_argument("--check", action="store_true", help="exit 1 if the document differs from the CSVs")
     a = ap.parse_args(argv)
     try:
@@ -447,10 +455,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"error: {spec.figure}: {len(report.failures)} run(s) failed", file=sys.stderr)
                     return 1
                 plot_spec(spec, rows, Path(a.figures), csv_path=Path(a.results) / f"{spec.figure}.csv")
+            for sc in manifest.get("scripts", []):  # diagnostics with their own CSV
+                out = Path(a.results) / sc["output"]
+                if a.rerun_scripts or not out.exists():
+                    subprocess.run([sys.executable, sc["path"], str(out)], check=True)
         old, new = regenerate(a.document, manifest, a.results)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except subprocess.CalledProcessError as e:
+        print(f"error: {' '.join(map(str, e.cmd))} exited with {e.returncode}", file=sys.stderr)
+        return 1
     if a.check:
         if old != new:
             print(f"{a.document} differs from what {a.results} gives: run `make reproduction`", file=sys.stderr)

@@ -13,12 +13,25 @@ Paper A (AsynRSA-VR, ``asynrsa-vr``)
     ``Δ1`` (eq. 12); Lemma 1: the penalty ``λ ≥ max_i ‖∇f_i(x̃*)‖_b``, ``1/b + 1/p = 1``,
     makes the penalised optimum the true one.
 
+Bounds on measured quantities (:class:`Bound`)
+    :func:`paper_b_bounds` evaluates every learning error of Table I with the explicit
+    constants of Theorems 1 and 3 (``Δ2``) for measured ``σ², δ², μ, L``;
+    :func:`asynrsa_theorem1` evaluates Theorem 1's rate and ``Δ1``.  A bound is only a
+    guarantee inside its theorem's range (``sα < 1/2``, ``μ > 0``, the step condition):
+    outside it a :class:`~byzsim.config.TheoryWarning` names the failed condition and
+    ``Bound.value`` is ``None`` (``Bound.formula`` keeps the expression's value when it
+    is defined, e.g. a step above the condition).
+
 Notation clash: paper A's ``α`` is a step size and ``γ`` a participation probability;
 paper B's ``α`` is the Byzantine fraction ``B/W`` and ``γ`` its step size.  Each
 function says which is meant.
 """
 
 from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,6 +47,13 @@ __all__ = [
     "asynrsa_rate",
     "asynrsa_delta1",
     "lemma1_lambda_threshold",
+    "Bound",
+    "sgd_step_bound",
+    "saga_step_bound",
+    "rs_byrd_sgd_error",
+    "rs_byrd_saga_error",
+    "paper_b_bounds",
+    "asynrsa_theorem1",
 ]
 
 
@@ -270,3 +290,152 @@ def lemma1_lambda_threshold(grads_at_opt, p: float = 1) -> float:
     else:
         b = p / (p - 1)
     return float(np.linalg.norm(g, ord=b, axis=1).max())
+
+
+# --------------------------------------------------------------------------------------
+# bounds evaluated on measured quantities
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bound:
+    """One theorem's bound evaluated on given numbers.
+
+    ``name``: what it bounds (e.g. ``"RS-Byrd-SAGA"``); ``formula``: the expression's value
+    (``None`` where it is undefined, e.g. ``sα ≥ 1/2`` or ``μ = 0``); ``conditions``:
+    ``((description, holds), …)`` of the theorem's range; ``value``: ``formula`` when every
+    condition holds, else ``None`` (no guarantee); ``source``: theorem and equation.
+    """
+
+    name: str
+    formula: float | None
+    conditions: tuple[tuple[str, bool], ...]
+    source: str
+
+    @property
+    def holds(self) -> bool:
+        return all(ok for _, ok in self.conditions)
+
+    @property
+    def value(self) -> float | None:
+        return self.formula if self.holds else None
+
+    def failed(self) -> list[str]:
+        return [c for c, ok in self.conditions if not ok]
+
+
+def _bound(name, formula, conditions, source, warn: bool) -> Bound:
+    b = Bound(name, formula, tuple((c, bool(ok)) for c, ok in conditions), source)
+    if warn and not b.holds:
+        from .config import TheoryWarning
+
+        warnings.warn(
+            f"{name}: outside {source}'s range, which needs {'; '.join(b.failed())}: "
+            "no bound reported",
+            TheoryWarning, stacklevel=3,
+        )
+    return b
+
+
+def _resampling_terms(B: int, W: int, s: int):
+    """``(sα, d, C_{sα}² or None)`` of paper B for ``α = B/W``."""
+    if int(B) != B or not 0 <= B < W:
+        raise ValueError(f"B (Byzantine workers) must be an integer in [0, W) = [0, {W}), got {B!r}")
+    d = variance_factor(W, s)
+    sa = s * B / W
+    c2 = c_alpha(sa) ** 2 if sa < 0.5 else None
+    return sa, d, c2
+
+
+def sgd_step_bound(mu: float, L: float) -> float:
+    """Step condition of paper B, Theorem 3 (RS-Byrd-SGD; ``s = 1``: Byrd-SGD):
+    ``γ ≤ μ/(2L²)``."""
+    _check_mu_L(mu, L)
+    return mu / (2 * L * L)
+
+
+def saga_step_bound(mu: float, L: float, J: int, B: int, W: int, s: int = 1) -> float | None:
+    """Step condition of paper B, Theorem 1 (RS-Byrd-SAGA; ``s = 1``: Byrd-SAGA):
+    ``γ ≤ μ/(2 √(10 J² L² C_{sα}))``; ``None`` when ``sα ≥ 1/2`` (no condition exists)."""
+    _check_mu_L(mu, L)
+    _, _, c2 = _resampling_terms(B, W, s)
+    if c2 is None:
+        return None
+    return mu / (2 * math.sqrt(10 * J * J * L * L * math.sqrt(c2)))
+
+
+def rs_byrd_sgd_error(sigma2, delta2, mu, B, W, s=1, *, L=None, step=None, warn=True) -> Bound:
+    """Learning error of RS-Byrd-SGD, paper B Theorem 3, eq. (65) (``s = 1``: Byrd-SGD)::
+
+        Δ2 = 2/μ² · ((d + (1 − d)/R) C_{sα}² σ² + d C_{sα}² δ²)
+
+    with ``α = B/W``, ``R = W − B``, ``d = (W−1)/(sW−1)`` (``s = 1``: ``d = 1``, so
+    ``Δ2 = 2 C_α² (σ² + δ²)/μ²``, Table I's Byrd-SGD).  Range: ``sα < 1/2``, ``μ > 0``
+    and, when ``L`` and ``step`` are given, ``step ≤ μ/(2L²)``.
+
+    ``sigma2``: inner variation of the stochastic gradient actually used (a minibatch's);
+    ``delta2``: outer variation; ``mu``: strong convexity of ``f``.
+    """
+    sa, d, c2 = _resampling_terms(B, W, s)
+    R = W - B
+    ok_mu = mu > 0
+    formula = None
+    if c2 is not None and ok_mu:
+        formula = 2 / mu**2 * ((d + (1 - d) / R) * c2 * sigma2 + d * c2 * delta2)
+    conds = [(f"s·α = {sa:.3g} < 1/2", c2 is not None), (f"μ = {mu:.3g} > 0", ok_mu)]
+    if step is not None and L is not None and ok_mu and L >= mu:
+        sb = sgd_step_bound(mu, L)
+        conds.append((f"step {step:.3g} ≤ μ/(2L²) = {sb:.3g}", step <= sb))
+    name = "Byrd-SGD" if s == 1 else f"RS-Byrd-SGD s={s}"
+    return _bound(name, formula, conds, "paper B Theorem 3, eq. (65)", warn)
+
+
+def rs_byrd_saga_error(delta2, mu, B, W, s=1, *, L=None, J=None, step=None, warn=True) -> Bound:
+    """Learning error of RS-Byrd-SAGA, paper B Theorem 1, eq. (22) (``s = 1``: Byrd-SAGA)::
+
+        Δ2 = 5 d C_{sα}² δ² / μ²
+
+    Range: ``sα < 1/2``, ``μ > 0`` and, when ``L``, ``J`` and ``step`` are given,
+    ``step ≤ μ/(2 √(10 J² L² C_{sα}))``.  The inner variation does not enter.
+    """
+    sa, d, c2 = _resampling_terms(B, W, s)
+    ok_mu = mu > 0
+    formula = 5 * d * c2 * delta2 / mu**2 if (c2 is not None and ok_mu) else None
+    conds = [(f"s·α = {sa:.3g} < 1/2", c2 is not None), (f"μ = {mu:.3g} > 0", ok_mu)]
+    if step is not None and L is not None and J is not None and c2 is not None and ok_mu and L >= mu:
+        sb = saga_step_bound(mu, L, J, B, W, s)
+        conds.append((f"step {step:.3g} ≤ μ/(2√(10J²L²C)) = {sb:.3g}", step <= sb))
+    name = "Byrd-SAGA" if s == 1 else f"RS-Byrd-SAGA s={s}"
+    return _bound(name, formula, conds, "paper B Theorem 1, eq. (22)", warn)
+
+
+def paper_b_bounds(sigma2, delta2, mu, B, W, s=2, *, L=None, J=None, step=None, warn=True) -> dict:
+    """Table I of paper B with its explicit constants: ``{name: Bound}`` for Byrd-SGD,
+    RS-Byrd-SGD (resampling size ``s``), Byrd-SAGA and RS-Byrd-SAGA (``s``), evaluated on
+    measured ``σ², δ², μ`` (and, if given, the step conditions with ``L``, ``J``,
+    ``step``).  Plain SGD (mean aggregation) has no bound in paper B and is not listed."""
+    kw = dict(L=L, step=step, warn=warn)
+    return {
+        "Byrd-SGD": rs_byrd_sgd_error(sigma2, delta2, mu, B, W, 1, **kw),
+        "RS-Byrd-SGD": rs_byrd_sgd_error(sigma2, delta2, mu, B, W, s, **kw),
+        "Byrd-SAGA": rs_byrd_saga_error(delta2, mu, B, W, 1, J=J, **kw),
+        "RS-Byrd-SAGA": rs_byrd_saga_error(delta2, mu, B, W, s, J=J, **kw),
+    }
+
+
+def asynrsa_theorem1(mu, L, J, alpha, gamma, lam, r, q, d, *, warn=True) -> tuple[Bound, Bound]:
+    """Paper A, Theorem 1 on given numbers: ``(rate, Δ1)`` as two :class:`Bound`.
+
+    ``rate = 1 − γμLα/(μ+L)`` (eq. 11) and ``Δ1`` (eq. 12, :func:`asynrsa_delta1`).
+    Range: ``μ > 0`` (Assumption 1: every ``f_i`` and ``f0`` ``μ``-strongly convex),
+    ``μ ≤ L`` and the step ``α ≤ μ/(12J(μ+L)L)`` (eq. 44).
+    """
+    ok_mu = mu > 0 and L >= mu
+    conds = [(f"0 < μ = {mu:.3g} ≤ L = {L:.3g}", ok_mu)]
+    rate = delta1 = None
+    if ok_mu:
+        sb = asynrsa_step_bound(mu, L, J)
+        conds.append((f"α = {alpha:.3g} ≤ μ/(12J(μ+L)L) = {sb:.3g}", alpha <= sb))
+        rate = asynrsa_rate(mu, L, alpha, gamma)
+        delta1 = asynrsa_delta1(mu, L, alpha, gamma, lam, r, q, d)
+    src = "paper A Theorem 1"
+    return (_bound("AsynRSA-VR rate", rate, conds, src + ", eq. (11)", warn),
+            _bound("AsynRSA-VR Δ1", delta1, conds, src + ", eq. (12)", False))

@@ -22,6 +22,9 @@ aggregators (tests/test_aggregator_conformance.py)
     weiszfeld_three_iters     fixed 3 updates from the mean (ByzFL)   optimality, Property 1
     weiszfeld_global_stop     one stopping decision for the batch     batched == loop
     weiszfeld_uncentered_gram distances from Z Zᵀ, never re-centered  mixed-scale accuracy
+ties and duplicated rows (tests/test_ties.py)
+    meamed_first_window       first window of smallest max deviation  nearest-subset brute force
+    weiszfeld_from_medoid     starts on a duplicated row, stays there objective vs. a careful reference
 resampling (tests/test_lemmas_paper_b.py)
     literal_index_distribution  Algorithm 1 line 4 read literally:    Lemma 2 (exact enumeration)
                                 uniform over still-available indices
@@ -275,3 +278,37 @@ def subgradients_of_difference_l2_normalised(a, b, p, buf):
     return pen, pen.sum(axis=0)
 
 
+
+
+# --------------------------------------------------------------------------------------
+# ties and duplicated rows (tests/test_ties.py)
+# --------------------------------------------------------------------------------------
+def meamed_first_window(z, mask=None, *, f=None):
+    """Meamed whose "m − f values nearest the median" are the window of consecutive
+    sorted values with the smallest maximum deviation, the *first* such window on ties:
+    when the value at the window's edge is repeated, it keeps the copies and drops
+    closer values on the other side (n = 10, f = 3 hand example: −0.786 for 0.985)."""
+    z = np.asarray(z, dtype=float)
+    n = z.shape[-2]
+    f = (n - 1) // 2 if f is None else f
+    k = n - f
+    s = np.sort(z, axis=-2)
+    c = 0.5 * (s[..., (n - 1) // 2, :] + s[..., n // 2, :])
+    starts = np.arange(n - k + 1)
+    dev = np.maximum(c[..., None, :] - s[..., starts, :], s[..., starts + k - 1, :] - c[..., None, :])
+    best = np.argmin(dev, axis=-2)  # first minimum
+    win = (np.arange(n)[:, None] >= best[..., None, :]) & (np.arange(n)[:, None] < best[..., None, :] + k)
+    return np.where(win, s, 0.0).sum(axis=-2) / k
+
+
+def weiszfeld_from_medoid(z, mask=None, *, iters=80, eps=1e-8):
+    """Smoothed Weiszfeld started on the medoid row (smallest sum of distances), as the
+    default start did: the copies of a duplicated medoid get weight ``1/eps`` each, so
+    the iterate stays on that row even where it is not the median."""
+    z = np.asarray(z, dtype=float)
+    D = np.linalg.norm(z[:, None, :] - z[None, :, :], axis=-1)
+    y = z[np.argmin(D.sum(1))]
+    for _ in range(iters):
+        w = 1.0 / np.maximum(np.linalg.norm(z - y, axis=1), eps)
+        y = w @ z / w.sum()
+    return y

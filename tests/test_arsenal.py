@@ -324,16 +324,14 @@ def test_bulyan_equals_direct(seed):
 def caf_direct(z, f):
     n = len(z)
     c = np.ones(n)
-    best = (np.inf, None)
-    for _ in range(n + 1):
+    best = (np.inf, z.mean(0))
+    while c.sum() > n - 2 * f:  # the final state (sum <= n - 2f) is not a candidate
         mu = c @ z / c.sum()
         zc = z - mu
         cov = (zc.T * c) @ zc / c.sum()
         lam, V = np.linalg.eigh(cov)
         if lam[-1] < best[0]:
             best = (lam[-1], mu)
-        if c.sum() <= n - 2 * f:
-            break
         tau = (zc @ V[:, -1]) ** 2
         tmax = tau[c > 0].max()
         if tmax <= 0:

@@ -31,7 +31,7 @@ from byzsim.theory import (
     "s,expected", [(1, 5.063), (2, 3.495), (3, 3.992), (4, 8.773)]
 )
 def test_fig3_reference_values(s, expected):
-    """DESIGN §7: W = 30, α = 0.10 — C_α² = 5.063 vs d·C_{sα}² = 3.495 / 3.992 / 8.773."""
+    """W = 30, α = 0.10: C_α² = 5.063 vs d·C_{sα}² = 3.495 / 3.992 / 8.773 (paper B, Fig. 3)."""
     # |x − ref| ≤ 5e-4: the references are rounded half-up (C_0.1² = 5.0625 exactly)
     assert abs(learning_error_factor(0.10, s, 30) - expected) <= 5e-4 + 1e-12
 
@@ -174,3 +174,67 @@ def test_lemma1_lambda_threshold():
         lemma1_lambda_threshold(g, 0.5)
     with pytest.raises(ValueError):
         lemma1_lambda_threshold(g[0], 1)
+
+
+# --------------------------------------------------------------------------------------
+# bounds on measured numbers
+# --------------------------------------------------------------------------------------
+def test_paper_b_bounds_by_hand():
+    """W = 30, B = 3 (α = 0.1), σ² = 2, δ² = 1, μ = 0.5 (so 1/μ² = 4):
+    C_0.1² = (1.8/0.8)² = 5.0625; s = 2: C_0.2² = (1.6/0.6)² = 64/9, d = 29/59, R = 27."""
+    from byzsim.theory import paper_b_bounds
+
+    b = paper_b_bounds(2.0, 1.0, 0.5, B=3, W=30, s=2)
+    c1, c2, d = 5.0625, 64 / 9, 29 / 59
+    assert b["Byrd-SGD"].value == pytest.approx(2 * 4 * c1 * (2 + 1))  # 121.5
+    assert b["Byrd-SAGA"].value == pytest.approx(5 * c1 * 1 * 4)  # 101.25
+    assert b["RS-Byrd-SAGA"].value == pytest.approx(5 * d * c2 * 4)
+    assert b["RS-Byrd-SGD"].value == pytest.approx(2 * 4 * ((d + (1 - d) / 27) * c2 * 2 + d * c2))
+    assert b["RS-Byrd-SAGA"].name == "RS-Byrd-SAGA s=2" and b["Byrd-SGD"].holds
+    # no attack: C_0 = 2, the σ² term of Byrd-SGD is 2·4·σ²/μ²
+    assert paper_b_bounds(1.0, 0.0, 1.0, B=0, W=10)["Byrd-SGD"].value == pytest.approx(8.0)
+
+
+def test_paper_b_bounds_outside_range_warn_and_give_none():
+    from byzsim.config import TheoryWarning
+    from byzsim.theory import paper_b_bounds, rs_byrd_saga_error, rs_byrd_sgd_error
+
+    with pytest.warns(TheoryWarning, match="1/2"):  # s·α = 2·8/30 ≥ 1/2
+        b = paper_b_bounds(1.0, 1.0, 1.0, B=8, W=30, s=2)
+    assert b["RS-Byrd-SAGA"].value is None and b["RS-Byrd-SAGA"].formula is None
+    assert b["Byrd-SAGA"].value == pytest.approx(5 * (2 - 16 / 30) ** 2 / (1 - 16 / 30) ** 2)
+    with pytest.warns(TheoryWarning, match="μ"):
+        assert rs_byrd_saga_error(1.0, 0.0, 3, 30).value is None
+    # step conditions: Theorem 3 needs γ ≤ μ/(2L²) = 1/8 at μ = 1, L = 2
+    ok = rs_byrd_sgd_error(1.0, 1.0, 1.0, 3, 30, L=2.0, step=0.125)
+    assert ok.holds
+    with pytest.warns(TheoryWarning, match="step"):
+        bad = rs_byrd_sgd_error(1.0, 1.0, 1.0, 3, 30, L=2.0, step=0.13)
+    assert bad.value is None and bad.formula == ok.formula
+    with pytest.raises(ValueError, match="B"):
+        rs_byrd_sgd_error(1.0, 1.0, 1.0, 30, 30)
+
+
+def test_step_bounds_by_hand():
+    from byzsim.theory import saga_step_bound, sgd_step_bound
+
+    assert sgd_step_bound(1.0, 2.0) == pytest.approx(1 / 8)
+    # μ/(2√(10 J² L² C)) with J = 2, L = 1, B = 0 (C_0 = 2): 1/(2√80)
+    assert saga_step_bound(1.0, 1.0, 2, 0, 10) == pytest.approx(1 / (2 * math.sqrt(80)))
+    assert saga_step_bound(1.0, 1.0, 2, 5, 10) is None  # α = 1/2: no condition
+
+
+def test_asynrsa_theorem1_by_hand():
+    from byzsim.config import TheoryWarning
+    from byzsim.theory import asynrsa_theorem1
+
+    # μ = 1, L = 3, J = 5: step bound 1/720; α = 1e-3 is inside
+    rate, d1 = asynrsa_theorem1(1.0, 3.0, 5, 1e-3, 1.0, 0.1, 4, 1, 10)
+    assert rate.value == pytest.approx(1 - 3e-3 / 4)  # 1 − γμLα/(μ+L)
+    assert d1.value == pytest.approx(asynrsa_delta1(1.0, 3.0, 1e-3, 1.0, 0.1, 4, 1, 10))
+    with pytest.warns(TheoryWarning, match="12J"):  # α = 0.01 > 1/720
+        rate, d1 = asynrsa_theorem1(1.0, 3.0, 5, 1e-2, 1.0, 0.1, 4, 1, 10)
+    assert rate.value is None and d1.value is None and d1.formula > 0
+    with pytest.warns(TheoryWarning, match="μ"):
+        rate, d1 = asynrsa_theorem1(0.0, 3.0, 5, 1e-3, 1.0, 0.1, 4, 1, 10)
+    assert rate.formula is None and d1.formula is None

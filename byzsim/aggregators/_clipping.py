@@ -42,7 +42,10 @@ def centered_clipping(
     start is a robust estimate of the same round (translation equivariant).  A row
     holding inf/NaN contributes 0 (clipping it has no defined direction).  Distances to
     the iterate are computed relative to ``v_0``: one matrix-vector product per
-    iteration (in units of ``2^k``, exact, when squared distances would overflow).
+    iteration (in units of ``2^k``, exact, when squared distances would overflow or
+    underflow; messages of tiny scale, ``max |z_ij| < 2^-500`` in float64, are scaled
+    by a power of two before anything else), so the rule is scale equivariant from
+    ``1e-300`` to ``1e300``.
 
     Parameters
     ----------
@@ -76,10 +79,18 @@ def centered_clipping(
         )
     z, wts, m = _prepare(z, mask)
     z2, present, m2, lead = _flatten(z, wts, m)
+    E = _safe_exp(z2.dtype)
+    # messages of tiny scale (max |z_ij| < 2^-E, e.g. 1e-160): their Gram entries and
+    # squared distances underflow.  Work on 2^-s z (a power of two: exact, so the rule
+    # stays exactly scale equivariant) and scale the result back.
+    s = _tiny_exponent(z2 if mask is None else np.where(present[:, :, None], z2, 0.0), E)
+    if s is not None:
+        z2 = np.ldexp(z2, -s[:, None, None])
     if init == "medoid":
         v0 = _medoid(z2, present)
     else:
-        v0 = (coordinate_median(z, mask) if init == "median" else mean(z, mask)).reshape(-1, z2.shape[-1])
+        sub = None if mask is None else present
+        v0 = coordinate_median(z2, sub) if init == "median" else mean(z2, sub)
     # work relative to v0: zc = z − v0 (rows near the bulk are small, so the distances
     # ‖zc_i − u‖² = ‖zc_i‖² − 2⟨zc_i, u⟩ + ‖u‖² below have ε_mach relative accuracy)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -88,13 +99,19 @@ def centered_clipping(
     use = present & finite
     if not use.all():
         zc = np.where(use[:, :, None], zc, 0.0)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", under="ignore"):
         rn2 = _vecdot(zc, zc)
-    # rows so far from v0 that squared distances overflow: work in units of 2^k (exact)
+    # squared distances that overflow (rows far from v0) or underflow (every row within
+    # ~2^-E of v0): work in units of 2^k (exact): the largest ‖zc_i‖ becomes <= 2^E
+    # (overflow) or <= 1 (underflow)
     k = None
-    if not (rn2 <= 2.0 ** (2 * _safe_exp(z2.dtype))).all():
-        k = _pow2_exponent(zc)
-        zc = zc * np.ldexp(np.ones((), z2.dtype), -k)[:, None, None]  # exact
+    top = rn2.max(axis=-1)
+    if not ((top <= 2.0 ** (2 * E)) & (top >= 2.0 ** (-2 * E))).all():
+        k = _pow2_exponent(zc)  # > 0 where rows overflow
+        kt = _tiny_exponent(zc, E)
+        if kt is not None:
+            k = np.where(k > 0, k, kt)
+        zc = np.ldexp(zc, -k[:, None, None])
         rn2 = _vecdot(zc, zc)
     w = use.astype(z2.dtype) / np.maximum(m2, 1).astype(z2.dtype)[:, None]
     u = np.zeros_like(v0)
@@ -103,8 +120,8 @@ def centered_clipping(
             t = _masked_median_1d(np.where(use, np.sqrt(rn2), np.inf), present, m2)
         else:
             t = np.full(z2.shape[0], float(tau), dtype=z2.dtype)
-            if k is not None:
-                t = np.ldexp(t, -k).astype(z2.dtype, copy=False)
+            shift = (0 if s is None else s) + (0 if k is None else k)
+            t = np.ldexp(t, -np.asarray(shift)).astype(z2.dtype, copy=False)
         for _ in range(iterations):
             zu = _matvec(zc, u)
             nrm = np.sqrt(np.maximum(rn2 - 2.0 * zu + _vecdot(u, u)[:, None], 0.0))
@@ -113,4 +130,21 @@ def centered_clipping(
             u = u + _vecmat(scale, zc) - scale.sum(axis=-1)[:, None] * u
     if k is not None:
         u = np.ldexp(u, k[:, None]).astype(z2.dtype, copy=False)
-    return _finish(v0 + u, m2, lead, z.dtype)
+    out = v0 + u
+    if s is not None:
+        out = np.ldexp(out, s[:, None]).astype(z2.dtype, copy=False)
+    return _finish(out, m2, lead, z.dtype)
+
+
+def _tiny_exponent(z: np.ndarray, E: int) -> np.ndarray | None:
+    """Per batch element of ``z (B, n, d)``, ``s < 0`` such that ``2^-s z`` has entries
+    of magnitude below 1 and at least 1/2 where ``0 < max |z_ij| < 2^-E`` (NaN ignored),
+    else 0; ``None`` when no element is that small (the common case)."""
+    if z.size == 0:
+        return None
+    with np.errstate(invalid="ignore"):
+        amax = np.maximum(np.fmax.reduce(z, axis=(1, 2)), -np.fmin.reduce(z, axis=(1, 2)))
+    small = (amax > 0) & (amax < 2.0 ** -E)
+    if not small.any():
+        return None
+    return np.where(small, np.frexp(amax)[1], 0).astype(np.int64)

@@ -4,6 +4,8 @@ rows of resampling (``mix``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,44 @@ __all__ = ["geometric_median"]
 # geometric median
 
 
+_CONVERGENCE: contextvars.ContextVar = contextvars.ContextVar("geometric_median_convergence", default=None)
+
+
+@contextlib.contextmanager
+def geometric_median_convergence():
+    """Count the geometric medians computed inside the ``with`` block that stopped early.
+
+    ::
+
+        with geometric_median_convergence() as counts:
+            ...  # any calls of geometric_median (directly or through other rules)
+        counts["elements"], counts["unconverged"]
+
+    ``elements``: batch elements with at least one participating row that ran the
+    Weiszfeld iteration (``max_iter >= 1``); ``unconverged``: those of them that spent
+    ``max_iter`` updates without meeting the stopping rule (their output is the last
+    iterate, not a median within ``tol``).  The counts live in a context variable, set
+    only inside the block (nested blocks count separately; threads and asyncio tasks
+    started outside it do not count); outside any block nothing is recorded and nothing
+    is paid.
+    """
+    counts = {"elements": 0, "unconverged": 0}
+    token = _CONVERGENCE.set(counts)
+    try:
+        yield counts
+    finally:
+        _CONVERGENCE.reset(token)
+
+
+def _record_convergence(ran: np.ndarray, running: np.ndarray) -> None:
+    """Add a call's batch elements (``ran``) and those stopped by ``max_iter``
+    (``running``) to the counts of an enclosing :func:`geometric_median_convergence`."""
+    counts = _CONVERGENCE.get()
+    if counts is not None:
+        counts["elements"] += int(np.count_nonzero(ran))
+        counts["unconverged"] += int(np.count_nonzero(np.asarray(running) & ran))
+
+
 def _weiszfeld(gram_at, g, var, w, wts, mf, active, tol, max_iter, eps2):
     """Weiszfeld on the weights ``w (..., n)`` of ``y = wᵀZ``, distances from the Gram
     matrix ``g (..., n, n)``.
@@ -51,8 +91,10 @@ def _weiszfeld(gram_at, g, var, w, wts, mf, active, tol, max_iter, eps2):
     mixed into each row, whose roundoff re-centering does not remove; elements where it
     is too large for the distances that matter (:func:`_mixing_unresolved`) stop.
 
-    Returns ``(w, unresolved)``: ``unresolved (...,)`` bool marks the elements stopped
-    that way (None when ``var`` is None).
+    Returns ``(w, unresolved, running)``: ``unresolved (...,)`` bool marks the elements
+    stopped that way (None when ``var`` is None); ``running (...,)`` bool the elements
+    that were still iterating when ``max_iter`` updates were spent (stopping rule not
+    met).
     """
     thr = _recenter_threshold(g.dtype, _GEOMED_REL * tol)
     diag = np.diagonal(g, axis1=-2, axis2=-1)
@@ -114,7 +156,7 @@ def _weiszfeld(gram_at, g, var, w, wts, mf, active, tol, max_iter, eps2):
             if not active.any():
                 break
             everyone = everyone and bool(np.all(active))
-    return w, unresolved
+    return w, unresolved, active
 
 
 def _mixing_unresolved(var, d, w, mf, s_k, thr):
@@ -152,13 +194,24 @@ _START_ROWS = 8
 def _weiszfeld_start(g, wts, mf, eps):
     """Starting weights of :func:`geometric_median` (``init="auto"``), ``(..., n)``.
 
-    Candidates: the mean, and for each of the ``K = min(n, 8)`` rows ``z_m`` of smallest
-    objective ``F(z_m) = Σ_j ‖z_m − z_j‖`` the *Vardi–Zhang step* from it: with
-    ``v_j = 1/max(‖z_j − z_m‖, ε)`` over the other rows, ``T = Σ v_j z_j / Σ v_j`` (the
-    Weiszfeld step without the singular term) and ``r = Σ v_j · ‖T − z_m‖`` (the pull of
-    the other rows), the point ``z_m + (1 − 1/r)(T − z_m)`` if ``r > 1``, else ``z_m``
-    (which is then optimal; Vardi & Zhang, 2000).  The step never increases the
-    objective, and far rows have weight ``~ 1/distance`` in it.
+    **Points with multiplicity.**  Rows ``z_j`` with
+    ``‖z_j − z_m‖² <= max(ε², 4 ε_mach (‖z_j‖² + ‖z_m‖²))`` (norms from the Gram
+    matrix ``g``: exact duplicates, up to the Gram matrix's roundoff, or within the
+    smoothing ``ε``) are one point of multiplicity ``η_m = Σ_j wts_j`` over them
+    (``z_m`` included).  A duplicated row (the sample-duplicating attack sends ``k``
+    copies) is thus one heavy point, as the Weiszfeld/Vardi–Zhang theory treats it.
+
+    Candidates: the mean, and for each of the ``K = min(n, 8)`` distinct points ``z_m``
+    of smallest objective ``F(z_m) = Σ_j ‖z_m − z_j‖`` the *Vardi–Zhang step* from it:
+    with ``v_j = 1/‖z_j − z_m‖`` over the rows not at ``z_m``,
+    ``T = Σ v_j z_j / Σ v_j`` (the Weiszfeld step without the singular term) and
+    ``r = Σ v_j · ‖T − z_m‖ = ‖Σ v_j (z_j − z_m)‖`` (the pull of the other rows), the
+    point ``z_m + (1 − η_m/r)(T − z_m)`` if ``r > η_m``, else ``z_m`` (which is then
+    optimal: the subgradient condition ``r <= η_m``; Vardi & Zhang, 2000).  The step
+    never increases the objective, and far rows have weight ``~ 1/distance`` in it.
+    (Without the multiplicity, the copies of ``z_m`` would get weights ``1/ε`` and the
+    step would be ``~ε`` long: the iteration then stays on a duplicated row for
+    hundreds of updates.)
 
     With ``F*`` the smallest of the objectives of the mean and of the rows, candidate
     ``c`` gets weight ``p_c = max(0, 1 − (F_c − F*)/(10⁻³ F*))`` (``F_c`` of a row
@@ -172,30 +225,42 @@ def _weiszfeld_start(g, wts, mf, eps):
     Cost O(K n²) from ``g`` (any centered Gram matrix).
     """
     n = g.shape[-1]
-    D = np.sqrt(_sq_dists_from_gram(g))
+    d2 = _sq_dists_from_gram(g)
+    D = np.sqrt(d2)
     obj = _matvec(D, wts)
     present = wts > 0
     if not present.all():
         obj = np.where(present, obj, np.inf)
+    # rows at one point (duplicates up to the Gram matrix's roundoff, or within eps)
+    diag = np.diagonal(g, axis1=-2, axis2=-1)
+    e2 = eps * eps if np.ndim(eps) == 0 else (eps * eps)[..., None]
+    same = d2 <= np.maximum(e2, 4.0 * np.finfo(g.dtype).eps * (diag[..., :, None] + diag[..., None, :]))
+    same &= present[..., None, :]
+    # one candidate per point: rows with an earlier row at their point are not candidates
+    later = np.tril(same, k=-1).any(axis=-1)
+    objc = np.where(later, np.inf, obj)
     w_mean = wts / np.maximum(mf, 1.0)[..., None]
     f_mean = _objective(g, w_mean, wts)
-    f_best = np.minimum(obj.min(axis=-1), f_mean)[..., None]
+    f_best = np.minimum(objc.min(axis=-1), f_mean)[..., None]
     tau = _START_REL * f_best
-    if not (obj < f_best + tau).any():  # no row within reach: the mean
+    if not (objc < f_best + tau).any():  # no row within reach: the mean
         return w_mean
     K = min(n, _START_ROWS)
-    cand = np.argsort(obj, axis=-1, kind="stable")[..., :K]  # (..., K)
+    cand = np.argsort(objc, axis=-1, kind="stable")[..., :K]  # (..., K)
     E = cand[..., None] == np.arange(n)  # (..., K, n)
-    Dc = E.astype(g.dtype) @ D  # distances to the candidates (selection: exact)
-    V = wts[..., None, :] / np.maximum(Dc, eps if np.ndim(eps) == 0 else eps[..., None])
-    V[E] = 0.0
+    Ef = E.astype(g.dtype)
+    at = (Ef @ same.astype(g.dtype)) > 0  # (..., K, n): rows at the candidate's point
+    eta = (at * wts[..., None, :]).sum(axis=-1)  # multiplicity of the candidate's point
+    Dc = Ef @ D  # distances to the candidates (selection: exact)
+    V = np.where(at, 0.0, wts[..., None, :] / np.maximum(Dc, eps if np.ndim(eps) == 0 else eps[..., None]))
     sv = V.sum(axis=-1)
     U = V / np.maximum(sv, np.finfo(g.dtype).tiny)[..., None] - E  # T − z_m in weights
     r = sv * np.sqrt(np.maximum(_vecdot(U, U @ g), 0.0))
-    lam = 1.0 - 1.0 / np.maximum(r, 1.0)  # 0 when r <= 1: the row is optimal
+    move = r > eta  # else the point is optimal (an absent candidate has p = 0 below)
+    lam = np.where(move, 1.0 - eta / np.where(move, r, 1.0), 0.0)
     W = E + lam[..., None] * U  # (..., K, n)
     # weights of [mean, candidate rows]: 1 at the best objective, 0 from a gap tau on
-    F = np.concatenate([f_mean[..., None], np.take_along_axis(obj, cand, axis=-1)], axis=-1)
+    F = np.concatenate([f_mean[..., None], np.take_along_axis(objc, cand, axis=-1)], axis=-1)
     if (tau > 0).all():
         p = np.maximum(1.0 - (F - f_best) / tau, 0.0)
     else:  # f_best = 0 (identical rows): the candidates at 0
@@ -239,12 +304,14 @@ def geometric_median(
     converges linearly away from the rows but can be slow when the median is at or next
     to a row; then the budget ends the run).  Converged
     batch elements are frozen while the others continue, so a batched call equals a loop
-    over the batch.
+    over the batch.  Elements that spend the budget without meeting the rule are counted
+    by :func:`geometric_median_convergence` (a run can record how often that happened).
 
     **Start** (``init="auto"``, the default): the mean, unless a row has an objective
     ``Σ_j ‖z_m − z_j‖`` within 0.1 % of the mean's or below; then the *Vardi–Zhang step
     from the medoid* — the best row moved towards the others by one Weiszfeld step
-    without its own singular term, which never increases the objective — or, when
+    without its own singular term, which never increases the objective (a duplicated
+    row counts as one point of multiplicity ``k``: its copies do not pin the step) — or, when
     several of these candidates are within 0.1 % of the best objective, a blend of them
     that depends continuously on the rows (see :func:`_weiszfeld_start`; this keeps
     permutation invariance and the equivariances where the median is not unique).
@@ -371,7 +438,8 @@ def geometric_median(
     def gram_at(w):  # Gram matrix of the (mixed) rows centered at the iterate wᵀ(A Zs)
         return _mix_gram(_gram(zs, _vecmat(_unmix(w, mix), zs)), mix)
 
-    w, unresolved = _weiszfeld(gram_at, g, var, w, wts, mf, mf > 0, tol, max_iter, eps2)
+    w, unresolved, running = _weiszfeld(gram_at, g, var, w, wts, mf, mf > 0, tol, max_iter, eps2)
+    _record_convergence(mf > 0 if unresolved is None else (mf > 0) & ~unresolved, running)
     out = _vecmat(_unmix(w, mix), zo)
     if k is not None:  # half or more of the participating rows non-finite: no median
         broken = (m > 0) & (2 * (m - mf.astype(m.dtype)) >= m)

@@ -18,6 +18,7 @@ from ._base import (
     _prepare,
     _resolve_f,
     _subset_mean,
+    _vecdot,
 )
 from ._gram import (
     _KRUM_REL,
@@ -212,7 +213,10 @@ def bulyan(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
 
        .. math:: \\mathrm{Bulyan}(z)_j = \\frac{1}{\\beta} \\sum_{i \\in M_j} z_{ij},
            \\qquad M_j = \\text{the } \\beta \\text{ rows of } S \\text{ closest to }
-           \\mathrm{med}_{i\\in S}\\, z_{ij}.
+           \\mathrm{med}_{i\\in S}\\, z_{ij}
+
+       (ties at the edge distance share the remaining places equally, as in
+       :func:`~byzsim.aggregators.meamed`).
 
     The guarantee requires ``m_p >= 4f + 3`` (the default ``f`` and ``max_f``); a larger
     ``f`` (up to ``2f < m_p``) still gives a value: when ``θ − 2f < 1`` step 2 is the
@@ -305,7 +309,8 @@ def monna(z: Any, mask: Any = None, *, f: int | None = None, idx: int | None = N
     (Krum's score with ``m_p − f − 1`` neighbours), which keeps the rule permutation
     invariant.  ``idx`` selects a fixed trusted row instead (ByzFL's ``MoNNA(f, idx)``;
     not permutation invariant; an element where row ``idx`` does not participate falls
-    back to the default).
+    back to the default).  With ``idx`` only the ``n`` distances to that row are needed:
+    they are computed directly, O(n d), instead of the ``n × n`` Gram matrix.
 
     Parameters
     ----------
@@ -336,20 +341,46 @@ def monna(z: Any, mask: Any = None, *, f: int | None = None, idx: int | None = N
     z2, present, m2, lead = _flatten(z, wts, m)
     B = z2.shape[0]
     rows = np.arange(B)
-    zc, g, ok = _robust_gram(z2, present)
-    d2 = _dists(g, ok)
     size = np.maximum(m2 - fe.reshape(-1), 1)
-    scores = _krum_scores_from(d2, present.astype(z2.dtype), size - 1)
-    anchor = np.argmin(scores, axis=-1)
-    if idx is not None:
-        anchor = np.where(present[:, idx], idx, anchor)
-    dr = d2[rows, anchor]  # (B, n)
+    dr = None
+    if idx is not None and present[:, idx].all():
+        dr = _sq_dists_to_row(z2, idx)
+    if dr is None:  # no trusted row, or distances to it overflow: the Gram matrix
+        zc, g, ok = _robust_gram(z2, present)
+        d2 = _dists(g, ok)
+        scores = _krum_scores_from(d2, present.astype(z2.dtype), size - 1)
+        anchor = np.argmin(scores, axis=-1)
+        if idx is not None:
+            anchor = np.where(present[:, idx], idx, anchor)
+        dr = d2[rows, anchor]  # (B, n)
     big = np.finfo(dr.dtype).max
     key = np.where(present, np.where(np.isfinite(dr), dr, big), np.inf)
-    rank = np.empty_like(anchor, shape=key.shape)
+    rank = np.empty(key.shape, dtype=np.intp)
     order = np.argsort(key, axis=-1, kind="stable")
     np.put_along_axis(rank, order, np.broadcast_to(np.arange(n), order.shape), axis=-1)
     sel = present & (rank < size[:, None])
     return _finish(_subset_mean(sel, z2), m2, lead, z.dtype)
 
+
+def _sq_dists_to_row(z2: np.ndarray, r: int) -> np.ndarray | None:
+    """``‖z_i − z_r‖²`` for every row of ``z2 (B, n, d)``, ``(B, n)``, computed directly
+    (no Gram matrix: O(n d)) in blocks of rows that stay in cache; 0 for row ``r``
+    itself, ``+inf`` for rows holding inf/NaN when row ``r`` is finite.  ``None`` if a
+    distance between finite rows overflows or row ``r`` is not finite (the caller then
+    uses the scaled Gram matrix)."""
+    B, n, d = z2.shape
+    ref = z2[:, r, None, :]
+    out = np.empty((B, n), dtype=z2.dtype)
+    step = max(1, (1 << 17) // max(d, 1))  # ~1 MB of float64 per block
+    with np.errstate(invalid="ignore", over="ignore"):
+        for i0 in range(0, n, step):
+            diff = z2[:, i0 : i0 + step] - ref
+            out[:, i0 : i0 + step] = _vecdot(diff, diff)
+    out[:, r] = 0.0
+    bad = ~np.isfinite(out)
+    if bad.any():
+        if not np.isfinite(z2[:, r]).all() or np.isfinite(z2[bad]).all(axis=-1).any():
+            return None
+        out[bad] = np.inf
+    return out
 

@@ -134,7 +134,14 @@ def meamed(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
         |z_{ij} - \\mathrm{med}_j|
 
     (``f = 0`` is the mean).  The ``m_p − f`` nearest values form a window of consecutive
-    sorted values, found exactly with one sort per coordinate.
+    sorted values, found exactly with one sort per coordinate.  **Ties**: when values at
+    the edge distance are more than the places left (a repeated value, or values on both
+    sides of the median at the same distance — the two middle values always are), the
+    output averages over every choice of the nearest values, i.e. the tied values share
+    the remaining places equally (:func:`~byzsim.aggregators._order._mean_around_center`);
+    it is then a function of the multiset of values and keeps ``meamed(−z) = −meamed(z)``.
+    With ``k`` copies of one row (the sample-duplicating attack) this is the mean of the
+    ``m_p − f`` nearest values counted with multiplicity.
 
     Parameters
     ----------
@@ -158,10 +165,11 @@ def meamed(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
     fe = _resolve_f(f, m, n, "meamed", _majority_max_f, "2f < n")
     z2, present, m2, lead = _flatten(z, wts, m)
     srt = _sort_present(z2, present)
-    cnt = m2
+    cnt = np.maximum(m2, 1)  # an element with no participant: computed on NaN, zeroed by _finish
     k = np.maximum(cnt - fe.reshape(-1), 1)
     med = _median_sorted(srt, cnt)
-    out = _mean_around_center(srt, cnt, k, med)
+    with np.errstate(invalid="ignore"):
+        out = _mean_around_center(srt, cnt, k, med)
     return _finish(out, m2, lead, z.dtype)
 
 

@@ -29,68 +29,90 @@ def _take_row(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 def _mean_around_center(srt: np.ndarray, cnt: np.ndarray, k: np.ndarray, center: np.ndarray) -> np.ndarray:
-    """Per coordinate, the mean of the ``k`` values closest to ``center``.
+    """Per coordinate, the mean of the ``k`` values nearest to ``center``; values tied at
+    the edge of that set share its remaining places equally.
 
     ``srt (B, n, d)``: values sorted along the row axis, the ``cnt (B,)`` valid ones first
-    (the rest NaN); ``k (B,)`` with ``1 <= k <= cnt``; ``center (B, d)`` between the
-    smallest and largest valid value.  The ``k`` nearest values form a window of
-    consecutive sorted values; the window start ``i ∈ [0, cnt − k]`` minimizes
-    ``max(center − s_i, s_{i+k−1} − center)`` (first minimum on ties).  The window sum is
-    exact (no prefix-sum cancellation against far outliers outside the window).
+    (the rest NaN); ``k (B,)`` with ``1 <= k <= cnt``; ``center (B, d)``.  With
+    ``δ_i = |s_i − c|`` and ``δ*`` the ``k``-th smallest of them (the radius of the
+    ``k`` nearest values), ``I = {i: δ_i < δ*}`` (``a = |I| < k`` values, all kept) and
+    ``T = {i: δ_i = δ*}`` (``t >= k − a`` values competing for the ``k − a`` remaining
+    places):
+
+    .. math:: \\mathrm{out} = \\frac1k\\Big(\\sum_{i\\in I} s_i
+        + \\frac{k - a}{t} \\sum_{i \\in T} s_i\\Big),
+
+    the average of the means of all ``C(t, k − a)`` choices of ``k`` nearest values.
+    Every choice has the same multiset of distances, but not the same mean when ``T``
+    holds values on both sides of the center (``c − δ*`` and ``c + δ*``); averaging over
+    the choices makes the result a function of the multiset of values (no order, no
+    "first window" on ties) that keeps ``agg(−z) = −agg(z)``.  When ``T`` holds copies
+    of one value (a duplicated row) every choice has the same mean and this is it.
+
+    **Ties in floating point.**  ``T`` is defined in exact arithmetic, where ties are
+    common: the two middle values are always equidistant from the median (their
+    midpoint), and so are their copies.  Computed distances carry the rounding of the
+    center and of ``s_i − c`` (at most ``ε_mach (|c| + |s_i|)`` together, and
+    ``|s_i| <= |c| + δ_i``), so a distance counts as equal to ``δ*`` when
+    ``|δ_i − δ*| <= 8 ε_mach (|c| + δ*)``; without this the output jumps with the last
+    bit of the center (e.g. under a translation).  Distinct values within that band of
+    the edge would also count as tied; they are a few ulps apart at most.
+
+    ``δ*`` is the smallest over the windows ``[i, i + k − 1]`` of consecutive sorted
+    values of ``max(c − s_i, s_{i+k−1} − c)`` (the ``k`` nearest values form such a
+    window, and every window holds ``k`` values within its own maximum); that
+    maximum is one of the computed ``δ_i`` bit for bit.
+    The sums are over the kept values only (no prefix-sum cancellation against far
+    outliers).  Cost O(n d) after the sort.
     """
-    B, n, d = srt.shape
-    if B and np.all(cnt == cnt[0]) and np.all(k == k[0]):
-        return _mean_around_center_uniform(srt, int(cnt[0]), int(k[0]), center)
-    S = int(np.max(cnt - k)) + 1 if B else 1
-    starts = np.arange(S)
-    lo = srt[:, :S, :]
-    hi_idx = np.minimum(starts[None, :] + (k - 1)[:, None], n - 1)  # (B, S)
-    hi = np.take_along_axis(srt, hi_idx[:, :, None], axis=1)
-    with np.errstate(invalid="ignore"):
-        dev = np.maximum(center[:, None, :] - lo, hi - center[:, None, :])
-    dev = np.where(np.isnan(dev), np.inf, dev)
-    valid = starts[None, :] <= (cnt - k)[:, None]
-    dev = np.where(valid[:, :, None], dev, np.inf)
-    best = np.argmin(dev, axis=1)  # (B, d)
-    r = np.arange(n)[None, :, None]
-    keep = (r >= best[:, None, :]) & (r < (best + k[:, None])[:, None, :])
+    delta = _kth_distance(srt, cnt, k, center)[:, None, :]
     with np.errstate(invalid="ignore", over="ignore"):
-        tot = np.where(keep, srt, 0.0).sum(axis=1)
-    return tot / np.maximum(k, 1).astype(srt.dtype)[:, None]
-
-
-def _mean_around_center_uniform(srt: np.ndarray, cnt: int, k: int, center: np.ndarray) -> np.ndarray:
-    """:func:`_mean_around_center` when every batch element has the same ``cnt`` and
-    ``k`` (``S = cnt − k + 1`` candidate starts).  If ``k >= S``, the window always
-    contains the core rows ``[S − 1, k)``, so its sum is the core sum plus a suffix of the
-    ``S − 1`` rows before it and a prefix of the ``S − 1`` rows after it; otherwise the
-    ``k`` rows of the window are gathered one offset at a time."""
-    S = cnt - k + 1
-    with np.errstate(invalid="ignore", over="ignore"):
-        if S == 1:
-            return srt[:, :k, :].sum(axis=1) / np.asarray(k, dtype=srt.dtype)
-        lo = srt[:, :S, :]
-        hi = srt[:, k - 1 : k - 1 + S, :]
         c = center[:, None, :]
-        dev = np.maximum(c - lo, hi - c)
+        dist = srt - c
+        np.abs(dist, out=dist)
+        # distances equal up to their rounding (and the center's) are tied
+        tol = (2 * _TIE_ULPS * np.finfo(srt.dtype).eps) * (np.abs(c) + delta)  # (B, 1, d)
+        tol[~np.isfinite(tol)] = 0.0  # an infinite edge (non-finite values kept): exact
+        inner = dist < delta - tol
+        edge = dist <= delta + tol
+        edge &= ~inner
+        a = np.count_nonzero(inner, axis=1)
+        t = np.count_nonzero(edge, axis=1)
+        s_in = np.where(inner, srt, 0.0).sum(axis=1)
+        s_edge = np.where(edge, srt, 0.0).sum(axis=1)
+        kf = np.maximum(k, 1).astype(srt.dtype)[:, None]
+        if np.all(t == 1):  # no tie at the edge (continuous data): one value, weight 1
+            return (s_in + s_edge) / kf
+        share = (kf - a) / np.maximum(t, 1)
+        return (s_in + share * s_edge) / kf
+
+
+#: Distances within 2·_TIE_ULPS·ε_mach·(|c| + δ*) of the edge distance δ* are tied
+#: (see :func:`_mean_around_center`).
+_TIE_ULPS = 4
+
+
+def _kth_distance(srt: np.ndarray, cnt: np.ndarray, k: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """``(B, d)``: the ``k``-th smallest ``|s_i − c|`` over the ``cnt`` valid values of
+    ``srt (B, n, d)`` (sorted, NaN last), as the smallest window maximum (see
+    :func:`_mean_around_center`)."""
+    B, n, d = srt.shape
+    c = center[:, None, :]
+    with np.errstate(invalid="ignore", over="ignore"):
+        if B and np.all(cnt == cnt[0]) and np.all(k == k[0]):
+            S, k0 = int(cnt[0] - k[0]) + 1, int(k[0])
+            dev = np.maximum(c - srt[:, :S, :], srt[:, k0 - 1 : k0 - 1 + S, :] - c)
+        else:
+            S = int(np.max(cnt - k)) + 1 if B else 1
+            starts = np.arange(S)
+            hi_idx = np.minimum(starts[None, :] + (k - 1)[:, None], n - 1)  # (B, S)
+            hi = np.take_along_axis(srt, hi_idx[:, :, None], axis=1)
+            dev = np.maximum(c - srt[:, :S, :], hi - c)
+            valid = starts[None, :] <= (cnt - k)[:, None]
+            dev = np.where(valid[:, :, None], dev, np.inf)
         if np.isnan(dev).any():
             dev = np.where(np.isnan(dev), np.inf, dev)
-        best = np.argmin(dev, axis=1)[:, None, :]  # (B, 1, d) in [0, S)
-        if k < S:
-            tot = np.take_along_axis(srt, best, 1)[:, 0]
-            for j in range(1, k):
-                tot += np.take_along_axis(srt, best + j, 1)[:, 0]
-            return tot / np.asarray(k, dtype=srt.dtype)
-        core = srt[:, S - 1 : k, :].sum(axis=1)
-        left = srt[:, : S - 1, :]
-        right = srt[:, k : k + S - 1, :]
-        # suffix sums of the left block (rows best .. S-2) and prefix sums of the right
-        # block (rows k .. k+best-1); a zero row appended for best = S-1 / best = 0
-        zero = np.zeros_like(core)[:, None, :]
-        suf = np.concatenate([np.cumsum(left[:, ::-1], axis=1)[:, ::-1], zero], axis=1)
-        pre = np.concatenate([zero, np.cumsum(right, axis=1)], axis=1)
-        tot = core + np.take_along_axis(suf, best, 1)[:, 0] + np.take_along_axis(pre, best, 1)[:, 0]
-    return tot / np.asarray(k, dtype=srt.dtype)
+    return dev.min(axis=1)
 
 
 def _median_sorted(srt: np.ndarray, cnt: np.ndarray) -> np.ndarray:

@@ -39,13 +39,17 @@ def caf(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
         \\Sigma_c = \\frac{\\sum_i c_i (z_i - \\mu_c)(z_i - \\mu_c)^\\top}{\\sum_i c_i},\\quad
         (\\lambda, v) = \\text{top eigenpair of } \\Sigma_c,
 
-    record ``μ_c`` if ``λ`` is the smallest so far; stop once ``Σ c_i <= m_p − 2f``;
-    otherwise, with :math:`\\tau_i = ((z_i - \\mu_c)^\\top v)^2`,
+    while ``Σ c_i > m_p − 2f``: record ``μ_c`` if ``λ`` is the smallest so far, then
+    with :math:`\\tau_i = ((z_i - \\mu_c)^\\top v)^2`
 
     .. math:: c_i \\leftarrow c_i \\Big(1 - \\frac{\\tau_i}{\\max_{j: c_j > 0} \\tau_j}\\Big).
 
-    Returns the recorded ``μ_c`` of smallest ``λ``.  Every step zeroes at least one weight,
-    so there are at most ``m_p`` steps.  The eigenpair is exact: ``Σ_c`` shares its
+    Returns the recorded ``μ_c`` of smallest ``λ`` (``f = 0``: the loop never runs and
+    the output is the mean).  As in the authors' reference loop (ByzFL's ``CAF``: "repeat
+    until ``Σ c_i <= n − 2f``"), the state reached by the last update, with
+    ``Σ c_i <= m_p − 2f``, is *not* a candidate (it has shed more than the ``2f`` of
+    weight the loop condition allows).  Every step zeroes at least one weight, so there
+    are at most ``m_p`` steps.  The eigenpair is exact: ``Σ_c`` shares its
     non-zero spectrum with the ``n × n`` matrix ``C^{1/2} G_c C^{1/2} / Σc`` (``G_c`` the
     Gram matrix centered at ``μ_c``), so after one ``n²d`` Gram product every step is
     O(n³).  Rows holding inf/NaN start with weight 0.  (ByzFL uses power iterations and
@@ -66,8 +70,9 @@ def caf(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
 
     References
     ----------
-    Y. Allouah, R. Guerraoui, N. Gupta, R. Pinot, G. Rizk, J. Stephan et al. (EPFL DCL),
-    ByzFL ``CAF`` (https://byzfl.epfl.ch/aggregators/classes/caf.html), 2024–2025; the
+    Y. Allouah, R. Guerraoui, J. Stephan, "Towards Trustworthy Federated Learning with
+    Untrusted Participants", ICML 2025 (arXiv:2505.01874), as implemented in ByzFL
+    ``CAF`` (https://byzfl.epfl.ch/aggregators/classes/caf.html); the
     filter follows I. Diakonikolas, G. Kamath, D. Kane, J. Li, A. Moitra, A. Stewart,
     "Being Robust (in High Dimensions) Can Be Practical", ICML 2017.
     """
@@ -91,10 +96,13 @@ def caf(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
             M = sq[:, :, None] * gc * sq[:, None, :] / np.where(S > 0, S, 1)[:, None, None]
             lam, U = np.linalg.eigh(M)
             lmax = np.maximum(lam[:, -1], 0)
+            # only states with Σc > m_p − 2f are candidates (the loop condition)
+            active &= S > thr
+            if not active.any():
+                break
             better = active & (lmax < best_lam)
             best_lam = np.where(better, lmax, best_lam)
             best_w = np.where(better[:, None], w, best_w)
-            active &= S > thr
             proj = _matvec(gc, sq * U[:, :, -1]) / np.sqrt(lmax * S)[:, None]
             tau = np.where(c > 0, proj * proj, 0.0)
             tmax = tau.max(axis=-1)
