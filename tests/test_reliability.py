@@ -253,3 +253,31 @@ def test_a_read_only_store_is_one_line(here, capsys):
             if d.exists():
                 os.chmod(d, 0o755)
     assert len(Store(here / "st").keys()) == 2 and _no_tmp_left(here / "st")
+
+
+# ------------------------------------------------------------------- claims
+
+
+def test_claims_are_exclusive_and_stale_ones_are_released(tmp_path, monkeypatch):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    st = Store(tmp_path)
+    assert st.claim("k") and st.claim_owner("k")["pid"] == os.getpid()
+    assert not st.claim("k")  # held (by this live process)
+    st.release("k")
+    assert st.claim_owner("k") is None and st.claim("k")
+    st.release("k")
+    # a claim of a process that has exited on this host is stale: taken over
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (st.claims_dir / "d").write_text(json.dumps({"pid": int(dead), "host": socket.gethostname(), "started": 0}))
+    assert st.claim_owner("d") is None and st.claim("d")
+    # another host's claim is live until the timeout
+    (st.claims_dir / "h").write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": 0}))
+    assert st.claim_owner("h") is not None and not st.claim("h")
+    monkeypatch.setattr(Store, "CLAIM_TIMEOUT", 0.0)
+    assert st.claim("h")

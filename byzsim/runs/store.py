@@ -9,6 +9,7 @@ Layout (``root`` defaults to ``results/store``)::
                                       "sha256 <hex> <file>" of metrics.csv and config.json
     root/failed/<key>.json            the last failure of a run (error + traceback); not a result
     root/quarantine/<key>-<time>/     a run that failed its check, moved aside (never read)
+    root/claims/<key>                 a run being simulated by a live sweep: {pid, host, started}
     root/sweeps/<name>.json           manifest of a sweep: the keys of its runs (+ labels)
 
 ``key = sha256(canonical JSON of {"store_format": FORMAT_VERSION, "config": Config.to_dict()})``
@@ -48,6 +49,7 @@ import platform
 import shutil
 import socket
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,6 +340,7 @@ class Store:
         self.failed_dir = self.root / "failed"
         self.sweeps_dir = self.root / "sweeps"
         self.quarantine_dir = self.root / "quarantine"
+        self.claims_dir = self.root / "claims"
         self._verified: set[str] = set()  # keys checked by this process
         #: called with one line when a run fails its check and is quarantined
         self.report: Callable[[str], None] = lambda line: print(f"byzsim: {line}", file=sys.stderr, flush=True)
@@ -605,6 +608,74 @@ class Store:
         files = [p for p in self.sweeps_dir.glob("*.json") if not p.name.startswith(".")]
         return [p.stem for p in sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))]
 
+    # -- claims ---------------------------------------------------------------
+    #: a claim of another host is stale after this many seconds (its owner cannot be
+    #: checked from here); generous: longer than any run
+    CLAIM_TIMEOUT = 24 * 3600.0
+
+    @_writes
+    def claim(self, key: str) -> bool:
+        """Claim the run ``key`` for this process before simulating it: create
+        ``claims/<key>`` exclusively (``O_CREAT | O_EXCL``) holding the owner's pid, host
+        and start time.  ``False`` if a live owner holds it (see :meth:`claim_owner`); a
+        stale claim (its pid gone from this host, or older than :attr:`CLAIM_TIMEOUT`
+        on another host) is released first."""
+        self.claims_dir.mkdir(parents=True, exist_ok=True)
+        path = self.claims_dir / key
+        body = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode()
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if self.claim_owner(key) is not None:
+                    return False
+                self._release_stale(path)
+                continue
+            try:
+                os.write(fd, body)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return True
+        return False
+
+    def claim_owner(self, key: str) -> dict | None:
+        """The live owner ``{pid, host, started}`` of the claim of ``key``, or ``None``
+        (no claim, or a stale one).  A claim being written (empty for a moment) is live."""
+        path = self.claims_dir / key
+        try:
+            text = path.read_text(encoding="utf-8")
+            age = time.time() - path.stat().st_mtime
+        except OSError:
+            return None
+        try:
+            owner = json.loads(text)
+            pid, host = int(owner["pid"]), str(owner["host"])
+        except (ValueError, KeyError, TypeError):
+            return {"pid": None, "host": None, "started": None} if age < 10 else None
+        if host == socket.gethostname():
+            return owner if _alive(pid) else None
+        return owner if age < self.CLAIM_TIMEOUT else None
+
+    def _release_stale(self, path: Path) -> None:
+        """Remove a stale claim; renaming it first makes one remover win a race."""
+        aside = path.with_name(f"{_TMP_PREFIX}{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(path, aside)
+            aside.unlink()
+        except FileNotFoundError:
+            pass
+
+    def release(self, key: str) -> None:
+        """Remove this process's claim of ``key`` (another owner's claim is left alone)."""
+        path = self.claims_dir / key
+        try:
+            owner = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+            path.unlink(missing_ok=True)
+
     # -- housekeeping ---------------------------------------------------------
     @_writes
     def clean_stale(self, min_age: float = 60.0) -> list[Path]:
@@ -612,11 +683,9 @@ class Store:
         gone from this host and they are older than ``min_age`` seconds, which also
         spares a writer on another host sharing the store).  Restores a result whose
         ``--force`` replacement was interrupted."""
-        import time
-
         removed: list[Path] = []
         now = time.time()
-        for parent in (self.runs_dir, self.failed_dir, self.sweeps_dir, self.root):
+        for parent in (self.runs_dir, self.failed_dir, self.sweeps_dir, self.claims_dir, self.root):
             if not parent.is_dir():
                 continue
             for p in parent.iterdir():
