@@ -481,7 +481,10 @@ _RAGGED = _sizes(lambda params: False)
 # --------------------------------------------------------------------------- partitions
 
 
-@PARTITIONS.register("iid", smallest_client=_equal_share("all"), ranges={"samples_per_client": Range(lo=1, integer=True, optional=True)})
+_SPC = {"samples_per_client": Range(lo=1, integer=True, optional=True)}
+
+
+@PARTITIONS.register("iid", smallest_client=_equal_share("all"), ranges=_SPC)
 @_ALWAYS_EQUAL
 def iid(y, n_clients, byzantine, rng, *, samples_per_client: int | None = None) -> Assignment:
     """Uniform iid split over **all** ``n`` clients (Byzantine clients hold data too).
@@ -507,7 +510,7 @@ def _check_multiple_of_C(n_clients: int, classes: np.ndarray) -> int:
     return n_clients // C
 
 
-@PARTITIONS.register("by_class", ranges={"samples_per_client": Range(lo=1, integer=True, optional=True)})
+@PARTITIONS.register("by_class", ranges=_SPC)
 @_sizes(lambda params: bool(params.get("truncate", True)))
 def by_class(y, n_clients, byzantine, rng, *, samples_per_client: int | None = None,
              truncate: bool = True) -> Assignment:
@@ -618,7 +621,7 @@ def _repair_columns(K: np.ndarray, M: np.ndarray, avail: np.ndarray) -> np.ndarr
 
 
 @PARTITIONS.register("unbalanced", smallest_client=_equal_share("regular"),
-                     ranges={"concentration": Range(lo=0, lo_open=True), "samples_per_client": Range(lo=1, integer=True, optional=True)})
+                     ranges={"concentration": Range(lo=0, lo_open=True), **_SPC})
 @_ALWAYS_EQUAL
 def unbalanced(y, n_clients, byzantine, rng, *, concentration: float = 1.0,
                samples_per_client: int | None = None) -> Assignment:
@@ -742,9 +745,12 @@ def _check_dirichlet_params(name, y, n_clients, byzantine, rng, beta, min_size, 
     return beta, min_size, max_redraws
 
 
+_DIRICHLET = {"beta": Range(lo=0, lo_open=True), "min_size": Range(lo=1, integer=True),
+              "max_redraws": Range(lo=1, integer=True)}
+
+
 @PARTITIONS.register("dirichlet", smallest_client=_min_size,
-                     ranges={"beta": Range(lo=0, lo_open=True), "min_size": Range(lo=1, integer=True),
-                            "max_redraws": Range(lo=1, integer=True)})
+                     ranges=_DIRICHLET)
 @_RAGGED
 def dirichlet(y, n_clients, byzantine, rng, *, beta: float = 0.5, min_size: int = 10,
               max_redraws: int = 1000) -> Assignment:
@@ -783,8 +789,7 @@ def dirichlet(y, n_clients, byzantine, rng, *, beta: float = 0.5, min_size: int 
 
 
 @PARTITIONS.register("quantity_skew", smallest_client=_min_size,
-                     ranges={"beta": Range(lo=0, lo_open=True), "min_size": Range(lo=1, integer=True),
-                            "max_redraws": Range(lo=1, integer=True)})
+                     ranges=_DIRICHLET)
 @_RAGGED
 def quantity_skew(y, n_clients, byzantine, rng, *, beta: float = 0.5, min_size: int = 10,
                   max_redraws: int = 1000) -> Assignment:
