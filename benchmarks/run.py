@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from byzsim.aggregators import AGGREGATORS, get_aggregator  # noqa: E402
 from byzsim.config import make_config  # noqa: E402
 from byzsim.models import MODELS  # noqa: E402
-from byzsim.simulate import build_problem, evaluate, make_method  # noqa: E402
+from byzsim.simulate import build_problem, evaluate, make_method, problem_for  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from naive import make_naive  # noqa: E402
@@ -37,7 +37,7 @@ FIG10_MLP = dict(
     attack="sample_duplicating", lr=0.1, batch_size=32,
 )
 
-#: workload A as issue 7 defines it: paper A Fig. 2's problem (25 clients of which 5
+#: workload A: paper A Fig. 2's problem (25 clients of which 5
 #: Byzantine, unbalanced MNIST, 1-sample SAGA, l1 penalty, same-value attack), gamma = 0.4
 A = dict(
     method="asynrsa-vr", dataset="mnist", partition="unbalanced", n_clients=25, n_byzantine=5,
@@ -49,7 +49,7 @@ _F2 = {k: v for k, v in A_FULL.items() if k not in ("method", "penalty", "partic
 F32 = {"dtype": "float32"}
 
 WORKLOADS = {
-    "A: AsynRSA-VR, 25 clients, 1-sample SAGA, l1, gamma=0.4, same-value (issue 7's A)": A,
+    "A: AsynRSA-VR, 25 clients, 1-sample SAGA, l1, gamma=0.4, same-value": A,
     "A, float32": dict(A, **F32),
     "A-full: same, gamma=1 (paper A Fig. 2)": A_FULL,
     "A-full, float32 (what `make fig2` runs)": dict(A_FULL, **F32),
@@ -66,10 +66,36 @@ WORKLOADS_C = {
     "C, float32": dict(FIG10_MLP, **F32),
 }
 
+FIG4_6 = dict(
+    method="byrd-sgd", dataset="mnist", partition="iid", n_clients=30, n_byzantine=6,
+    byzantine_indices=[0, 1, 2, 3, 4, 5], attack="sign_flipping", attack_params={"c": -5.0},
+    lr=0.5, batch_size=32,
+)
+_DIGITS = dict(dataset="digits", n_clients=10, n_byzantine=2, byzantine_indices=[8, 9], batch_size=2)
+
+#: replica-axis workloads: name -> (config, target) with target ("speedup", S, factor)
+#: (per-run throughput at S vs the per-run path) or ("ms", S, limit) (ms per run-round)
+REPLICA_WORKLOADS = {
+    "Fig. 2 AsynRSA-VR (A-full), float32": (dict(A_FULL, **F32), ("speedup", 8, 2.0)),
+    "Fig. 2 AsynRSA-VR (A-full), float64": (A_FULL, ("speedup", 8, 2.0)),
+    "A (gamma = 0.4), float64": (A, None),
+    "Fig. 2 Gm row (1-sample SGD, geometric median), float32": (dict(_F2, method="byrd-sgd", **F32), ("speedup", 8, 2.0)),
+    "digits AsynRSA-VR (d = 650, 10 clients, gamma = 0.6, Gaussian)": (
+        dict(_DIGITS, method="asynrsa-vr", lr=0.01, participation=0.6, attack="gaussian",
+             attack_params={"std": 100.0}), ("speedup", 16, 8.0)),
+    "digits Byrd-SAGA (d = 650, 10 clients, sign-flipping)": (
+        dict(_DIGITS, method="byrd-saga", lr=0.05, attack="sign_flipping"), ("speedup", 16, 8.0)),
+    "B: Fig. 7 RS-Byrd-SAGA, float32": (dict(FIG7, **F32), ("ms", 8, 1.5)),
+    "B: Fig. 7 RS-Byrd-SAGA, float64": (FIG7, ("ms", 8, 1.5)),
+    "Figs. 4-6 i.i.d. Byrd-SGD (30 clients, batch 32, Gm), float32": (dict(FIG4_6, **F32), ("ms", 8, 1.1)),
+    "C: Fig. 10 MLP RS-Byrd-SAGA, float32": (dict(FIG10_MLP, **F32), ("ms", 8, 6.0)),
+}
+REPLICA_S = (1, 4, 8, 16)
+
 #: workloads timed against the naive per-client loop (benchmarks/naive.py; float64)
 NAIVE_PAIRS = {"A": A, "A-full": A_FULL, "B": FIG7}
 
-#: issue 7's targets: workload -> ms per round
+#: round-time targets: workload -> ms per round
 TARGETS_MS = {"A": 0.5, "B": 1.5, "C": 6.0}
 
 
@@ -184,6 +210,68 @@ def time_rounds(cfg_kw: dict, rounds: int = 200, blocks: int = 7, warmup: int = 
     return out
 
 
+def _replica_setup(cfg_kw: dict, S: int):
+    """Method, state and generators of S replicas of one workload (one shared data set,
+    S distinct random streams, as replicas with equal data)."""
+    cfg = make_config(rounds=1000, **cfg_kw)
+    problem = problem_for(cfg)
+    method = make_method(cfg, problem)
+    gens = [np.random.default_rng(100 + s) for s in range(S)]
+    x0 = np.stack([problem.model.init(g) for g in gens]).astype(problem.X.dtype)
+    state = method.init(x0[0] if S == 1 else x0)
+    return method, state, (gens[0] if S == 1 else gens)
+
+
+def time_replicas(cfg_kw: dict, S_values=REPLICA_S, rounds: int = 20, blocks: int = 5, warmup: int = 3) -> dict:
+    """ms per run-round of S replicas advanced together (one ``step`` of the batch / S),
+    S = 1 being the per-run path (``x (d,)``); blocks of the S values interleaved so that
+    load from other processes hits all alike."""
+    setups = {S: _replica_setup(cfg_kw, S) for S in S_values}
+    for S, (method, state, rng) in setups.items():
+        for _ in range(warmup):
+            method.step(state, rng)
+    ts = {S: [] for S in S_values}
+    for _ in range(blocks):
+        for S, (method, state, rng) in setups.items():
+            r = max(2, rounds // S)
+            t = time.perf_counter()
+            for _ in range(r):
+                method.step(state, rng)
+            ts[S].append((time.perf_counter() - t) / r / S * 1e3)
+    base = float(np.median(ts[S_values[0]]))
+    out = {}
+    for S in S_values:
+        st = _stats(ts[S])
+        st["speedup"] = base / st["ms_per_round"]
+        st["run_rounds_per_s"] = 1e3 / st["ms_per_round"]
+        out[str(S)] = st
+    return out
+
+
+def replica_memory(cfg_kw: dict, S: int = 8, rounds: int = 2) -> dict:
+    """Peak traced memory (tracemalloc) of building S replicas and running a few rounds,
+    the data set excluded (shared): per replica, from S and 1 replicas; plus
+    :func:`byzsim.simulate.replica_bytes` (own data included) and the data set's size."""
+    import tracemalloc
+
+    from byzsim.simulate import replica_bytes
+
+    cfg = make_config(rounds=1000, **cfg_kw)
+    problem = problem_for(cfg)  # built outside the trace
+    peaks = {}
+    for k in (1, S):
+        tracemalloc.start()
+        method, state, rng = _replica_setup(cfg_kw, k)
+        for _ in range(rounds):
+            method.step(state, rng)
+        peaks[k] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        del method, state
+    data = problem.X.nbytes + problem.y.nbytes + problem.X_eval.nbytes + problem.y_eval.nbytes
+    return {"per_replica_state_MB": (peaks[S] - peaks[1]) / (S - 1) / 1e6, "one_replica_state_MB": peaks[1] / 1e6,
+            "data_MB": data / 1e6, "replica_bytes_estimate_MB": replica_bytes(cfg, problem) / 1e6}
+
+
 def time_aggregators(shape=(30, 7850), reps=50) -> dict:
     rng = np.random.default_rng(0)
     z = rng.normal(size=shape)
@@ -208,7 +296,7 @@ def time_aggregators(shape=(30, 7850), reps=50) -> dict:
 
 
 def time_geomed_target(reps: int = 100) -> dict:
-    """Issue 7's aggregator target: the geometric median of (30, 7850) messages, converged
+    """The aggregator target: the geometric median of (30, 7850) messages, converged
     to ``tol = 1e-6``; messages like a Fig. 7 round's (24 regular gradients around a
     common mean, 6 Byzantine rows ~100 away).  Median of ``reps`` calls, and the number
     of Weiszfeld updates the call needs (counted from its objective on a copy)."""
@@ -257,8 +345,29 @@ def machine() -> dict:
     }
 
 
+def run_replicas(quick: bool) -> dict:
+    """The replica section; ``"_load"``: the machine's 1-minute load average before and
+    after (other processes share the cores: absolute ms scale with it, ratios less)."""
+    out = {"_load": [os.getloadavg()[0]]}
+    for name, (kw, target) in REPLICA_WORKLOADS.items():
+        r = time_replicas(kw, rounds=8 if quick else 32, blocks=2 if quick else 5)
+        mem = replica_memory(kw, S=4 if quick else 8)
+        out[name] = {"S": r, "memory": mem, "target": target}
+        print(f"{name}: " + ", ".join(f"S={S} {v['ms_per_round']:.3f} ms ({v['speedup']:.1f}x)" for S, v in r.items())
+              + f"; state {mem['per_replica_state_MB']:.1f} MB/replica, data {mem['data_MB']:.0f} MB")
+    out["_load"].append(os.getloadavg()[0])
+    return out
+
+
 def main() -> int:
     quick = "--quick" in sys.argv  # fewer repetitions (smoke test)
+    if "--replicas" in sys.argv:  # only the replica section, merged into the last results
+        path = ROOT / "benchmarks" / "results.json"
+        res = json.loads(path.read_text())
+        res["replicas"] = run_replicas(quick)
+        path.write_text(json.dumps(res, indent=2, default=float))
+        write_markdown(res)
+        return 0
     rounds, blocks = (20, 3) if quick else (100, 5)
     res = {"machine": machine(), "workloads": {}, "naive": {}, "aggregators": {}, "scaling": {}}
     res["settings"] = {"rounds_per_block": rounds, "blocks": blocks}
@@ -288,13 +397,50 @@ def main() -> int:
     res["scaling"]["n"] = time_scaling(lambda n: _synthetic(n, 100, 50), [10, 30, 100, 300, 1000])
     print("scaling in d (byrd-saga, synthetic, n=30, C=10, J=20):")
     res["scaling"]["n_features"] = time_scaling(lambda p: _synthetic(30, p, 20), [10, 100, 1000, 10000])
+    res["replicas"] = run_replicas(quick)
     (ROOT / "benchmarks" / "results.json").write_text(json.dumps(res, indent=2, default=float))
     write_markdown(res)
     return 0
 
 
+def replica_table(res: dict) -> list[str]:
+    """The replica axis: per-run cost at S = 1, 4, 8, 16 and the targets (generated)."""
+    rep = dict(res.get("replicas") or {})
+    load = rep.pop("_load", None)
+    if not rep:
+        return []
+    Ss = list(next(iter(rep.values()))["S"])
+    lines = [
+        "## The replica axis: S runs advanced as one batch", "",
+        "ms per run-round (one batched step / S; S = 1 is the per-run path, `x (d,)`) and, in "
+        "brackets, the per-run throughput against S = 1 in the same process. Replicas share one "
+        "data set (as runs with equal data do) and draw from S distinct streams; medians of "
+        "interleaved blocks, one BLAS thread. Memory: traced peak per extra replica (state, "
+        "tables, round buffers; the data set excluded), the data set, and "
+        "`simulate.replica_bytes` (one replica with its own data)."
+        + (f" Load average of the {res['machine']['cpus']}-core machine before/after this section: "
+           f"{load[0]:.1f} / {load[-1]:.1f} (other processes ran meanwhile)." if load else ""), "",
+        "| workload | " + " | ".join(f"S = {S}" for S in Ss) + " | target | status | MB / replica (state) | data MB | replica_bytes MB |",
+        "|---|" + "---|" * (len(Ss) + 5),
+    ]
+    for name, r in rep.items():
+        cells = [f"{r['S'][S]['ms_per_round']:.3f} ({r['S'][S]['speedup']:.1f}×)" for S in Ss]
+        tgt, status = "", ""
+        if r.get("target"):
+            kind, S, lim = r["target"]
+            v = r["S"].get(str(S))
+            if v is not None and kind == "speedup":
+                tgt, status = f"S = {S}: ≥ {lim:g}× per-run", "met" if v["speedup"] >= lim else "missed"
+            elif v is not None:
+                tgt, status = f"S = {S}: ≤ {lim:g} ms", "met" if v["ms_per_round"] <= lim else "missed"
+        m = r["memory"]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {tgt} | {status} | "
+                     f"{m['per_replica_state_MB']:.2f} | {m['data_MB']:.0f} | {m['replica_bytes_estimate_MB']:.0f} |")
+    return lines
+
+
 def target_table(res: dict) -> list[str]:
-    """Issue 7's targets against this run's medians (generated, so it cannot go stale)."""
+    """The round-time targets against this run's medians (generated, so it cannot go stale)."""
     w = res["workloads"]
 
     def ms(prefix):
@@ -303,7 +449,7 @@ def target_table(res: dict) -> list[str]:
     def mark(ok):
         return "met" if ok else "missed"
 
-    lines = ["## Issue 7's targets against this run", "",
+    lines = ["## Round-time targets against this run", "",
              "| target | float64 | float32 | status |", "|---|---|---|---|"]
     for key, lim in TARGETS_MS.items():
         m64, m32 = ms(f"{key}:"), ms(f"{key}, float32")
@@ -340,6 +486,7 @@ def write_markdown(res: dict) -> None:
     for name, r in res["workloads"].items():
         lines.append(f"| {name} | {r['ms_per_round']:.3f} | {r['iqr'][0]:.3f}–{r['iqr'][1]:.3f} | {r['eval_ms']:.1f} |")
     lines += ["", *target_table(res)]
+    lines += ["", *replica_table(res)]
     lines += [
         "", "## Vectorized round vs a naive per-client Python loop (`benchmarks/naive.py`)", "",
         "Same problem, same random draws (the naive loop follows the same trajectory; "

@@ -3,7 +3,7 @@ store and of the scheduler relative to a typical run.
 
 Run with ``byzsim bench --sweep`` or ``python benchmarks/sweep_bench.py [--runs 16]
 [--rounds 5000] [--jobs 2]``.  Prints the numbers and writes
-``benchmarks/sweep_results.json``.  Targets (issue 6): a 16-run sweep with 2 workers
+``benchmarks/sweep_results.json``.  Targets: a 16-run sweep with 2 workers
 at least 1.7x faster than with 1; store + scheduler overhead per run under 5 % of a
 typical run.
 

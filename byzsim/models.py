@@ -12,7 +12,7 @@ empirical risk ``f_w(x) = (1/m) Σ_j ℓ(x; ξ_j)``.  The optional l2 term
 by SAGA tables: SAGA acts on the data term and the regularizer gradient is added
 exactly (this keeps dense and factored tables identical).
 
-Factored per-sample gradients (for exact, small SAGA tables, DESIGN §4): for softmax
+Factored per-sample gradients (for exact, small SAGA tables): for softmax
 regression the gradient of sample j is the outer product ``x_j ⊗ r_j`` with the
 residual ``r_j = softmax(W x_j) − onehot(y_j)`` of shape ``(C,)``.  Storing ``r_j``
 instead of the ``d``-vector is exact and ``d/C`` times smaller.  For the MLP the
@@ -62,6 +62,7 @@ def _softmax_residual(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _log_softmax_nll(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-sample negative log-likelihood ``(..., m)`` of labels ``y`` under ``logits (..., m, C)``."""
+    y = np.broadcast_to(y, logits.shape[:-1])  # labels shared by several models
     mx = logits.max(axis=-1, keepdims=True)
     lse = np.log(np.exp(logits - mx).sum(axis=-1)) + mx[..., 0]
     return lse - np.take_along_axis(logits, y[..., None], -1)[..., 0]
@@ -163,7 +164,7 @@ class SoftmaxRegression(_Classifier):
         A shared ``w (d,)`` is one GEMM over all clients' samples; one sample per client
         (``m = 1``) is a batched matrix-vector product."""
         W = self._W(w)  # (..., C, p')
-        if X.shape[-2] == 1 and w.ndim > 1:
+        if X.shape[-2] == 1 and w.ndim > 1 and w.shape[-2] == X.shape[-3]:
             return np.swapaxes(W @ np.swapaxes(X, -1, -2), -1, -2)
         return _affine(X, np.swapaxes(W, -1, -2))
 
@@ -208,9 +209,14 @@ def _affine(A: np.ndarray, W: np.ndarray) -> np.ndarray:
     """``A @ W`` for ``A (..., m, k)`` and ``W (k, o)`` or ``(..., k, o)``.
 
     A single shared ``W`` multiplies all leading axes of ``A`` in one GEMM
-    (``(∏ lead · m, k) @ (k, o)``) instead of one small GEMM per client."""
+    (``(∏ lead · m, k) @ (k, o)``) instead of one small GEMM per client; likewise one
+    ``W`` per replica shared by its clients (``A (S, n, m, k)``, ``W (S, 1, k, o)``) is
+    one GEMM ``(n · m, k) @ (k, o)`` per replica."""
     if W.ndim == 2 and A.ndim > 2:
         return (A.reshape(-1, A.shape[-1]) @ W).reshape(A.shape[:-1] + (W.shape[-1],))
+    if W.ndim == A.ndim >= 4 and W.shape[-3] == 1 and A.shape[-3] > 1 and W.shape[:-3] == A.shape[:-3]:
+        A2 = A.reshape(A.shape[:-3] + (-1, A.shape[-1]))
+        return (A2 @ W[..., 0, :, :]).reshape(A.shape[:-1] + (W.shape[-1],))
     return A @ W
 
 

@@ -1,12 +1,19 @@
-"""``run(config) -> RunResult``: the only round loop.  No plotting, no files.
+"""``run(config) -> RunResult`` and ``run_batch(configs) -> [RunResult]``: the only
+round loop.  No plotting, no files.
 
 Randomness: ``np.random.SeedSequence(config.seed)`` is spawned into two independent
 streams, one for the data (Byzantine draw, partition) and one for the rounds, so the
 same config and seed give bit-identical metrics.
 
+Replica batches: :func:`run_batch` advances runs that share their structure
+(:func:`replica_key`) together, with a leading replica axis on every array
+(:mod:`byzsim.algorithms`); each replica keeps its own two streams, so its metrics are
+those of the same run made alone.  :func:`run` is the batch of one.
+
 A run whose server model becomes non-finite (checked every round) or whose client
 models do (checked at evaluations) is stopped and recorded as diverged
-(``RunResult.diverged``, ``diverged_round``); the metrics up to there are kept.
+(``RunResult.diverged``, ``diverged_round``); the metrics up to there are kept.  In a
+batch the other replicas carry on.
 """
 
 from __future__ import annotations
@@ -15,11 +22,11 @@ import collections
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-from .algorithms import GradientMethod, PenaltyMethod, Problem, State, make_estimator
+from .algorithms import GradientMethod, PenaltyMethod, Problem, State, make_estimator, stack_problems
 from .attacks import ATTACKS, apply_data_attack, data_attack_of, get_attack
 from .config import Config
 from .data import load_dataset
@@ -63,61 +70,112 @@ def _freeze(obj):
     return obj
 
 
-def _data_key(cfg: Config) -> tuple:
-    """The config fields that determine a run's data (everything :func:`build_problem` reads;
-    the attack only when it is a data attack such as label flipping)."""
-    return _freeze((
-        cfg.dataset, cfg.dataset_params, cfg.partition, cfg.partition_params, cfg.model,
-        cfg.model_params, cfg.n_clients, cfg.n_byzantine, cfg.byzantine_indices, cfg.seed,
-        cfg.train_eval_samples, cfg.dtype, cfg.attack if data_attack_of(cfg.attack) else None,
-    ))
+@dataclass(frozen=True)
+class DataSpec:
+    """Exactly what :func:`build_problem` reads from a config: equal specs give equal
+    problems (the process cache's key and the replica batch's data sharing).  Nested
+    parameters are frozen into sorted tuples; ``data_attack`` is the attack's name only
+    when it changes the data (label flipping), else ``None``."""
+
+    dataset: str
+    dataset_params: tuple
+    partition: str
+    partition_params: tuple
+    model: str
+    model_params: tuple
+    n_clients: int
+    n_byzantine: int
+    byzantine_indices: tuple | None
+    seed: int
+    train_eval_samples: int
+    dtype: str
+    data_attack: str | None
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "DataSpec":
+        return cls(
+            dataset=cfg.dataset, dataset_params=_freeze(dict(cfg.dataset_params)),
+            partition=cfg.partition, partition_params=_freeze(dict(cfg.partition_params)),
+            model=cfg.model, model_params=_freeze(dict(cfg.model_params)),
+            n_clients=cfg.n_clients, n_byzantine=cfg.n_byzantine,
+            byzantine_indices=_freeze(cfg.byzantine_indices), seed=cfg.seed,
+            train_eval_samples=cfg.train_eval_samples, dtype=cfg.dtype,
+            data_attack=cfg.attack if data_attack_of(cfg.attack) else None,
+        )
+
+    def params(self, name: str) -> dict:
+        """A frozen parameter table as a dict (lists for frozen sequences)."""
+        def thaw(v):
+            return [thaw(u) for u in v] if isinstance(v, tuple) else v
+        return {k: thaw(v) for k, v in getattr(self, name)}
+
+    def build(self) -> Problem:
+        """The problem, drawn from the data stream of ``SeedSequence(seed)``."""
+        data_seq, _ = np.random.SeedSequence(self.seed).spawn(2)
+        return _build_problem(self, np.random.default_rng(data_seq))
 
 
-_PROBLEMS: "collections.OrderedDict[tuple, Problem]" = collections.OrderedDict()
+def _data_key(cfg: Config) -> DataSpec:
+    """The process cache's key of a config's data (:class:`DataSpec`)."""
+    return DataSpec.from_config(cfg)
+
+
+_PROBLEMS: "collections.OrderedDict[DataSpec, Problem]" = collections.OrderedDict()
 _PROBLEMS_LOCK = threading.Lock()
 
 
 def problem_for(cfg: Config) -> Problem:
-    """The run's :class:`Problem`, shared between runs that differ only in the method
+    """The run's :class:`Problem`, shared between runs with the same :class:`DataSpec`
     (a process-local cache of the last two; its client arrays are read-only)."""
-    key = _data_key(cfg)
+    problem = _problem_of(DataSpec.from_config(cfg))
+    _check_batch_size(cfg, problem)
+    return problem
+
+
+def _problem_of(spec: DataSpec) -> Problem:
     with _PROBLEMS_LOCK:  # Dask workers may run several threads
-        if key not in _PROBLEMS:
-            data_seq, _ = np.random.SeedSequence(cfg.seed).spawn(2)
-            _PROBLEMS[key] = _build_problem(cfg, np.random.default_rng(data_seq))
+        if spec not in _PROBLEMS:
+            _PROBLEMS[spec] = spec.build()
             while len(_PROBLEMS) > 2:
                 _PROBLEMS.popitem(last=False)
-        _PROBLEMS.move_to_end(key)
-        return _PROBLEMS[key]
+        _PROBLEMS.move_to_end(spec)
+        return _PROBLEMS[spec]
+
+
+def _check_batch_size(cfg: Config, problem: Problem) -> None:
+    if cfg.batch_size > problem.J:
+        raise ValueError(
+            f"invalid config field 'batch_size' = {cfg.batch_size}: at most the "
+            f"{problem.J} samples each client holds"
+        )
 
 
 def build_problem(cfg: Config, rng: np.random.Generator) -> Problem:
     """Load data, choose the Byzantine clients, partition, prepare features for the model."""
-    return _build_problem(cfg, rng)
+    problem = _build_problem(DataSpec.from_config(cfg), rng)
+    _check_batch_size(cfg, problem)
+    return problem
 
 
-def _build_problem(cfg: Config, rng: np.random.Generator) -> Problem:
-    ds = load_dataset(cfg.dataset, **cfg.dataset_params)
-    model = make_model(cfg.model, ds.X_train.shape[1], ds.n_classes, **cfg.model_params)
-    byz = draw_byzantine(cfg.n_clients, cfg.n_byzantine, rng, indices=cfg.byzantine_indices)
+def _build_problem(spec: DataSpec, rng: np.random.Generator) -> Problem:
+    ds = load_dataset(spec.dataset, **spec.params("dataset_params"))
+    model = make_model(spec.model, ds.X_train.shape[1], ds.n_classes, **spec.params("model_params"))
+    byz = draw_byzantine(spec.n_clients, spec.n_byzantine, rng,
+                         indices=spec.byzantine_indices)
     # prepare (e.g. append the bias feature) before partitioning: one big copy, not two
-    Xc, yc = partition(cfg.partition, model.prepare(ds.X_train), ds.y_train, cfg.n_clients, byz, rng,
-                       **cfg.partition_params)
+    Xc, yc = partition(spec.partition, model.prepare(ds.X_train), ds.y_train, spec.n_clients, byz, rng,
+                       **spec.params("partition_params"))
     # data attacks (label flipping) change the Byzantine clients' own labels; no randomness
-    yc = apply_data_attack(cfg.attack, yc, byz, ds.n_classes)
-    if cfg.batch_size > Xc.shape[1]:
-        raise ValueError(
-            f"invalid config field 'batch_size' = {cfg.batch_size}: at most the "
-            f"{Xc.shape[1]} samples each client holds"
-        )
+    if spec.data_attack is not None:
+        yc = apply_data_attack(spec.data_attack, yc, byz, ds.n_classes)
     # evaluation subset of the regular clients' training data (equal share per client)
     reg = np.flatnonzero(~byz)
     J = Xc.shape[1]
-    per = J if not cfg.train_eval_samples else max(1, min(J, cfg.train_eval_samples // len(reg)))
+    per = J if not spec.train_eval_samples else max(1, min(J, spec.train_eval_samples // len(reg)))
     cols = np.sort(rng.permuted(np.tile(np.arange(J), (len(reg), 1)), axis=1)[:, :per], axis=1)
     X_eval = Xc[reg[:, None], cols].reshape(-1, Xc.shape[2])
     y_eval = yc[reg[:, None], cols].ravel()
-    dtype = np.dtype(cfg.dtype)
+    dtype = np.dtype(spec.dtype)
     Xc, X_eval = Xc.astype(dtype, copy=False), X_eval.astype(dtype, copy=False)
     for a in (Xc, yc):
         a.flags.writeable = False
@@ -167,27 +225,161 @@ def make_method(cfg: Config, problem: Problem):
     return GradientMethod(aggregate=aggregate, **common)
 
 
-def evaluate(problem: Problem, state: State) -> dict[str, float]:
-    """Test accuracy and training loss of the server model, and the mean distance of the
-    regular client models to it (penalty family).
+#: config fields that may differ between the replicas of one batch: one ``(S,)`` array
+#: each in the round (``seed`` and ``byzantine_indices`` select the replica's data and
+#: random streams).  Every other field is structure and must be equal.
+REPLICA_FIELDS = ("seed", "lr", "penalty", "server_l2", "participation", "byzantine_indices")
 
-    The training loss is the mean over ``problem.X_eval``: all of the regular clients'
+
+def replica_key(cfg: Config) -> tuple:
+    """What must be equal for runs to share a replica batch: every config field except
+    :data:`REPLICA_FIELDS` (method, family, estimator, aggregator and its parameters,
+    pre-aggregators, resampling, attack and its parameters, sizes, data, partition,
+    model, batch size, dtype, rounds, evaluation schedule, SAGA table kind)."""
+    d = cfg.to_dict()
+    return _freeze({k: v for k, v in d.items() if k not in REPLICA_FIELDS})
+
+
+def group_replicas(cfgs: Sequence[Config]) -> list[list[int]]:
+    """Indices of ``cfgs`` grouped by :func:`replica_key` (groups in order of first
+    appearance, indices ascending): each group can be one :func:`run_batch` call."""
+    groups: dict = {}
+    for i, c in enumerate(cfgs):
+        groups.setdefault(replica_key(c), []).append(i)
+    return list(groups.values())
+
+
+def _check_batch(cfgs: Sequence[Config]) -> list[Config]:
+    cfgs = list(cfgs)
+    if not cfgs:
+        raise ValueError("run_batch needs at least one config, got an empty list")
+    for i, c in enumerate(cfgs):
+        if not isinstance(c, Config):
+            raise ValueError(f"run_batch: item {i} is a {type(c).__name__}, not a Config")
+    ref = cfgs[0].to_dict()
+    for i, c in enumerate(cfgs[1:], 1):
+        d = c.to_dict()
+        for k in ref:
+            if k not in REPLICA_FIELDS and _freeze(d[k]) != _freeze(ref[k]):
+                raise ValueError(
+                    f"run_batch: config {i} differs from config 0 in the structural field {k!r} "
+                    f"({d[k]!r} != {ref[k]!r}); only {', '.join(REPLICA_FIELDS)} may differ within "
+                    "a replica batch (group configs with byzsim.simulate.group_replicas)"
+                )
+    return cfgs
+
+
+def _nbytes(*arrays) -> int:
+    return sum(a.nbytes for a in arrays if a is not None)
+
+
+def replica_bytes(cfg: Config, problem: Problem | None = None) -> int:
+    """Estimated memory of one replica of ``cfg`` in a batch, in bytes, when it has its
+    own data set (distinct seeds): the client data and evaluation subset, plus the
+    state (server and client models, SAGA table) and the round's work buffers
+    (messages or penalty buffers, ~6 ``(n, d)`` arrays).  The shared test set is not
+    counted.  Builds (and caches) the config's problem if not given."""
+    P = problem if problem is not None else problem_for(cfg)
+    return _data_bytes(P) + _state_bytes(cfg, P)
+
+
+def _data_bytes(P: Problem) -> int:
+    return _nbytes(P.X, P.y, P.X_eval, P.y_eval)
+
+
+def _state_bytes(cfg: Config, P: Problem) -> int:
+    item = np.dtype(cfg.dtype).itemsize
+    d = P.model.dim
+    nd = P.n * d * item
+    out = d * item + 6 * nd + (nd if cfg.family == "penalty" else 0)
+    if cfg.estimator == "saga":
+        est = make_estimator("saga", P, cfg.saga_table)
+        k = d if est.kind == "dense" else sum(
+            getattr(P.model, "factor_sizes", lambda: (P.model.n_classes,))())
+        out += P.n * P.J * k * item + nd
+    return out
+
+
+def batch_bytes(cfgs: Sequence[Config]) -> int:
+    """Estimated memory of :func:`run_batch` on ``cfgs``: each distinct data set once
+    (replicas with equal :class:`DataSpec` share it), plus every replica's state."""
+    cfgs = _check_batch(cfgs)
+    specs = list(dict.fromkeys(DataSpec.from_config(c) for c in cfgs))
+    P = _problem_of(specs[0])
+    return len(specs) * _data_bytes(P) + len(cfgs) * _state_bytes(cfgs[0], P)
+
+
+def plan_batches(
+    cfgs: Sequence[Config], *, memory_bytes: int | None = None, replicas: int | None = None
+) -> list[list[int]]:
+    """Indices of ``cfgs`` cut into replica batches for :func:`run_batch`: grouped by
+    :func:`replica_key` (:func:`group_replicas`), each group cut in order into batches
+    of at most ``replicas`` runs whose estimated memory (:func:`batch_bytes`: each
+    distinct data set once, every replica's state) stays within ``memory_bytes``.
+    ``None``: no bound of that kind.  Raises ``ValueError`` (before any run) for
+    ``replicas < 1`` or a budget smaller than one replica of a group (builds, and
+    caches, the first data set of each group for the estimate when a budget is given)."""
+    if replicas is not None and (isinstance(replicas, bool) or not isinstance(replicas, (int, np.integer))
+                                 or replicas < 1):
+        raise ValueError(f"replicas must be a positive integer (runs per batch), got {replicas!r}")
+    if memory_bytes is not None and not memory_bytes > 0:
+        raise ValueError(f"memory_bytes must be a positive number of bytes, got {memory_bytes!r}")
+    out: list[list[int]] = []
+    for group in group_replicas(cfgs):
+        data = state = 0
+        if memory_bytes is not None:
+            P = problem_for(cfgs[group[0]])
+            data, state = _data_bytes(P), _state_bytes(cfgs[group[0]], P)
+            if data + state > memory_bytes:
+                raise ValueError(
+                    f"memory budget of {memory_bytes} bytes is smaller than one replica of "
+                    f"{cfgs[group[0]].method!r} on {cfgs[group[0]].dataset!r} ({data + state} bytes: "
+                    f"data {data}, state {state})"
+                )
+        chunk: list[int] = []
+        specs: set = set()
+        for i in group:
+            spec = DataSpec.from_config(cfgs[i])
+            grown = specs | {spec}
+            full = replicas is not None and len(chunk) >= replicas
+            over = memory_bytes is not None and len(grown) * data + (len(chunk) + 1) * state > memory_bytes
+            if chunk and (full or over):
+                out.append(chunk)
+                chunk, grown = [], {spec}
+            chunk.append(i)
+            specs = grown
+        out.append(chunk)
+    return out
+
+
+def evaluate(problem: Problem, state: State) -> dict[str, float]:
+    """Metrics of one run's state (``x (d,)``); see :func:`evaluate_replicas`."""
+    m = evaluate_replicas([problem], np.zeros(1, np.intp), state)
+    return {k: float(v[0]) for k, v in m.items()}
+
+
+def evaluate_replicas(problems: list[Problem], slot: np.ndarray, state: State) -> dict[str, np.ndarray]:
+    """Test accuracy and training loss of every replica's server model, and the mean
+    distance of its regular client models to it (penalty family): ``(S,)`` each.
+
+    The test set is shared (one forward pass over the ``(S, d)`` models); the training
+    loss is the mean over ``problems[slot[s]].X_eval``: all of the regular clients'
     samples, or an equal-per-client random subset of ``train_eval_samples`` of them
     (reading every sample each evaluation is memory-bound: ~0.2 s for MNIST)."""
-    model, x = problem.model, state.x
-    acc = float(model.accuracy(x, problem.X_test, problem.y_test))
-    loss = float(model.loss(x, problem.X_eval, problem.y_eval))
-    dist = float("nan")
-    if state.models is not None:
-        dist = float(np.linalg.norm(state.models[problem.regular] - x, axis=1).mean())
+    x, W, _ = state.as_replicas()
+    P0 = problems[0]
+    model = P0.model
+    acc = np.asarray(model.accuracy(x, P0.X_test, P0.y_test), dtype=np.float64)
+    loss = np.empty(x.shape[0])
+    for j, P in enumerate(problems):
+        reps = np.flatnonzero(slot == j)
+        loss[reps] = model.loss(x[reps], P.X_eval, P.y_eval)
+    dist = np.full(x.shape[0], np.nan)
+    if W is not None:
+        reg = np.stack([problems[j].regular for j in slot])  # (S, n)
+        nrm = np.linalg.norm(W - x[:, None, :], axis=-1)
+        dist = np.where(reg, nrm, 0.0).sum(axis=1) / reg.sum(axis=1)
     return {"test_accuracy": acc, "train_loss": loss, "distance": dist}
-
-
-def _finite(state: State) -> bool:
-    ok = bool(np.isfinite(state.x).all())
-    if ok and state.models is not None:
-        ok = bool(np.isfinite(state.models).all())
-    return ok
 
 
 def run(
@@ -199,67 +391,167 @@ def run(
 ) -> RunResult:
     """Simulate ``cfg.rounds`` rounds, evaluating at round 0, every ``eval_every`` rounds
     and at the end.  ``callback(round)`` is called after each evaluation (progress).
+    The batch of one of :func:`run_batch`.
 
     ``blas_threads``: BLAS threads during the run (default 1: a round's arrays are small,
     and threaded level-1 BLAS on them is many times slower; parallelise over runs
     instead).  ``None`` leaves the process setting alone.
     """
+    return run_batch([cfg], problem=problem, callback=callback, blas_threads=blas_threads)[0]
+
+
+def run_batch(
+    cfgs: Sequence[Config],
+    *,
+    problem: Problem | None = None,
+    callback: Callable | None = None,
+    blas_threads: int | None = 1,
+) -> list[RunResult]:
+    """Simulate the runs ``cfgs`` as one replica batch: their arrays stacked along a
+    leading replica axis, every round one vectorized step of all of them.
+
+    The configs must have equal :func:`replica_key` (they may differ in
+    :data:`REPLICA_FIELDS`); a ``ValueError`` naming the first differing field is raised
+    before any work otherwise, and for an empty list.  Each replica draws from the
+    streams of its own seed exactly as alone, so ``run_batch(cfgs)[i]`` has the metrics
+    of ``run(cfgs[i])`` (to round-off: see the tests).  Replicas with equal
+    :class:`DataSpec` share one data set; others are stacked (memory:
+    :func:`batch_bytes`).  A replica whose server model (every round) or client models
+    (at evaluations) become non-finite is recorded as diverged at that round and
+    frozen (its arrays zeroed, its metrics ended) while the others carry on.
+
+    ``problem``: use this problem for every replica (one run's tests).  ``callback``
+    and ``blas_threads``: as in :func:`run`.  Each result's ``seconds`` is the batch's
+    wall time divided by S, and ``info["replicas"]`` is S.
+    """
+    cfgs = _check_batch(cfgs)
     if blas_threads is None:
-        return _run(cfg, problem, callback)
+        return _run_batch(cfgs, problem, callback)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=blas_threads, user_api="blas"):
-        return _run(cfg, problem, callback)
+        return _run_batch(cfgs, problem, callback)
 
 
-def _run(cfg: Config, problem: Problem | None, callback: Callable | None) -> RunResult:
-    _, run_seq = np.random.SeedSequence(cfg.seed).spawn(2)
-    if problem is None:
-        problem = problem_for(cfg)
-    rng = np.random.default_rng(run_seq)
-    method = make_method(cfg, problem)
+def _replica_problem(cfgs: list[Config], problem: Problem | None):
+    """``(problems, slot, stacked)``: the distinct data sets, each replica's, and the
+    problem the round computes on."""
+    if problem is not None:
+        _check_batch_size(cfgs[0], problem)
+        return [problem], np.zeros(len(cfgs), np.intp), problem
+    specs = [DataSpec.from_config(c) for c in cfgs]
+    distinct = list(dict.fromkeys(specs))
+    slot = np.array([distinct.index(sp) for sp in specs], dtype=np.intp)
+    problems = [_problem_of(sp) for sp in distinct]
+    _check_batch_size(cfgs[0], problems[0])
+    return problems, slot, stack_problems(problems, slot)
+
+
+def _set_replica_settings(method, cfgs: list[Config]) -> None:
+    """The per-replica numeric settings as ``(S,)`` arrays on the method."""
+    if len(cfgs) == 1:
+        return
+    for f in ("lr", "participation", "server_l2") + (("penalty",) if hasattr(method, "penalty") else ()):
+        vals = np.array([getattr(c, f) for c in cfgs], dtype=np.float64)
+        setattr(method, f, vals if (vals != vals[0]).any() else float(vals[0]))
+
+
+def _freeze_replica(state: State, s: int) -> None:
+    """Zero replica ``s``'s arrays (after it diverged) so that it stays finite."""
+    x, W, table = state.as_replicas()
+    x[s] = 0
+    if W is not None:
+        W[s] = 0
+    if table is not None:
+        for e in table.entries:
+            e[s] = 0
+        table.mean[s] = 0
+
+
+@dataclass
+class Batch:
+    """A replica batch ready to step: ``method.step(state, rng)`` advances every replica
+    (``rng``: the generators, or the only one for S = 1).  ``problems[slot[s]]`` is
+    replica s's data set."""
+
+    method: object
+    state: State
+    rng: object
+    problems: list
+    slot: np.ndarray
+
+
+def prepare_batch(cfgs: Sequence[Config], problem: Problem | None = None) -> Batch:
+    """Data, method, initial state (round 0) and generators of a replica batch, exactly
+    as :func:`run_batch` starts it (checks as :func:`run_batch`)."""
+    cfgs = _check_batch(cfgs)
+    problems, slot, P = _replica_problem(cfgs, problem)
+    gens = [np.random.default_rng(np.random.SeedSequence(c.seed).spawn(2)[1]) for c in cfgs]
+    method = make_method(cfgs[0], P)
+    _set_replica_settings(method, cfgs)
+    x0 = np.stack([P.model.init(g).astype(P.X.dtype) for g in gens])
+    state = method.init(x0)
+    return Batch(method, state, gens[0] if len(cfgs) == 1 else gens, problems, slot)
+
+
+def _run_batch(cfgs: list[Config], problem: Problem | None, callback: Callable | None) -> list[RunResult]:
+    S = len(cfgs)
     t0 = time.perf_counter()
-    state = method.init(problem.model.init(rng).astype(problem.X.dtype))
-    cols: dict[str, list] = {k: [] for k in METRICS}
-    diverged_round = None
+    batch = prepare_batch(cfgs, problem)
+    method, state, problems, slot = batch.method, batch.state, batch.problems, batch.slot
+    P = method.problem
+    cfg = cfgs[0]
+    cols: list[dict[str, list]] = [{k: [] for k in METRICS} for _ in range(S)]
+    diverged_round: list[int | None] = [None] * S
+    alive = np.ones(S, bool)
+    x, W, _ = state.as_replicas()
 
-    def record(r: int) -> bool:
-        nonlocal diverged_round
-        if not _finite(state):
-            diverged_round = r
-            return False
-        m = evaluate(problem, state)
-        cols["round"].append(r)
-        for k, v in m.items():
-            cols[k].append(v)
-        if callback is not None:
-            callback(r)
-        return True
+    def diverge(s: int, r: int) -> None:
+        diverged_round[s] = r
+        alive[s] = False
+        _freeze_replica(state, s)
 
-    ok = record(0)
-    x = state.x
-    while ok and state.round < cfg.rounds:
+    def record(r: int) -> None:
+        finite = np.isfinite(x).all(axis=1)
+        if W is not None:
+            finite &= np.isfinite(W).all(axis=(1, 2))
+        for s in np.flatnonzero(alive & ~finite):
+            diverge(int(s), r)
+        if alive.any():
+            m = evaluate_replicas(problems, slot, state)
+            for s in np.flatnonzero(alive):
+                cols[s]["round"].append(r)
+                for k, v in m.items():
+                    cols[s][k].append(float(v[s]))
+            if callback is not None:
+                callback(r)
+
+    record(0)
+    step_rng = batch.rng
+    while alive.any() and state.round < cfg.rounds:
         todo = min(cfg.eval_every - state.round % cfg.eval_every, cfg.rounds - state.round)
         with np.errstate(over="ignore", invalid="ignore"):
             for _ in range(todo):
-                method.step(state, rng)
-                # the server model is (d,): checking it every round costs microseconds and
-                # stops a diverging run at the round it breaks (client models feed x0)
+                method.step(state, step_rng)
+                # the server models are (S, d): checking them every round costs
+                # microseconds and stops a diverging replica at the round it breaks
                 if not np.isfinite(x).all():
-                    break
-        ok = record(state.round)
-    columns = {
-        "round": np.asarray(cols["round"], dtype=np.int64),
-        **{k: np.asarray(cols[k], dtype=np.float64) for k in METRICS[1:]},
-    }
-    info = {"J": problem.J, "d": problem.model.dim}
+                    bad = alive & ~np.isfinite(x).all(axis=1)
+                    for s in np.flatnonzero(bad):
+                        diverge(int(s), state.round)
+                    if not alive.any():
+                        break
+        record(state.round)
+    seconds = time.perf_counter() - t0
+    info = {"J": P.J, "d": P.model.dim, "replicas": S}
     if state.table is not None:
-        info["saga_bytes"] = state.table.nbytes
-    return RunResult(
-        config=cfg,
-        columns=columns,
-        diverged=diverged_round is not None,
-        diverged_round=diverged_round,
-        seconds=time.perf_counter() - t0,
-        info=info,
-    )
+        info["saga_bytes"] = state.table.nbytes // S
+    results = []
+    for s, c in enumerate(cfgs):
+        columns = {
+            "round": np.asarray(cols[s]["round"], dtype=np.int64),
+            **{k: np.asarray(cols[s][k], dtype=np.float64) for k in METRICS[1:]},
+        }
+        results.append(RunResult(config=c, columns=columns, diverged=diverged_round[s] is not None,
+                                 diverged_round=diverged_round[s], seconds=seconds / S, info=dict(info)))
+    return results

@@ -1,4 +1,4 @@
-"""Reproducibility of ``byzsim.run`` (issue 5, item 7).
+"""Reproducibility of ``byzsim.run``.
 
 The same config and seed must give *bit-identical* metrics — rerun in the same
 process, after other runs in between (problem cache, estimator flags, any global
