@@ -281,3 +281,75 @@ def test_claims_are_exclusive_and_stale_ones_are_released(tmp_path, monkeypatch)
     assert st.claim_owner("h") is not None and not st.claim("h")
     monkeypatch.setattr(Store, "CLAIM_TIMEOUT", 0.0)
     assert st.claim("h")
+
+
+# ------------------------------------------------------------------- concurrent sweeps, killed parents
+
+
+def _summary_counts(err: str) -> tuple[int, int]:
+    """(ran, already stored) of a sweep's summary line."""
+    import re
+
+    m = re.search(r"(\d+) runs: (\d+) ran, (\d+) already stored", err)
+    assert m, err
+    return int(m.group(2)), int(m.group(3))
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_two_concurrent_sweeps_simulate_each_run_once(tmp_path):
+    import subprocess
+
+    from test_cli import N_SLOW, _env, _finished, _sweep_cmd
+
+    store = tmp_path / "store"
+    Store(store)  # created once: two processes creating one store at once is not the point here
+    procs = [subprocess.Popen(_sweep_cmd(store, "--jobs", "1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=_env(), cwd=tmp_path) for _ in range(2)]
+    try:
+        errs = [p.communicate(timeout=300)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], errs
+    (ran1, stored1), (ran2, stored2) = map(_summary_counts, errs)
+    assert ran1 + ran2 == N_SLOW, errs  # every run simulated exactly once between them
+    assert ran1 + stored1 == N_SLOW and ran2 + stored2 == N_SLOW
+    assert len(_finished(store)) == N_SLOW and Store(store).verify() == []
+    assert not list((store / "claims").iterdir())  # every claim released
+    assert not [p for p in store.rglob("*") if p.name.startswith((".tmp-", ".old-"))]
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_killed_parent_takes_its_workers_with_it(tmp_path, capsys):
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from test_cli import _children, _env, _finished, _resume_and_check, _sweep_cmd, _wait_for_runs
+
+    store = tmp_path / "store"
+    proc = subprocess.Popen(_sweep_cmd(store, "--jobs", "2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_env(), cwd=tmp_path)
+    try:
+        _wait_for_runs(store, 1, proc)
+        children = [pid for pid, _ in _children(proc.pid)]
+        assert any("loky" in cmd for _, cmd in _children(proc.pid)), _children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    deadline = time.monotonic() + 10.0
+    alive = children
+    while alive and time.monotonic() < deadline:  # poll: the workers notice within a second
+        alive = [pid for pid in alive if Path(f"/proc/{pid}").exists()
+                 and "Z" not in (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:1] or ["Z"])]
+        time.sleep(0.1)
+    assert not alive, [Path(f"/proc/{p}/cmdline").read_bytes() for p in alive]
+    leaked = [p for d in ("/dev/shm", "/tmp") if Path(d).is_dir()
+              for p in Path(d).glob(f"joblib_memmapping_folder_{proc.pid}_*")]
+    assert not leaked
+    before = _finished(store)
+    assert before  # and the rerun runs only what is missing (the dead sweep's claims are stale)
+    _resume_and_check(store, before, capsys)
