@@ -424,7 +424,7 @@ class Range:
     when ``optional``.
 
     >>> Range(lo=0, lo_open=True).problem(-1), Range(0, 1, integer=True).problem(1)
-    ('expected a number > 0', None)
+    ('expected a finite number > 0', None)
     """
 
     lo: float | None = None
@@ -436,8 +436,7 @@ class Range:
     finite: bool = True
 
     def __str__(self) -> str:
-        what = "an integer" if self.integer else ("a finite number" if self.finite and self.lo is None
-                                                   and self.hi is None else "a number")
+        what = "an integer" if self.integer else ("a finite number" if self.finite else "a number")
         lo_s = ("> " if self.lo_open else ">= ") + f"{self.lo:g}" if self.lo is not None else ""
         hi_s = ("< " if self.hi_open else "<= ") + f"{self.hi:g}" if self.hi is not None else ""
         if self.lo is not None and self.hi is not None:
@@ -484,7 +483,7 @@ def check_values(kind: str, name: str, accepted: Mapping[str, Any], params: Mapp
     ...              field="attack_params")
     Traceback (most recent call last):
     ...
-    ValueError: invalid config field 'attack_params.std' = -1: expected a number >= 0
+    ValueError: invalid config field 'attack_params.std' = -1: expected a finite number >= 0
     """
     for k, v in params.items():
         r = ranges.get(k)
