@@ -353,3 +353,27 @@ def test_killed_parent_takes_its_workers_with_it(tmp_path, capsys):
     before = _finished(store)
     assert before  # and the rerun runs only what is missing (the dead sweep's claims are stale)
     _resume_and_check(store, before, capsys)
+
+
+def test_a_component_declares_ranges_and_its_own_check():
+    from byzsim.registry import ParameterValueError, Range, Registry
+
+    reg = Registry("widget")
+
+    def at_most_clients(params, cfg):
+        if params.get("k", 1) > cfg["n"]:
+            raise ParameterValueError("k", params["k"], f"expected at most n = {cfg['n']}")
+
+    @reg.register("w", ranges={"x": Range(0, 1)}, check=at_most_clients)
+    def w(*, x=0.5, k=1, name="a"):
+        return x
+
+    reg.check("w", {"x": 1, "k": 3}, field="widget_params")  # no context: ranges and types only
+    with pytest.raises(ValueError, match=r"'widget_params.x' = 2: expected a finite number in \[0, 1\]"):
+        reg.check("w", {"x": 2}, field="widget_params")
+    with pytest.raises(ValueError, match=r"'widget_params.name' = 3: expected a string"):
+        reg.check("w", {"name": 3}, field="widget_params")
+    with pytest.raises(ValueError, match=r"'widget_params.k' = 3: expected at most n = 2"):
+        reg.check("w", {"k": 3}, field="widget_params", context={"n": 2})
+    with pytest.raises(ValueError, match="ranges for unknown parameter"):
+        reg.register("v", ranges={"nope": Range()})(lambda *, x=1: x)
