@@ -63,6 +63,7 @@ reproduction: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/preagg_bench.py
 
 bench-sweep: $(STAMP)
 	$(PY) benchmarks/sweep_bench.py

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -58,17 +59,15 @@ def _jobs(text: str) -> int:
     return v
 
 
-def _positive(kind):
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            v = None
-        if v is None or not v > 0 or v != v or v == float("inf"):
-            what = "an integer" if kind is int else "a finite number"
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {what} > 0")
-        return v
-    return parse
+def _positive_float(text: str) -> float:
+    """A timeout: a finite number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a finite number > 0")
+    return v
 
 
 def _split_inputs(items: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -168,7 +167,7 @@ def cmd_sweep(a) -> int:
     store.write_sweep(name, manifest)
     prog = Progress(label=name, enabled=_progress_enabled(a))
     report = execute(entries, store, jobs=a.jobs, scheduler=a.scheduler, scheduler_timeout=a.scheduler_timeout,
-                     force=a.force, progress=prog)
+                     force=a.force, progress=prog, replicas=a.replicas, memory_bytes=a.memory_budget)
     if not a.quiet:
         print(report.summary(name), file=sys.stderr)
         for o in report.diverged:
@@ -290,7 +289,8 @@ def cmd_experiment(a) -> int:
     spec = load_spec(a.spec, overrides)
     t0 = time.perf_counter()
     rows, report = run_spec(spec, jobs=a.jobs, results_dir=a.results, store=a.store, force=a.force,
-                            quiet=a.quiet, progress=_progress_enabled(a), scheduler=a.scheduler)
+                            quiet=a.quiet, progress=_progress_enabled(a), scheduler=a.scheduler,
+                            replicas=a.replicas, memory_bytes=a.memory_budget)
     t_sim = time.perf_counter() - t0
     csv_path = Path(a.results) / f"{spec.figure}.csv"
     paths = plot_spec(spec, rows, Path(a.figures), csv_path=csv_path)
@@ -321,7 +321,8 @@ def cmd_matrix(a) -> int:
               f"{len(spec.entries) // (len(spec.rows) * len(spec.columns))} seeds), {a.jobs} jobs", file=sys.stderr)
     t0 = time.perf_counter()
     rows, report = run_matrix(spec, jobs=a.jobs, results_dir=a.results, store=a.store, force=a.force,
-                              quiet=a.quiet, progress=_progress_enabled(a), scheduler=a.scheduler)
+                              quiet=a.quiet, progress=_progress_enabled(a), scheduler=a.scheduler,
+                              replicas=a.replicas, memory_bytes=a.memory_budget)
     csv_path = Path(a.results) / f"{spec.name}.csv"
     fig = plot_heatmap(rows, spec.rows, spec.columns, spec.title)
     paths = save_figure(fig, Path(a.figures) / spec.name, formats=("png",), dpi=150)
@@ -546,10 +547,43 @@ def _add_plugin(p) -> None:
                         "also $BYZSIM_PLUGINS and the 'byzsim.plugins' entry points)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected an integer >= 1") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {v}: expected an integer >= 1")
+    return v
+
+
+def _memory(text: str) -> int:
+    """``2G``, ``512M``, ``1000000`` (bytes) -> bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("B")
+    try:
+        v = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid memory {text!r}: e.g. 2G, 512M or a number of bytes") from None
+    if not (v >= 1 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"invalid memory {text!r}: expected a positive size")
+    return int(v)
+
+
+def _add_batching(p) -> None:
+    p.add_argument("--replicas", type=_positive_int, default=None, metavar="S",
+                   help="runs of equal structure advanced as one replica batch (default: automatic, "
+                        "16 for small problems, 4 for MNIST-sized ones; 1 = every run alone)")
+    p.add_argument("--memory-budget", type=_memory, default=None, metavar="SIZE",
+                   help="memory one replica batch may use, e.g. 2G (default: half the available memory "
+                        "over the jobs); a budget below one replica is an error")
+
+
 def _add_spec_run(p) -> None:
     """Options of the commands that run a spec and write its CSV and figure."""
     p.add_argument("--jobs", "-j", type=_jobs, default=1, help="parallel worker processes (default 1; -1 = all cores)")
-    p.add_argument("--rounds", type=_positive(int), default=None, help="override the number of rounds (quick looks)")
+    _add_batching(p)
+    p.add_argument("--rounds", type=_positive_int, default=None, help="override the number of rounds (quick looks)")
     p.add_argument("--results", default="results", help="directory of the CSV (default results/)")
     p.add_argument("--figures", default="figures", help="directory of the figure (default figures/)")
     p.add_argument("--force", action="store_true", help="rerun runs that are already stored")
@@ -602,11 +636,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local worker processes (default 1; -1 = all cores); with --scheduler: tasks in flight")
     p.add_argument("--scheduler", default=None, metavar="ADDR",
                    help="run on a Dask cluster (tcp://host:port; needs byzsim[dask])")
-    p.add_argument("--scheduler-timeout", type=_positive(float), default=10.0, metavar="S",
+    p.add_argument("--scheduler-timeout", type=_positive_float, default=10.0, metavar="S",
                    help="seconds to wait for the scheduler and its workers (default 10)")
     p.add_argument("--name", default=None, help="sweep name in the store (default: <config stem>-<hash>)")
     p.add_argument("--force", action="store_true", help="rerun runs that are already stored")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is stored; run nothing")
+    _add_batching(p)
     _add_common(p)
     p.set_defaults(func=cmd_sweep)
 

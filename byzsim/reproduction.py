@@ -7,8 +7,9 @@ round, <metrics>, diverged``) are committed under ``experiments/results/``.  A m
 - ``[[tables]]``: rows = line labels (methods), columns = selectors of one figure, panel,
   round (default: each run's last evaluation) and metric;
 - ``[[claims]]``: one claim a paper makes about a figure, with a check that decides it;
-- ``[[scripts]]``: diagnostics that write a CSV of their own (``path``, ``output``), run
-  when that CSV is missing.
+- ``[[scripts]]``: diagnostics that write a CSV of their own (``path``, ``output``, and
+  ``args``, default ``["{output}"]``, with ``{output}``, ``{results}``, ``{figures}``
+  filled in), run when that CSV is missing.
 
 :func:`render` turns the manifest and the CSVs into Markdown blocks, and
 :func:`update_document` writes each block between its markers in REPRODUCTION.md::
@@ -412,8 +413,9 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise ManifestError(f"{path}: unknown key(s) {sorted(unknown)}; valid keys: claims, scripts, specs, tables")
     for i, sc in enumerate(raw.get("scripts", [])):
-        if not isinstance(sc, Mapping) or set(sc) != {"path", "output"}:
-            raise ManifestError(f"{path}: scripts[{i}] needs exactly 'path' and 'output', got {sc!r}")
+        if not isinstance(sc, Mapping) or not {"path", "output"} <= set(sc) <= {"path", "output", "args"}:
+            raise ManifestError(f"{path}: scripts[{i}] needs 'path' and 'output' (and optional 'args'), "
+                                f"got {sc!r}")
     return raw
 
 
@@ -458,7 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for sc in manifest.get("scripts", []):  # diagnostics with their own CSV
                 out = Path(a.results) / sc["output"]
                 if a.rerun_scripts or not out.exists():
-                    subprocess.run([sys.executable, sc["path"], str(out)], check=True)
+                    args = [str(x).format(output=out, results=a.results, figures=a.figures)
+                            for x in sc.get("args", ["{output}"])]
+                    subprocess.run([sys.executable, sc["path"], *args], check=True)
         old, new = regenerate(a.document, manifest, a.results)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -28,6 +28,7 @@ import numpy as np
 
 from .algorithms import GradientMethod, PenaltyMethod, Problem, State, make_estimator, stack_problems
 from .attacks import ATTACKS, apply_data_attack, data_attack_of, get_attack
+from .aggregators import geometric_median_convergence
 from .config import Config
 from .data import load_dataset
 from .models import make_model
@@ -528,6 +529,35 @@ def _run_batch(cfgs: list[Config], problem: Problem | None, callback: Callable |
 
     record(0)
     step_rng = batch.rng
+    with geometric_median_convergence(S) as gm:
+        _rounds(cfg, method, state, step_rng, x, alive, diverge, record)
+    seconds = time.perf_counter() - t0
+    info = {"J": P.J, "d": P.model.dim, "replicas": S}
+    if state.table is not None:
+        info["saga_bytes"] = state.table.nbytes // S
+    if gm["elements"]:
+        # geometric medians that spent max_iter without meeting tol (their output is the
+        # last iterate): this run's, and those of components called replica by replica
+        info["geomed_calls"] = gm["elements"] // S
+        info["geomed_unattributed_in_batch"] = gm["unattributed"]
+    results = []
+    for s, c in enumerate(cfgs):
+        columns = {
+            "round": np.asarray(cols[s]["round"], dtype=np.int64),
+            **{k: np.asarray(cols[s][k], dtype=np.float64) for k in METRICS[1:]},
+        }
+        rinfo = dict(info)
+        if gm["elements"]:
+            rinfo["geomed_unconverged"] = int(gm["by_element"][s])
+        results.append(RunResult(config=c, columns=columns, diverged=diverged_round[s] is not None,
+                                 diverged_round=diverged_round[s], seconds=seconds / S, info=rinfo))
+    return results
+
+
+def _rounds(cfg: Config, method, state: State, step_rng, x: np.ndarray, alive: np.ndarray,
+            diverge: Callable, record: Callable) -> None:
+    """The round loop of a batch: ``eval_every`` rounds between evaluations, a replica
+    whose server model goes non-finite stopped at the round it breaks."""
     while alive.any() and state.round < cfg.rounds:
         todo = min(cfg.eval_every - state.round % cfg.eval_every, cfg.rounds - state.round)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -542,16 +572,3 @@ def _run_batch(cfgs: list[Config], problem: Problem | None, callback: Callable |
                     if not alive.any():
                         break
         record(state.round)
-    seconds = time.perf_counter() - t0
-    info = {"J": P.J, "d": P.model.dim, "replicas": S}
-    if state.table is not None:
-        info["saga_bytes"] = state.table.nbytes // S
-    results = []
-    for s, c in enumerate(cfgs):
-        columns = {
-            "round": np.asarray(cols[s]["round"], dtype=np.int64),
-            **{k: np.asarray(cols[s][k], dtype=np.float64) for k in METRICS[1:]},
-        }
-        results.append(RunResult(config=c, columns=columns, diverged=diverged_round[s] is not None,
-                                 diverged_round=diverged_round[s], seconds=seconds / S, info=dict(info)))
-    return results

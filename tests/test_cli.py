@@ -134,7 +134,8 @@ N_SLOW = 6
 
 
 def _sweep_cmd(store, *extra):
-    return [sys.executable, "-m", "byzsim", "sweep", *SLOW, "--store", str(store), "--name", "slow", *extra]
+    return [sys.executable, "-m", "byzsim", "sweep", *SLOW, "--store", str(store), "--name", "slow",
+            "--replicas", "1", *extra]  # one run per task: the interruption lands between runs
 
 
 def _env():

@@ -286,3 +286,20 @@ def test_plan_batches_bounds_count_and_memory_and_refuses_bad_bounds():
             sim.plan_batches(cfgs, replicas=bad)
     with pytest.raises(ValueError, match="smaller than one replica"):
         sim.plan_batches(cfgs, memory_bytes=1000)
+
+
+def test_a_run_records_its_unconverged_geometric_medians():
+    """Every run of the gradient family with a geometric median records how many of its
+    rounds' medians stopped at max_iter before tol (per replica in a batch)."""
+    from byzsim import make_config
+    from byzsim.simulate import run, run_batch
+
+    base = dict(method="byrd-sgd", dataset="synthetic", n_clients=6, n_byzantine=1, attack="gaussian",
+                attack_params={"std": 10.0}, rounds=5, eval_every=5)
+    loose = make_config(**base, aggregator_params={"max_iter": 1, "tol": 1e-12})
+    tight = make_config(**base, aggregator_params={"max_iter": 500, "tol": 1e-6})
+    assert run(loose).info["geomed_unconverged"] == 5  # one median per round, none within tol
+    assert run(tight).info["geomed_unconverged"] == 0
+    res = run_batch([loose.replace(seed=1), loose.replace(seed=2, lr=0.02)])
+    assert [r.info["geomed_unconverged"] for r in res] == [5, 5]
+    assert "geomed_unconverged" not in run(make_config(method="sgd", dataset="synthetic", rounds=2)).info

@@ -336,3 +336,74 @@ def test_runs_package_has_no_import_cycle():
     for m in graph:
         visit(m, [])
     assert graph["execute"] >= {"spec", "store"}  # the check sees the imports
+
+
+# --------------------------------------------------------------------------- replica batches
+
+
+def test_runs_of_equal_structure_go_as_replica_batches_with_the_metrics_of_runs_alone(tmp_path):
+    entries = grid(seed="0,1,2,3", lr="0.01,0.02") + grid(method="asynrsa-vr", seed="0,1")
+    batched, alone = Store(tmp_path / "b"), Store(tmp_path / "a")
+    rb = execute(entries, batched, replicas=4)
+    ra = execute(entries, alone, replicas=1)
+    assert rb.ran == ra.ran == len(entries) and rb.ok and ra.ok
+    sizes = [batched.get(e.key).meta["info"]["replicas"] for e in entries]
+    assert max(sizes) == 4 and sizes[-1] == 2  # rsa: 8 runs in batches of 4; asynrsa-vr: 2
+    assert {alone.get(e.key).meta["info"]["replicas"] for e in entries} == {1}
+    for e in entries:
+        assert batched.get(e.key).metrics_text() == alone.get(e.key).metrics_text()
+
+
+def test_plan_gives_every_worker_a_batch_and_checks_the_budget():
+    from byzsim.runs.execute import plan
+
+    entries = grid(seed="0,1,2,3,4,5")
+    assert [len(b) for b in plan(entries, jobs=1, replicas=8)] == [6]
+    assert sorted(len(b) for b in plan(entries, jobs=2, replicas=8)) == [3, 3]
+    assert [len(b) for b in plan(entries, jobs=1, replicas=1)] == [1] * 6
+    assert sorted(i for b in plan(entries, jobs=4) for i in b) == list(range(6))
+    with pytest.raises(ValueError, match="memory budget of 1000 bytes is smaller than one replica"):
+        plan(entries, memory_bytes=1000)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="invalid replicas"):
+            plan(entries, replicas=bad)
+
+
+def test_a_failing_batch_is_rerun_run_by_run(tmp_path, monkeypatch):
+    import byzsim.simulate as sim
+
+    real = sim.run_batch
+
+    def boom(cfgs, **kw):  # a batch fails, the runs alone (batches of one) work
+        if len(cfgs) > 1:
+            raise RuntimeError("batch failed")
+        return real(cfgs, **kw)
+
+    monkeypatch.setattr(sim, "run_batch", boom)
+    entries = grid(seed="0,1,2")
+    rep = execute(entries, Store(tmp_path), replicas=3)
+    assert rep.ran == 3 and rep.ok
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--replicas", "0", "expected an integer >= 1"),
+    ("--replicas", "two", "expected an integer >= 1"),
+    ("--memory-budget", "-2G", "expected a positive size"),
+    ("--memory-budget", "lots", "e.g. 2G"),
+])
+def test_bad_batching_options_exit_2_before_any_work(tmp_path, capsys, flag, value, needle):
+    from byzsim.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "method=rsa", "dataset=synthetic", "rounds=2", "--store", str(tmp_path), f"{flag}={value}"])
+    assert e.value.code == 2 and needle in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_budget_below_one_replica_is_refused_before_any_work(tmp_path, capsys):
+    from byzsim.cli import main
+
+    code = main(["sweep", "method=rsa", "dataset=synthetic", "rounds=2", "seed=0,1", "--store", str(tmp_path),
+                 "--memory-budget", "1K", "--quiet"])
+    assert code == 2 and "smaller than one replica" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

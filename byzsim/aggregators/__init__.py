@@ -93,7 +93,7 @@ statistics), and one module per family of rules: ``_mean``, ``_geomed``, ``_medi
 
 from ._base import AGGREGATORS, get_aggregator
 from ._clipping import centered_clipping
-from ._geomed import geometric_median
+from ._geomed import geometric_median, geometric_median_convergence
 from ._gram import gram_sq_distances
 from ._krum import bulyan, krum, monna, multi_krum
 from ._mda import mda
@@ -109,6 +109,7 @@ __all__ = [
     "coordinate_median",
     "dnc",
     "geometric_median",
+    "geometric_median_convergence",
     "get_aggregator",
     "gram_sq_distances",
     "krum",

@@ -42,7 +42,7 @@ _CONVERGENCE: contextvars.ContextVar = contextvars.ContextVar("geometric_median_
 
 
 @contextlib.contextmanager
-def geometric_median_convergence():
+def geometric_median_convergence(elements: int | None = None):
     """Count the geometric medians computed inside the ``with`` block that stopped early.
 
     ::
@@ -58,8 +58,15 @@ def geometric_median_convergence():
     only inside the block (nested blocks count separately; threads and asyncio tasks
     started outside it do not count); outside any block nothing is recorded and nothing
     is paid.
+
+    ``elements``: the leading size of the calls to attribute (a replica batch of S runs):
+    ``counts["by_element"]`` is then an ``(S,)`` int array of the unconverged elements of
+    each, counted from the calls whose batch has exactly S elements; calls of
+    another size (a component called replica by replica) add to
+    ``counts["unattributed"]``.
     """
-    counts = {"elements": 0, "unconverged": 0}
+    counts = {"elements": 0, "unconverged": 0, "unattributed": 0,
+              "by_element": None if elements is None else np.zeros(int(elements), np.int64)}
     token = _CONVERGENCE.set(counts)
     try:
         yield counts
@@ -72,8 +79,14 @@ def _record_convergence(ran: np.ndarray, running: np.ndarray) -> None:
     (``running``) to the counts of an enclosing :func:`geometric_median_convergence`."""
     counts = _CONVERGENCE.get()
     if counts is not None:
+        stopped = np.asarray(running) & ran
         counts["elements"] += int(np.count_nonzero(ran))
-        counts["unconverged"] += int(np.count_nonzero(np.asarray(running) & ran))
+        counts["unconverged"] += int(np.count_nonzero(stopped))
+        by = counts["by_element"]
+        if by is not None and stopped.size == by.size:
+            by += stopped.reshape(by.shape)
+        else:
+            counts["unattributed"] += int(np.count_nonzero(stopped))
 
 
 def _weiszfeld(gram_at, g, var, w, wts, mf, active, tol, max_iter, eps2):

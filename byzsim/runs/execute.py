@@ -26,6 +26,7 @@ resumes where it stopped.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -155,6 +156,96 @@ def _simulate(index: int, cfg: Config, callback: Callable | None = None,
     }
 
 
+def _simulate_batch(indices: Sequence[int], cfgs: Sequence[Config], callback: Callable | None = None,
+                    plugins: Sequence[tuple] = ()) -> list[tuple[int, dict]]:
+    """Worker task: run ``cfgs`` as one replica batch (:func:`byzsim.simulate.run_batch`)
+    and return one ``(index, payload)`` per run, as :func:`_simulate` does.  If the batch
+    raises, its runs are made one by one, so that a failing run is recorded as failed
+    alone and the others are stored (failure isolation per replica)."""
+    from ..plugins import ensure_loaded
+    from ..simulate import run_batch
+
+    if len(cfgs) == 1:
+        return [_simulate(indices[0], cfgs[0], callback=callback, plugins=plugins)]
+    t = time.perf_counter()
+    try:
+        ensure_loaded(plugins)
+        results = run_batch(list(cfgs), callback=callback)
+    except Exception:  # noqa: BLE001 - isolate the failing run(s)
+        return [_simulate(i, c, plugins=plugins) for i, c in zip(indices, cfgs)]
+    wall = (time.perf_counter() - t) / len(cfgs)
+    return [(i, {"ok": True, "columns": r.columns, "diverged": r.diverged, "diverged_round": r.diverged_round,
+                 "seconds": r.seconds, "wall": wall, "info": r.info}) for i, r in zip(indices, results)]
+
+
+#: Runs per replica batch when ``replicas`` is not given: small problems gain most from
+#: stacking (per-call overhead), MNIST-sized rounds hardly (see BENCHMARKS.md).
+AUTO_REPLICAS_SMALL, AUTO_REPLICAS_LARGE = 16, 4
+#: A replica (data + state) below this many bytes counts as small.
+SMALL_REPLICA_BYTES = 64 << 20
+#: Share of the available memory that the batches in flight may use (split over jobs).
+MEMORY_SHARE = 0.5
+
+
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None where unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def plan(todo: Sequence[RunEntry], *, jobs: int = 1, replicas: int | None = None,
+         memory_bytes: int | None = None) -> list[list[int]]:
+    """Indices of ``todo`` cut into replica batches (:func:`byzsim.simulate.plan_batches`).
+
+    ``replicas``: runs per batch (``None``: :data:`AUTO_REPLICAS_SMALL` for replicas
+    below :data:`SMALL_REPLICA_BYTES`, else :data:`AUTO_REPLICAS_LARGE`; ``1``: every run
+    alone).  ``memory_bytes``: the memory one batch may use (``None``:
+    :data:`MEMORY_SHARE` of the available memory over ``jobs``).  Batches are then split
+    until there are at least as many as worker processes (so no worker idles while a
+    batch could be shared)."""
+    from ..simulate import group_replicas, plan_batches, replica_bytes
+
+    if replicas is not None and (isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1):
+        raise ValueError(f"invalid replicas = {replicas!r}: expected an integer >= 1 (runs per batch)")
+    if memory_bytes is not None and not memory_bytes > 0:
+        raise ValueError(f"invalid memory budget = {memory_bytes!r}: expected a positive number of bytes")
+    cfgs = [e.config for e in todo]
+    if not cfgs:
+        return []
+    if memory_bytes is None:
+        avail = available_memory()
+        memory_bytes = None if avail is None else max(1, int(avail * MEMORY_SHARE / max(jobs, 1)))
+    batches = []
+    for group in group_replicas(cfgs):
+        sub = [cfgs[i] for i in group]
+        try:
+            one = replica_bytes(sub[0])  # builds (and caches) the group's first data set
+        except Exception:  # noqa: BLE001 - the run itself will fail and be recorded alone
+            batches += [[i] for i in group]
+            continue
+        if memory_bytes is not None and one > memory_bytes:
+            raise ValueError(
+                f"memory budget of {memory_bytes} bytes is smaller than one replica of {sub[0].method!r} "
+                f"on {sub[0].dataset!r} ({one} bytes): raise --memory-budget or use a smaller problem")
+        S = replicas if replicas is not None else (
+            AUTO_REPLICAS_SMALL if one <= SMALL_REPLICA_BYTES else AUTO_REPLICAS_LARGE)
+        if memory_bytes is not None:  # each replica counted with its own data (an upper bound)
+            S = max(1, min(S, memory_bytes // one))
+        batches += [[group[i] for i in b] for b in plan_batches(sub, replicas=S)]
+    workers = max(jobs, 1) if jobs != -1 else (os.cpu_count() or 1)
+    while len(batches) < workers and max(map(len, batches)) > 1:
+        big = max(range(len(batches)), key=lambda k: len(batches[k]))
+        b = batches.pop(big)
+        batches[big:big] = [b[: len(b) // 2], b[len(b) // 2:]]
+    return batches
+
+
 def _tasks(e: RunEntry) -> tuple:
     return tuple(p.task() for p in e.plugins)
 
@@ -203,6 +294,8 @@ def execute(
     force: bool = False,
     progress: Progress | None = None,
     on_outcome: Callable[[RunOutcome], None] | None = None,
+    replicas: int | None = None,
+    memory_bytes: int | None = None,
 ) -> SweepReport:
     """Run the entries that are not stored yet (all of them with ``force``) and store
     each as it finishes.
@@ -211,6 +304,10 @@ def execute(
     process dies, :class:`SweepError` when the executor or the scheduler fails; their
     ``report`` says what was finished (and is in the store).  A run that raises does
     not stop the sweep: it is in ``report.failures``.
+
+    Runs of equal structure go as replica batches (:func:`plan`; ``replicas`` runs per
+    batch, ``memory_bytes`` per batch); the store stays one directory per run and every
+    run's metrics are those of the run made alone.
     """
     if jobs == 0 or not isinstance(jobs, int):
         raise ValueError(f"jobs must be a non-zero integer (-1 = all cores), got {jobs!r}")
@@ -248,14 +345,16 @@ def execute(
         if on_outcome is not None:
             on_outcome(out)
 
+    batches = plan(todo, jobs=jobs if scheduler is None else 1, replicas=replicas, memory_bytes=memory_bytes)
     try:
         if todo and jobs == 1 and scheduler is None:
-            for i, e in enumerate(todo):
-                _, payload = _simulate(i, e.config, callback=prog.rounds if prog.enabled else None,
-                                       plugins=_tasks(e))
-                handle(i, payload)
+            for b in batches:
+                for i, payload in _simulate_batch(b, [todo[i].config for i in b],
+                                                  callback=prog.rounds if prog.enabled and len(b) == 1 else None,
+                                                  plugins=_batch_tasks(todo, b)):
+                    handle(i, payload)
         elif todo:
-            _run_parallel(todo, handle, jobs=jobs, scheduler=scheduler, timeout=scheduler_timeout,
+            _run_parallel(todo, batches, handle, jobs=jobs, scheduler=scheduler, timeout=scheduler_timeout,
                           report=report)
     except KeyboardInterrupt:
         _account_stored(report, todo, store)
@@ -281,10 +380,16 @@ def _account_stored(report: SweepReport, todo: Sequence[RunEntry], store: Store)
             report.outcomes.append(RunOutcome(e, "ran", diverged=bool(store.get(e.key).diverged)))
 
 
-def _run_parallel(todo, handle, *, jobs, scheduler, timeout, report) -> None:
+def _batch_tasks(todo: Sequence[RunEntry], batch: Sequence[int]) -> tuple:
+    """The plugin tasks of a batch's runs (each plugin once)."""
+    return tuple(dict.fromkeys(t for i in batch for t in _tasks(todo[i])))
+
+
+def _run_parallel(todo, batches, handle, *, jobs, scheduler, timeout, report) -> None:
     from joblib import Parallel, delayed, parallel_config
 
-    tasks = (delayed(_simulate)(i, e.config, plugins=_tasks(e)) for i, e in enumerate(todo))
+    tasks = (delayed(_simulate_batch)(b, [todo[i].config for i in b], plugins=_batch_tasks(todo, b))
+             for b in batches)
     client = None
     if scheduler is not None:
         client = _connect(scheduler, timeout)
@@ -297,8 +402,9 @@ def _run_parallel(todo, handle, *, jobs, scheduler, timeout, report) -> None:
             # on Ctrl-C joblib warns that the tasks in flight were cancelled: we say so ourselves
             warnings.filterwarnings("ignore", message=".*tasks which were still being processed.*")
             par = Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
-            for i, payload in par(tasks):
-                handle(i, payload)
+            for results in par(tasks):
+                for i, payload in results:
+                    handle(i, payload)
     except KeyboardInterrupt:
         raise
     except Exception as e:
@@ -321,7 +427,8 @@ def _run_parallel(todo, handle, *, jobs, scheduler, timeout, report) -> None:
 
 def _run_named(name: str, entries: Sequence[RunEntry], manifest: dict, store: Store | str | Path | None = None,
                *, jobs: int = 1, force: bool = False, quiet: bool = False, progress: bool | None = None,
-               scheduler: str | None = None) -> tuple[Store, list[RunEntry], SweepReport]:
+               scheduler: str | None = None, replicas: int | None = None,
+               memory_bytes: int | None = None) -> tuple[Store, list[RunEntry], SweepReport]:
     """Record the manifest ``name`` in the store and run its entries not stored yet
     (``jobs``, ``force``, ``scheduler`` as for :func:`execute`; ``quiet``: no lines for
     failed or diverged runs; ``progress``: the progress line, default on a terminal)."""
@@ -333,6 +440,7 @@ def _run_named(name: str, entries: Sequence[RunEntry], manifest: dict, store: St
     runs = [{"key": e.key, "panel": e.panel, "line": e.line} for e in entries]
     store.write_sweep(name, {**manifest, **_with_plugins(entries), "runs": runs})
     report = execute(entries, store, jobs=jobs, scheduler=scheduler, force=force, progress=prog,
+                     replicas=replicas, memory_bytes=memory_bytes,
                      on_outcome=None if quiet else _print_outcome(name))
     return store, entries, report
 
