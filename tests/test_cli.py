@@ -138,6 +138,12 @@ def _sweep_cmd(store, *extra):
             "--replicas", "1", *extra]  # one run per task: the interruption lands between runs
 
 
+def _start_sweep(store, cwd, *extra) -> subprocess.Popen:
+    """``python -m byzsim sweep`` of :data:`SLOW` on ``store`` in a new process."""
+    return subprocess.Popen(_sweep_cmd(store, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_env(), cwd=cwd)
+
+
 def _env():
     return {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
@@ -205,8 +211,7 @@ def _resume_and_check(store: Path, before: dict, capsys) -> None:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_sigint_mid_sweep_then_resume(tmp_path, capsys):
     store = tmp_path / "store"
-    proc = subprocess.Popen(_sweep_cmd(store, "--jobs", "2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_env(), cwd=tmp_path)
+    proc = _start_sweep(store, tmp_path, "--jobs", "2")
     try:
         _wait_for_runs(store, 2, proc)
         proc.send_signal(signal.SIGINT)
@@ -224,8 +229,7 @@ def test_sigint_mid_sweep_then_resume(tmp_path, capsys):
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_sigkill_worker_then_resume(tmp_path, capsys):
     store = tmp_path / "store"
-    proc = subprocess.Popen(_sweep_cmd(store, "--jobs", "2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_env(), cwd=tmp_path)
+    proc = _start_sweep(store, tmp_path, "--jobs", "2")
     try:
         _wait_for_runs(store, 2, proc)
         workers = [pid for pid, cmd in _children(proc.pid) if "loky" in cmd and "resource_tracker" not in cmd]

@@ -297,14 +297,11 @@ def _summary_counts(err: str) -> tuple[int, int]:
 
 @pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_two_concurrent_sweeps_simulate_each_run_once(tmp_path):
-    import subprocess
-
-    from test_cli import N_SLOW, _env, _finished, _sweep_cmd
+    from test_cli import N_SLOW, _finished, _start_sweep
 
     store = tmp_path / "store"
     Store(store)  # created once: two processes creating one store at once is not the point here
-    procs = [subprocess.Popen(_sweep_cmd(store, "--jobs", "1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=_env(), cwd=tmp_path) for _ in range(2)]
+    procs = [_start_sweep(store, tmp_path) for _ in range(2)]
     try:
         errs = [p.communicate(timeout=300)[1] for p in procs]
     finally:
@@ -323,15 +320,13 @@ def test_two_concurrent_sweeps_simulate_each_run_once(tmp_path):
 def test_killed_parent_takes_its_workers_with_it(tmp_path, capsys):
     import os
     import signal
-    import subprocess
     import time
     from pathlib import Path
 
-    from test_cli import _children, _env, _finished, _resume_and_check, _sweep_cmd, _wait_for_runs
+    from test_cli import _children, _finished, _resume_and_check, _start_sweep, _wait_for_runs
 
     store = tmp_path / "store"
-    proc = subprocess.Popen(_sweep_cmd(store, "--jobs", "2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_env(), cwd=tmp_path)
+    proc = _start_sweep(store, tmp_path, "--jobs", "2")
     try:
         _wait_for_runs(store, 1, proc)
         children = [pid for pid, _ in _children(proc.pid)]
