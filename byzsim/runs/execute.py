@@ -353,7 +353,8 @@ def execute(
     prog.start(len(entries), len(entries) - len(todo), sum(e.config.rounds for e in todo))
 
     claimed: set[str] = set()
-    mine: list[RunEntry] = []  # the runs this sweep has claimed and is simulating now
+    mine: list[RunEntry] = []  # the runs this sweep may simulate in this pass
+    others: list[RunEntry] = []  # ... of which another live sweep holds the claim
 
     def handle(i: int, payload: dict) -> None:
         e = mine[i]
@@ -381,33 +382,42 @@ def execute(
         if on_outcome is not None and status == "failed":
             on_outcome(report.outcomes[-1])
 
+    def take(batch: Sequence[int]) -> list[int]:
+        """Claim the runs of a batch just before it starts (so concurrent sweeps split
+        the work batch by batch); the runs of the batch this sweep may simulate."""
+        got = []
+        for i in batch:
+            e = mine[i]
+            if not store.claim(e.key):
+                others.append(e)  # another live sweep is simulating it
+                continue
+            claimed.add(e.key)
+            if not force and store.has(e.key):  # stored by another sweep since we looked
+                store.release(e.key)
+                claimed.discard(e.key)
+                settled_elsewhere(e, "stored")
+                continue
+            got.append(i)
+        return got
+
     try:
         pending = list(todo)
         while pending:
-            mine[:], others = [], []
-            for e in pending:
-                if not store.claim(e.key):
-                    others.append(e)  # another live sweep is simulating it
-                    continue
-                claimed.add(e.key)
-                if not force and store.has(e.key):  # stored by another sweep since we looked
-                    store.release(e.key)
-                    claimed.discard(e.key)
-                    settled_elsewhere(e, "stored")
-                    continue
-                mine.append(e)
+            mine[:], others[:] = pending, []
             batches = plan(mine, jobs=jobs if scheduler is None else 1, replicas=replicas,
                            memory_bytes=memory_bytes)
-            if mine and jobs == 1 and scheduler is None:
+            if jobs == 1 and scheduler is None:
                 for b in batches:
-                    for i, payload in _simulate_batch(
-                            b, [mine[i].config for i in b], plugins=_batch_tasks(mine, b),
-                            callback=prog.rounds if prog.enabled and len(b) == 1 else None):
-                        handle(i, payload)
-            elif mine:
-                _run_parallel(mine, batches, handle, jobs=jobs, scheduler=scheduler, timeout=scheduler_timeout,
-                              report=report)
-            pending = _wait_for_others(others, store, since, settled_elsewhere)
+                    b = take(b)
+                    if b:
+                        for i, payload in _simulate_batch(
+                                b, [mine[i].config for i in b], plugins=_batch_tasks(mine, b),
+                                callback=prog.rounds if prog.enabled and len(b) == 1 else None):
+                            handle(i, payload)
+            else:
+                _run_parallel(mine, batches, handle, take=take, jobs=jobs, scheduler=scheduler,
+                              timeout=scheduler_timeout, report=report)
+            pending = _wait_for_others(list(others), store, since, settled_elsewhere)
     except KeyboardInterrupt:
         _account_stored(report, todo, store)
         report.wall = time.perf_counter() - t0
@@ -475,11 +485,13 @@ def _batch_tasks(todo: Sequence[RunEntry], batch: Sequence[int]) -> tuple:
     return tuple(dict.fromkeys(t for i in batch for t in _tasks(todo[i])))
 
 
-def _run_parallel(todo, batches, handle, *, jobs, scheduler, timeout, report) -> None:
+def _run_parallel(todo, batches, handle, *, take=list, jobs, scheduler, timeout, report) -> None:
+    """Run the ``batches`` (indices into ``todo``) on workers; ``take(batch)`` is called
+    as each is dispatched and gives the part of it to run (the runs this sweep claims)."""
     from joblib import Parallel, delayed, parallel_config
 
     tasks = (delayed(_simulate_batch)(b, [todo[i].config for i in b], plugins=_batch_tasks(todo, b))
-             for b in batches)
+             for b in map(take, batches) if b)
     client = None
     if scheduler is not None:
         client = _connect(scheduler, timeout)
