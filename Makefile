@@ -12,7 +12,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
 .PHONY: install test test-all test-thorough fig1 fig2 fig3 paper-a b-fig3 b-fig4 b-fig5 b-fig6 \
-        b-fig4-6 b-fig7 b-fig8 b-fig9 b-fig10 b-fig11 paper-b reproduction bench bench-sweep matrix clean
+        b-fig4-6 b-fig7 b-fig8 b-fig9 b-fig10 b-fig11 paper-b reproduction bench bench-sweep matrix matrix-momentum clean
 
 install: $(STAMP)
 
@@ -71,6 +71,10 @@ bench-sweep: $(STAMP)
 ## robustness matrix: every aggregator x every attack -> figures/matrix.png, results/matrix.csv
 matrix: $(STAMP)
 	$(PY) -m byzsim matrix experiments/matrix.toml --jobs $(JOBS)
+
+## the same with client momentum beta in {0, 0.9} -> figures/matrix_momentum.png
+matrix-momentum: $(STAMP)
+	$(PY) -m byzsim matrix experiments/matrix_momentum.toml --jobs $(JOBS)
 
 clean:
 	rm -rf results figures .pytest_cache .hypothesis

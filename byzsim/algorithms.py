@@ -2,11 +2,24 @@
 
 Shapes: n clients, J samples each, b = batch size, d = model dimension.
 
-**Gradient family** (SGD, Byrd-SGD/Gm, Med, Krum, Byrd-SAGA, FedSGD…)::
+**Gradient family** (SGD, Byrd-SGD/Gm, Med, Krum, Byrd-SAGA, FedSGD…), round t::
 
     v_w   = estimator of ∇f_w at the server model x          (n, d)
+    v_w   ← Σ_{e=1}^{E} g_e  (E local SGD steps, see below)   E = local_steps > 1 only
+    m_w   ← β m_w + (1 − β) v_w,  v_w ← m_w                   client momentum, β > 0 only
     v_B   ← attack(v)                                        Byzantine rows replaced
-    x     ← x − lr · (Agg(v, mask = participating) + server_l2 · x)
+    x     ← x − lr_t · (Agg(v, mask = participating) + server_l2 · x)
+
+with ``lr_t = lr · factor(t)`` (:data:`LR_SCHEDULES`; both families).  Momentum is the
+form of El-Mhamdi, Guerraoui & Rouault (ICLR 2021) and Karimireddy, He & Jaggi (ICML
+2021), ``m ← β m + (1 − β) g`` from ``m_0 = 0``; every client keeps one (the Byzantine
+clients' honest momenta are what attacks such as sign flipping act on), a client that
+sits out keeps its momentum.  Local steps: ``x_1 = x``, ``x_{e+1} = x_e − lr_t g_e`` on
+fresh minibatches (``g_1`` from the configured estimator, later steps plain SGD), and
+the message is the model delta in gradient units ``(x − x_{E+1}) / lr_t``, formed as
+the sum of the local gradients (so ``E = 1`` is today's message bit for bit).
+Stateful components (:class:`byzsim.protocols.Stateful`) have their state carried in
+:class:`State` from round to round.
 
 **Penalty family** (RSA, AsynRSA-VR), round k with participation set S::
 
@@ -60,6 +73,7 @@ from scipy.linalg.blas import daxpy, saxpy
 
 _AXPY = {np.dtype(np.float64): daxpy, np.dtype(np.float32): saxpy}
 
+from .protocols import Stateful, state_slice, state_stack
 from .registry import Registry
 
 
@@ -193,6 +207,21 @@ def replica_map(call: Callable, gens: list, memo: dict, key: str, batched: bool 
             memo[key] = True
     out = [call(s, g) for s, g in enumerate(gens)]
     return np.stack(out) if S > 1 else np.asarray(out[0])[None]
+
+
+def replica_apply(call: Callable, state, gens: list, memo: dict, key: str, batched: bool = True):
+    """``((S, ...) results, new state)`` of a stateful component over the replicas:
+    :func:`replica_map` for ``call(s, state, rng) -> (out, state')``, where ``state``
+    is the whole state (``s = None``, one batched call) or replica ``s``'s slice
+    (:func:`byzsim.protocols.state_slice`; the new slices are stacked back)."""
+    S = len(gens)
+    if batched and S > 1 and not memo.get(key):
+        try:
+            return call(None, state, _NoDraws())
+        except _DrawRequested:
+            memo[key] = True
+    res = [call(s, state_slice(state, s), g) for s, g in enumerate(gens)]
+    return np.stack([r[0] for r in res]), state_stack([r[1] for r in res])
 
 
 def per_replica(value, S: int, dtype=np.float64) -> np.ndarray:
@@ -658,21 +687,90 @@ def make_estimator(name: str, problem: Problem, saga_table: str = "auto"):
 
 
 # --------------------------------------------------------------------------------------
+# step-size schedules: round t (0-based) -> factor of lr
+# --------------------------------------------------------------------------------------
+#: Step-size schedules ``factor(t, **params)``: round ``t`` (0-based) uses
+#: ``lr_t = lr · factor(t)`` in both families.
+LR_SCHEDULES: Registry = Registry("lr schedule")
+
+
+@LR_SCHEDULES.register("constant")
+def constant_schedule(t: int) -> float:
+    """``lr_t = lr``."""
+    return 1.0
+
+
+@LR_SCHEDULES.register("inv_sqrt")
+def inv_sqrt_schedule(t: int) -> float:
+    """``lr_t = lr / √(t + 1)``."""
+    return 1.0 / math.sqrt(t + 1)
+
+
+@LR_SCHEDULES.register("step")
+def step_schedule(t: int, *, gamma: float = 0.1, every: int = 100) -> float:
+    """Step decay ``lr_t = lr · γ^⌊t / T⌋`` (``gamma`` γ in (0, 1], ``every`` T >= 1 rounds)."""
+    return float(gamma) ** (t // int(every))
+
+
+def check_schedule_params(name: str, params) -> None:
+    """Bad ``lr_schedule_params`` (unknown or out of range) -> ``ValueError``."""
+    LR_SCHEDULES.check(name, params, field="lr_schedule_params")
+    g, T = params.get("gamma", 0.1), params.get("every", 100)
+    if not (isinstance(g, (int, float)) and not isinstance(g, bool) and 0 < g <= 1):
+        raise ValueError(f"invalid config field 'lr_schedule_params': gamma = {g!r}, expected a number in (0, 1]")
+    if not (isinstance(T, int) and not isinstance(T, bool) and T >= 1):
+        raise ValueError(f"invalid config field 'lr_schedule_params': every = {T!r}, expected an integer >= 1")
+
+
+def scheduled_lr(cfg: dict, method, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(lr_t (S,) float64, lr_t in the state's dtype)`` of round ``t``; the constant
+    schedule returns the settings' own arrays (bit-identical to no schedule)."""
+    sched = getattr(method, "lr_schedule", None)
+    if sched is None:
+        return cfg["lr"], cfg["lr_dt"]
+    lr = cfg["lr"] * sched(t)
+    return lr, lr.astype(cfg["lr_dt"].dtype)
+
+
+def attack_step(attack, attack_state, v: np.ndarray, byz: np.ndarray, gens: list, memo: dict):
+    """``((S, q, d) Byzantine messages, new attack state)``: a pure attack through
+    :func:`attack_replicas` (state ``None`` passed through), a :class:`Stateful` one
+    with its state threaded (:func:`replica_apply`)."""
+    if not isinstance(attack, Stateful):
+        return attack_replicas(attack, v, byz, gens, memo), attack_state
+    shared = byz.ndim == 1
+
+    def call(s, st, rng):
+        if s is None:
+            return attack.apply(st, v, byz, rng=rng)
+        return attack.apply(st, v[s], byz if shared else byz[s], rng=rng)
+
+    return replica_apply(call, attack_state, gens, memo, "attack", batched=shared)
+
+
+# --------------------------------------------------------------------------------------
 # states and rounds
 # --------------------------------------------------------------------------------------
 @dataclass
 class State:
     """``x`` server model; ``models`` client models (penalty family, else None);
-    ``table`` SAGA memory (or None); ``round`` rounds done.
+    ``table`` SAGA memory (or None); ``round`` rounds done; the carried state of the
+    stateful components (``None`` when the component is pure): ``aggregate_state`` (the
+    gradient family's pipeline, a tuple, one state per part), ``attack_state``, and
+    ``momentum`` the clients' momentum messages (gradient family with β > 0).
 
     One run: ``x (d,)``, ``models (n, d)``, table ``(n, …)``.  A replica batch:
-    ``x (S, d)``, ``models (S, n, d)``, table ``(S, n, …)``.
+    ``x (S, d)``, ``models (S, n, d)``, table ``(S, n, …)``.  The component states and
+    ``momentum (S, n, d)`` always have the leading replica axis (S = 1 for one run).
     """
 
     x: np.ndarray
     models: np.ndarray | None
     table: SagaTable | None
     round: int = 0
+    aggregate_state: object = None
+    attack_state: object = None
+    momentum: np.ndarray | None = None
 
     @property
     def replicas(self) -> int:
@@ -759,19 +857,63 @@ class GradientMethod:
     batch_size: int = 1
     participation: float = 1.0
     server_l2: float = 0.0
+    momentum: float = 0.0
+    local_steps: int = 1
+    lr_schedule: Callable[[int], float] | None = None
 
     def __post_init__(self):
+        check_momentum_local_steps(self.momentum, self.local_steps)
         self._memo: dict = {}
         self._v = None
-        self._resampled = _resampled_parts(self.aggregate)
+        self._stateful = bool(getattr(self.aggregate, "stateful", False)) or isinstance(self.aggregate, Stateful)
+        self._resampled = None if self._stateful else _resampled_parts(self.aggregate)
         self._settings = _Settings(("lr", "participation", "server_l2"))
+        self._sgd = SGDEstimator(self.problem) if self.local_steps > 1 else None
 
     def init(self, x0: np.ndarray) -> State:
-        """State at ``x0``: ``(d,)`` one run, ``(S, d)`` a replica batch."""
-        return _init_state(self, x0, per_client=False)
+        """State at ``x0``: ``(d,)`` one run, ``(S, d)`` a replica batch; the stateful
+        components' states from their ``init``, momenta zero (``m_0 = 0``)."""
+        state = _init_state(self, x0, per_client=False)
+        shape = (state.replicas, self.problem.n, state.x.shape[-1])
+        dt = state.x.dtype
+        if self._stateful:
+            state.aggregate_state = self.aggregate.init(shape, dt)
+        if isinstance(self.attack, Stateful):
+            state.attack_state = self.attack.init(shape, dt)
+        if self.momentum:
+            state.momentum = np.zeros(shape, dt)
+        return state
 
-    def _aggregate(self, v: np.ndarray, active, gens: list) -> np.ndarray:
-        """``(S, d)`` aggregates of ``v (S, n, d)`` (each replica's own draws)."""
+    def _local_steps(self, v: np.ndarray, x: np.ndarray, gens: list, lr: np.ndarray) -> np.ndarray:
+        """Messages after ``E = local_steps`` local SGD steps, in place in ``v`` (which
+        holds each client's first gradient ``g_1`` at the server model ``x``):
+        ``x_1 = x``, ``x_{e+1} = x_e − lr g_e`` with ``g_e`` a fresh minibatch gradient at
+        ``x_e`` (``e ≥ 2``: plain SGD), and the message ``Σ_{e=1}^{E} g_e = (x − x_{E+1})/lr``,
+        the model delta in gradient units (accumulated as a sum: for ``E = 1`` it is
+        ``g_1`` exactly)."""
+        P = self.problem
+        W = x[:, None, :] - lr[:, None, None] * v  # (S, n, d) local models
+        for e in range(1, self.local_steps):
+            idx = sample_batches(gens, P.n, P.J, self.batch_size)
+            g = self._sgd(None, W, idx)
+            v += g
+            if e + 1 < self.local_steps:
+                W -= lr[:, None, None] * g
+        return v
+
+    def _aggregate(self, v: np.ndarray, active, gens: list, state: State | None = None) -> np.ndarray:
+        """``(S, d)`` aggregates of ``v (S, n, d)`` (each replica's own draws); a
+        stateful aggregate reads and replaces ``state.aggregate_state``."""
+        if self._stateful:
+            agg = self.aggregate
+
+            def sf_call(s, st, rng):
+                if s is None:
+                    return agg.apply(st, v, active, rng=rng)
+                return agg.apply(st, v[s], None if active is None else active[s], rng=rng)
+
+            out, state.aggregate_state = replica_apply(sf_call, state.aggregate_state, gens, self._memo, "aggregate")
+            return out
         rs = self._resampled
         if rs is not None and len(gens) > 1:
             from .resampling import averaging_matrix, resample, resample_indices
@@ -800,6 +942,7 @@ class GradientMethod:
         gens = replica_generators(rng, S)
         dt = x.dtype
         cfg = self._settings(self, S, dt)
+        lr, lr_dt = scheduled_lr(cfg, self, state.round)
         active = participation_masks(gens, P.n, cfg["participation"])
         idx = sample_batches(gens, P.n, P.J, self.batch_size)
         v = self._v  # message buffer, reused every round (no page faults)
@@ -810,16 +953,39 @@ class GradientMethod:
                                None if active is None else active[0], out=v[0])[None]
         else:
             v = self.estimator(table, x[:, None, :], idx, active, out=v)
+        if self.local_steps > 1:
+            v = self._local_steps(v, x, gens, lr_dt)
+        beta = self.momentum
+        if beta:  # m ← β m + (1 − β) g, formed in the message buffer (which becomes m)
+            m = state.momentum
+            np.multiply(v, 1.0 - beta, out=v)
+            axpy(beta, m, v)
+            if active is not None:  # clients that sit out keep their momentum
+                v[~active] = m[~active]
         byz = P.replica_byzantine(S)
         if byz.any():
-            z = attack_replicas(self.attack, v, byz, gens, self._memo)  # (S, q, d)
-            v[_byzantine_rows(byz, S)] = z if byz.ndim == 1 else z.reshape(-1, d)
-        agg = self._aggregate(v, active, gens)
+            rows = _byzantine_rows(byz, S)
+            honest = v[rows] if beta else None  # the Byzantine clients' own momenta (a copy)
+            z, state.attack_state = attack_step(self.attack, state.attack_state, v, byz, gens, self._memo)
+            v[rows] = z if byz.ndim == 1 else z.reshape(-1, d)
+        agg = self._aggregate(v, active, gens, state)
+        if beta:
+            if byz.any():
+                v[rows] = honest
+            state.momentum, self._v = v, m  # swap: the old momenta become next round's buffer
         if cfg["server_l2"].any():
             agg = agg + cfg["server_l2_dt"][:, None] * x
-        x -= cfg["lr_dt"][:, None] * agg
+        x -= lr_dt[:, None] * agg
         state.round += 1
         return state
+
+
+def check_momentum_local_steps(momentum, local_steps) -> None:
+    """β in [0, 1) and ``E`` an integer >= 1, else ``ValueError`` naming the field."""
+    if not (isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and 0 <= momentum < 1):
+        raise ValueError(f"invalid config field 'momentum' = {momentum!r}: the client momentum β must be in [0, 1)")
+    if not (isinstance(local_steps, int) and not isinstance(local_steps, bool) and local_steps >= 1):
+        raise ValueError(f"invalid config field 'local_steps' = {local_steps!r}: expected an integer >= 1")
 
 
 def column_sum(s: np.ndarray, dtype) -> np.ndarray:
@@ -899,6 +1065,7 @@ class PenaltyMethod:
     batch_size: int = 1
     participation: float = 1.0
     server_l2: float = 0.0
+    lr_schedule: Callable[[int], float] | None = None
 
     def __post_init__(self):
         P = self.problem
@@ -913,7 +1080,11 @@ class PenaltyMethod:
 
     def init(self, x0: np.ndarray) -> State:
         """State at ``x0``: ``(d,)`` one run, ``(S, d)`` a replica batch."""
-        return _init_state(self, x0, per_client=True)
+        state = _init_state(self, x0, per_client=True)
+        if isinstance(self.attack, Stateful):
+            S, d = state.replicas, state.x.shape[-1]
+            state.attack_state = self.attack.init((S, self.problem.n, d), state.x.dtype)
+        return state
 
     def _buffers(self, size: int, dt) -> dict:
         """Flat work buffers of ``size`` elements, allocated once (fresh large
@@ -945,7 +1116,8 @@ class PenaltyMethod:
         gens = replica_generators(rng, S)
         dt = x0.dtype
         cfg = self._settings(self, S, dt)
-        lr, lam = cfg["lr"], cfg["penalty"]
+        lr, lr_dt = scheduled_lr(cfg, self, state.round)
+        lam = cfg["penalty"]
         active = participation_masks(gens, P.n, cfg["participation"])
         idx = sample_batches(gens, P.n, P.J, self.batch_size)
         if S not in self._byz:
@@ -982,7 +1154,7 @@ class PenaltyMethod:
         if any_byz:
             brows = _byzantine_rows(byz, S)
             W[brows] = x0[:, None, :] if byz.ndim == 1 else x0[brows[0]]  # "honest" message: the server model
-            z = attack_replicas(self.attack, W, byz, gens, self._memo)  # (S, q, d) Byzantine models
+            z, state.attack_state = attack_step(self.attack, state.attack_state, W, byz, gens, self._memo)  # (S, q, d)
             zbuf = {key: a[m : m + z[..., 0].size * d].reshape(z.shape) for key, a in work.items()}
             zpen, zsum = _signs(x0[:, None, :], z, self.p, zbuf)
             if active is not None:  # only the Byzantine clients that take part count
@@ -999,7 +1171,7 @@ class PenaltyMethod:
             axpy_rows(-lr, g, Wr, owner)
         axpy_rows(-lr * lam, pen, Wr, owner)
         _put_rows(W, rows, Wr)
-        server *= cfg["lr_dt"][:, None]
+        server *= lr_dt[:, None]
         x0 -= server
         state.round += 1
         return state

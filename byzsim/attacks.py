@@ -30,11 +30,12 @@ Declared at registration:
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import NamedTuple, Callable
 
 import numpy as np
 
-from .registry import Meta, Range, Registry, bool_, keyword_parameters, optional_callable
+from .protocols import Stateful
+from .registry import STATEFUL, Meta, Range, Registry, bool_, keyword_parameters, optional_callable
 
 __all__ = [
     "ATTACKS",
@@ -53,6 +54,8 @@ __all__ = [
     "ipm_opt",
     "label_flipping",
     "mimic",
+    "mimic_online",
+    "MimicState",
     "no_attack",
     "same_value",
     "sample_duplicating",
@@ -71,6 +74,7 @@ ATTACKS: Registry = Registry("attack", schema={
                             default=False, check=bool_, required_if=_takes_aggregator),
     "data_attack": Meta("(y, byzantine, n_classes) -> y', the label transform of a data attack",
                         default=None, check=optional_callable),
+    "stateful": STATEFUL,
 })
 
 
@@ -312,8 +316,8 @@ def mimic(v, byzantine, rng, *, target: int | None = None):
     ``target=None`` picks, every round, the regular client ``i`` maximizing
     :math:`|\\langle v_i - \\bar v_R, u\\rangle|` with ``u`` the top principal direction
     of the regular messages (computed exactly from their ``r × r`` centered Gram
-    matrix).  The paper learns ``u`` online over the first rounds (a stateful attacker);
-    attacks here are stateless, so ``u`` is the current round's.  An integer ``target``
+    matrix): ``u`` is the current round's.  The paper's attacker learns ``u`` online
+    across rounds: :func:`mimic_online`.  An integer ``target``
     copies that regular client (like ``sample_duplicating``).
 
     Parameters
@@ -393,9 +397,87 @@ def apply_data_attack(name: str, y: np.ndarray, byzantine: np.ndarray, n_classes
     return fn(y, byzantine, n_classes)
 
 
+class MimicState(NamedTuple):
+    """State of :func:`mimic_online`: ``direction (S, d)`` the running estimate ``z_t``
+    (unit norm), ``t (S,)`` rounds seen, ``target (S,)`` the copied client (an index
+    into the regular clients, in client order)."""
+
+    direction: np.ndarray
+    t: np.ndarray
+    target: np.ndarray
+
+
+@ATTACKS.register("mimic_online", stateful=True)
+def mimic_online(*, warmup: int = 100) -> Stateful:
+    """Mimic with its direction learned online (Karimireddy, He & Jaggi, 2022): every
+    Byzantine client copies the regular client most aligned with a running estimate of
+    the top principal direction of the regular messages.
+
+    With ``R`` the regular clients, ``μ_t`` their mean and ``c_i = v_i − μ_t``, round ``t``
+    (0-based) of the first ``warmup`` rounds updates the direction by one power step on
+    the round's covariance and a running average:
+
+    .. math:: u_t = \\sum_{i \\in R} c_i \\langle c_i, z_t \\rangle, \\qquad
+        z_{t+1} = \\frac{t z_t + u_t / \\lVert u_t \\rVert}
+        {\\lVert t z_t + u_t / \\lVert u_t \\rVert \\rVert},
+
+    starting at ``z_0 = 1/√d`` (``u_t = 0``: ``z`` unchanged), and picks
+    ``i*_t = argmax_{i∈R} |⟨c_i, z_{t+1}⟩|``; afterwards ``z`` and ``i*`` stay fixed.
+    The Byzantine messages are ``q`` copies of ``v_{i*}``.  (The running average of
+    unit power steps is this implementation's reading of the paper's "online"
+    estimate; each step is one pass over the ``r × d`` messages.)
+
+    Parameters
+    ----------
+    warmup : int, default 100
+        Rounds during which the direction is learned (>= 1).
+
+    Returns
+    -------
+    :class:`byzsim.protocols.Stateful`
+        ``init((S, n, d), dtype) -> MimicState`` and
+        ``apply(state, v (..., n, d), byzantine (n,), rng) -> ((..., q, d), state')``.
+
+    References
+    ----------
+    S. P. Karimireddy, L. He, M. Jaggi, "Byzantine-Robust Learning on Heterogeneous
+    Datasets via Bucketing", ICLR 2022.
+    """
+    if not (isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 1):
+        raise ValueError(f"mimic_online: warmup must be an integer >= 1, got {warmup!r}")
+
+    def init(shape, dtype=np.float64) -> MimicState:
+        S, d = shape[0], shape[-1]
+        return MimicState(np.full((S, d), 1.0 / math.sqrt(d), dtype), np.zeros(S, np.int64),
+                          np.zeros(S, np.int64))
+
+    def apply(state: MimicState, v, byzantine, rng=None):
+        regular = np.flatnonzero(~byzantine)
+        reg = v[..., regular, :]
+        c = reg - reg.mean(axis=-2, keepdims=True)  # (..., r, d)
+        z, t = state.direction, state.t
+        learn = t < warmup  # (...,)
+        u = np.einsum("...rd,...r->...d", c, np.einsum("...rd,...d->...r", c, z))
+        nu = np.linalg.norm(u, axis=-1, keepdims=True)
+        step = np.divide(u, nu, out=np.zeros_like(u), where=nu > 0)
+        zn = t[..., None] * z + step
+        nz = np.linalg.norm(zn, axis=-1, keepdims=True)
+        zn = np.where(nz > 0, zn / np.where(nz > 0, nz, 1), z)
+        z = np.where(learn[..., None], zn, z).astype(state.direction.dtype, copy=False)
+        pick = np.argmax(np.abs(np.einsum("...rd,...d->...r", c, z)), axis=-1)
+        target = np.where(learn, pick, state.target)
+        row = np.take_along_axis(reg, target[..., None, None], axis=-2)
+        return _rows(row, v, byzantine), MimicState(z, t + 1, target)
+
+    return Stateful(init, apply, "attack")
+
+
 def get_attack(name: str, **params) -> Callable:
-    """The registered attack ``name`` with its parameters bound (validated)."""
-    return ATTACKS.bind(name, params)
+    """The registered attack ``name`` with its parameters bound (validated); for an
+    attack registered ``stateful=True``, the :class:`byzsim.protocols.Stateful` its
+    factory builds."""
+    bound = ATTACKS.bind(name, params)
+    return bound() if ATTACKS.entry(name).meta["stateful"] else bound
 
 
 def apply_attack(attack: Callable, v: np.ndarray, byzantine: np.ndarray, rng) -> np.ndarray:

@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_METHOD",
     "DTYPES",
     "ESTIMATORS",
+    "KEY_NEUTRAL_DEFAULTS",
     "FAMILIES",
     "FIELDS",
     "KEY_NEUTRAL_DEFAULTS",
@@ -135,6 +136,12 @@ class Config:
     eval_every: int = 50
     train_eval_samples: int = 10000  # training loss on this many regular samples (0 = all)
     seed: int = 0
+    # client momentum, local steps and the step-size schedule (see the block "momentum,
+    # local steps, schedules" below)
+    momentum: float = 0.0  # β of the clients' momentum m ← β m + (1 − β) g (gradient family)
+    local_steps: int = 1  # E local SGD steps per round, message = model delta / lr (gradient family)
+    lr_schedule: str = "constant"  # "constant" | "inv_sqrt" | "step" (byzsim.algorithms.LR_SCHEDULES)
+    lr_schedule_params: Mapping[str, Any] = field(default_factory=dict)  # e.g. {gamma = 0.5, every = 100}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -164,10 +171,11 @@ class Config:
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 #: Config fields added after store format 1, with the value that does what the code did
-#: before the field existed (e.g. ``"client_momentum": 0.0``).  The store key leaves a
-#: field out while it holds this neutral value (:func:`byzsim.runs.store.canonical_config`),
-#: so adding a field never changes the key of an existing run.  Add a new field here.
-KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {}
+#: before the field existed.  The store key leaves a field out while it holds this
+#: neutral value (:func:`byzsim.runs.store.canonical_config`), so adding a field never
+#: changes the key of an existing run.  Add a new field here.
+KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {"momentum": 0.0, "local_steps": 1, "lr_schedule": "constant",
+                                        "lr_schedule_params": {}}
 
 
 def _fail(name: str, value: Any, valid: str) -> ValueError:
@@ -236,7 +244,8 @@ def make_config(**kw: Any) -> Config:
             kw[k] = v
     if kw.get("resample") is None:
         kw["resample"] = 1
-    for k in ("aggregator_params", "attack_params", "dataset_params", "partition_params", "model_params"):
+    for k in ("aggregator_params", "attack_params", "dataset_params", "partition_params", "model_params",
+              "lr_schedule_params"):
         if k in kw and not isinstance(kw[k], Mapping):
             raise _fail(k, kw[k], "expected a table/dict of parameters")
         if k in kw:
@@ -248,6 +257,10 @@ def make_config(**kw: Any) -> Config:
             kw["preaggregators"] = normalize_preaggregators(kw["preaggregators"])
         except ValueError as e:
             raise _fail("preaggregators", kw["preaggregators"], str(e)) from None
+    if isinstance(kw.get("lr_schedule"), str):
+        from .algorithms import LR_SCHEDULES
+
+        kw["lr_schedule"] = _canonical("lr_schedule", LR_SCHEDULES, kw["lr_schedule"])
     cfg = Config(**kw)
     validate(cfg)
     _warn_outside_theory(cfg)
@@ -351,6 +364,37 @@ def validate(cfg: Config) -> None:
                 f"expected {cfg.n_byzantine} distinct integers in [0, {cfg.n_clients})",
             )
     check_component_params(cfg)
+    _check_dynamics(cfg)
+
+
+# ---- momentum, local steps, schedules ---------------------------------------------------
+def _check_dynamics(cfg: Config) -> None:
+    """Client momentum β in [0, 1) and local steps ``E >= 1`` (gradient family only), a
+    registered step-size schedule with valid parameters, and no stateful component
+    inside an optimizing attack's trial aggregations (its state cannot be carried)."""
+    from .aggregators import AGGREGATORS
+    from .algorithms import LR_SCHEDULES, check_momentum_local_steps, check_schedule_params
+    from .attacks import ATTACKS
+    from .preaggregators import PREAGGREGATORS
+
+    check_momentum_local_steps(cfg.momentum, cfg.local_steps)
+    for name, neutral in (("momentum", 0.0), ("local_steps", 1)):
+        if cfg.family == "penalty" and getattr(cfg, name) != neutral:
+            raise _fail(name, getattr(cfg, name),
+                        "client momentum and local steps apply to the gradient family only (the penalty "
+                        f"family's clients keep their own models); method {cfg.method!r}")
+    if not isinstance(cfg.lr_schedule, str):
+        raise _fail("lr_schedule", cfg.lr_schedule, "expected a name (a string)")
+    check_schedule_params(_canonical("lr_schedule", LR_SCHEDULES, cfg.lr_schedule), cfg.lr_schedule_params)
+    if cfg.family == "gradient" and ATTACKS.entry(cfg.attack).meta["needs_aggregate"] \
+            and not cfg.attack_params.get("aggregator"):
+        stateful = [cfg.aggregator] if AGGREGATORS.entry(cfg.aggregator).meta["stateful"] else []
+        stateful += [p["name"] for p in cfg.preaggregators if PREAGGREGATORS.entry(p["name"]).meta["stateful"]]
+        if stateful:
+            raise _fail("attack", cfg.attack,
+                        f"it optimizes against the server's aggregation, whose stateful part(s) "
+                        f"{', '.join(map(repr, stateful))} cannot carry their state inside the attack's "
+                        "trial aggregations; use a stateless aggregator or another attack")
 
 
 #: Fields one family does not use: ``(family, field, what it means there)``.

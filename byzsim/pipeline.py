@@ -9,6 +9,12 @@ never formed: the aggregator gets ``(v, None, mix=A)`` with the averaging matrix
 of the same draw (:func:`byzsim.resampling.resampled`).  Both
 :func:`byzsim.preaggregators.compose` and :func:`byzsim.resampling.resampled` build one.
 
+A step or the aggregator may be a :class:`byzsim.protocols.Stateful` component; the
+pipeline is then stateful itself: ``init(shape, dtype)`` gives the tuple of its parts'
+states (an :class:`~byzsim.protocols.EmptyState` for each pure part) and
+``apply(state, v, mask, rng) -> (out, state')`` threads them; calling it like a pure
+pipeline is an error (the engine carries the state, :class:`byzsim.algorithms.State`).
+
 >>> import numpy as np
 >>> from byzsim.aggregators import get_aggregator
 >>> from byzsim.preaggregators import get_preaggregator
@@ -26,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .protocols import EmptyState, Stateful
 from .resampling import averaging_matrix, resample_indices
 
 __all__ = ["Pipeline"]
@@ -60,9 +67,9 @@ class Pipeline:
     def __post_init__(self):
         object.__setattr__(self, "steps", tuple(self.steps))
         for i, step in enumerate(self.steps):
-            if not callable(step):
+            if not (callable(step) or isinstance(step, Stateful)):
                 raise ValueError(f"pipeline step {i} must be a callable pre(z, mask, rng), got {step!r}")
-        if not callable(self.aggregate_fn):
+        if not (callable(self.aggregate_fn) or isinstance(self.aggregate_fn, Stateful)):
             raise ValueError(f"the pipeline's aggregator must be a callable agg(z, mask), got {self.aggregate_fn!r}")
         if self.per_call is None:
             from .aggregators import AGGREGATORS
@@ -91,12 +98,47 @@ class Pipeline:
         from .preaggregators import PREAGGREGATORS
 
         def nm(reg, fn):
+            if isinstance(fn, Stateful):
+                return getattr(fn, "name", None) or getattr(fn.apply, "__qualname__", "stateful").split(".")[0]
             inner = fn.func if isinstance(fn, functools.partial) else fn
             return _registered_name(reg, fn) or getattr(inner, "__name__", type(inner).__name__)
 
         return "_then_".join([nm(PREAGGREGATORS, p) for p in self.steps] + [nm(AGGREGATORS, self.aggregate_fn)])
 
+    @property
+    def stateful(self) -> bool:
+        """True when a step or the aggregator carries state (use :meth:`init` / :meth:`apply`)."""
+        return any(isinstance(p, Stateful) for p in self.steps + (self.aggregate_fn,))
+
+    def init(self, shape: tuple, dtype=np.float64) -> tuple:
+        """The parts' states before round 1 (``shape``: the input ``(S, n, d)``)."""
+        return tuple(p.init(shape, dtype) if isinstance(p, Stateful) else EmptyState()
+                     for p in self.steps + (self.aggregate_fn,))
+
+    def apply(self, state: tuple, v: Any, mask: Any, rng: np.random.Generator) -> tuple[np.ndarray, tuple]:
+        """``(aggregate (..., d), new state)``: the steps then the aggregator, each
+        stateful part with its own state (``state`` as from :meth:`init`)."""
+        z, m, new = v, mask, []
+        for step, st in zip(self.steps, state):
+            if isinstance(step, Stateful):
+                (z, m), st = step.apply(st, z, m, rng=rng)
+            else:
+                z, m = step(z, m, rng)
+            new.append(st)
+        agg = self.aggregate_fn
+        if isinstance(agg, Stateful):
+            out, st = agg.apply(state[-1], z, m, rng=rng)
+        else:
+            out, st = agg(z, m), state[-1]
+        return out, tuple(new) + (st,)
+
     def __call__(self, v: Any, mask: Any, rng: np.random.Generator) -> np.ndarray:
+        if self.stateful:
+            raise ValueError(
+                f"pipeline {self.name!r} holds a stateful component: it cannot be called as a "
+                "pure aggregate(v, mask, rng) (e.g. as the inner aggregator of an optimizing "
+                "attack); use init/apply, which the gradient family's engine does"
+            )
         s = self.s
         if s > 1 and len(self.steps) == 1 and "mix" in self.per_call:
             if mask is not None:

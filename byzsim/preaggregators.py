@@ -60,7 +60,7 @@ from .aggregators import AGGREGATORS, get_aggregator
 from .aggregators._base import _check_int, _flatten, _majority_max_f, _prepare, _resolve_f, _vecdot
 from .aggregators._gram import _dists, _robust_gram
 from .aggregators._order import _masked_median_1d
-from .registry import Meta, Range, Registry, keyword_parameters, optional_callable
+from .registry import STATEFUL, Meta, Range, Registry, keyword_parameters, optional_callable
 from .pipeline import Pipeline
 from .resampling import resample as _resample
 from .resampling import resample_indices, resampled
@@ -92,6 +92,7 @@ PREAGGREGATORS: Registry = Registry("pre-aggregator", schema={
                   check=_check_chain),
     "max_f": Meta("n -> the largest f the step tolerates with n rows", default=None,
                   check=optional_callable, required_if=lambda fn: "f" in keyword_parameters(fn)),
+    "stateful": STATEFUL,
 })
 
 
@@ -684,12 +685,18 @@ def build_aggregate(
         entry = PREAGGREGATORS.entry(name)
         if "f" in PREAGGREGATORS.parameters(name) and params.get("f") is None:
             params["f"] = _cap_f(f_cur, entry.meta["max_f"], n_cur)
-        bound.append(get_preaggregator(name, **params))
+        step = get_preaggregator(name, **params)
+        bound.append(step() if entry.meta["stateful"] else step)  # a factory -> Stateful
         n_cur, f_cur = entry.meta["chain"](n_cur, f_cur, params)
     params = dict(aggregator_params or {})
     if "f" in AGGREGATORS.parameters(aggregator) and "f" not in params:
         params["f"] = _cap_f(f_cur, AGGREGATORS.entry(aggregator).meta["max_f"], n_cur)
     agg = get_aggregator(aggregator, **params)
+    if AGGREGATORS.entry(aggregator).meta["stateful"]:
+        agg = agg()  # the factory's Stateful; resampling, if any, becomes a pipeline step
+        if resample and resample > 1 and not specs:
+            bound.append(get_preaggregator("resample", s=int(resample)))
+        return compose(bound, agg)
     if not specs:
         return resampled(agg, int(resample or 1))
     return compose(bound, agg)

@@ -42,6 +42,7 @@ __all__ = [
     "Range",
     "REQUIRED",
     "Registry",
+    "STATEFUL",
     "UnknownNameError",
     "bind_parameters",
     "bool_",
@@ -109,6 +110,14 @@ class Meta:
     default: Any = REQUIRED
     check: Callable[[Any], str | None] | None = None
     required_if: Callable[[Any], bool] | None = None
+
+
+#: The ``stateful`` declaration shared by the component registries (aggregators,
+#: pre-aggregators, attacks): ``stateful=True`` registers a *factory*
+#: ``(**params) -> byzsim.protocols.Stateful`` (an ``init``/``apply`` pair whose state
+#: the engine carries from round to round) instead of a pure rule.
+STATEFUL = Meta("True if the registered object is a factory (**params) -> Stateful (init/apply "
+                "with state carried across rounds)", default=False, check=bool_)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ batch the other replicas carry on.
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,12 +27,21 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .algorithms import GradientMethod, PenaltyMethod, Problem, State, make_estimator, stack_problems
+from .algorithms import (
+    LR_SCHEDULES,
+    GradientMethod,
+    PenaltyMethod,
+    Problem,
+    State,
+    make_estimator,
+    stack_problems,
+)
 from .attacks import ATTACKS, apply_data_attack, data_attack_of, get_attack
 from .aggregators import geometric_median_convergence
 from .config import Config
 from .data import load_dataset
 from .models import make_model
+from .protocols import is_stateful
 from .partition import draw_byzantine, partition
 
 METRICS = ("round", "test_accuracy", "train_loss", "distance")
@@ -216,14 +226,25 @@ def make_method(cfg: Config, problem: Problem):
     if (aggregate is not None and ATTACKS.entry(cfg.attack).meta["needs_aggregate"]
             and attack_params.get("aggregator") is None):
         attack_params["aggregator"] = aggregate
+    if attack_params.get("aggregator") is not None and is_stateful(attack_params["aggregator"]):
+        raise ValueError(
+            f"invalid config: attack {cfg.attack!r} optimizes against the server's aggregation, "
+            f"which holds a stateful component (aggregator {cfg.aggregator!r}, pre-aggregators "
+            f"{[p['name'] for p in cfg.preaggregators]}): its state cannot be carried inside the "
+            "attack's trial aggregations; use a stateless aggregator or another attack"
+        )
     attack = get_attack(cfg.attack, **attack_params)
+    schedule = None
+    if cfg.lr_schedule != "constant":  # constant: no schedule at all (bit-identical)
+        schedule = functools.partial(LR_SCHEDULES[cfg.lr_schedule], **cfg.lr_schedule_params)
     common = dict(
         problem=problem, estimator=estimator, attack=attack, lr=cfg.lr,
         batch_size=cfg.batch_size, participation=cfg.participation, server_l2=cfg.server_l2,
+        lr_schedule=schedule,
     )
     if cfg.family == "penalty":
         return PenaltyMethod(penalty=cfg.penalty, p=cfg.p, **common)
-    return GradientMethod(aggregate=aggregate, **common)
+    return GradientMethod(aggregate=aggregate, momentum=cfg.momentum, local_steps=cfg.local_steps, **common)
 
 
 #: config fields that may differ between the replicas of one batch: one ``(S,)`` array
@@ -292,7 +313,7 @@ def _state_bytes(cfg: Config, P: Problem) -> int:
     item = np.dtype(cfg.dtype).itemsize
     d = P.model.dim
     nd = P.n * d * item
-    out = d * item + 6 * nd + (nd if cfg.family == "penalty" else 0)
+    out = d * item + 6 * nd + (nd if cfg.family == "penalty" else 0) + (nd if cfg.momentum else 0)  # + momenta
     if cfg.estimator == "saga":
         est = make_estimator("saga", P, cfg.saga_table)
         k = d if est.kind == "dense" else sum(

@@ -85,6 +85,8 @@ def _one_name_per_rule() -> list[str]:
     seen, names = set(), []
     for name in AGGREGATORS.names():
         fn = AGGREGATORS[name]
+        if AGGREGATORS.entry(name).meta["stateful"]:  # factories of Stateful rules: tests/test_stateful.py
+            continue
         if id(fn) not in seen:
             seen.add(id(fn))
             names.append(fn.__name__ if fn.__name__ in AGGREGATORS and AGGREGATORS[fn.__name__] is fn else name)

@@ -28,7 +28,7 @@ from byzsim.aggregators import (
 )
 
 NEEDS_F = {"trimmed_mean", "krum", "multi_krum"}
-NAMES = AGGREGATORS.names()
+NAMES = [k for k in AGGREGATORS.names() if not AGGREGATORS.entry(k).meta["stateful"]]  # stateful: test_stateful.py
 QUICK = settings(deadline=None)  # example count from the profile (conftest: ci = 30)
 
 

@@ -136,3 +136,48 @@ def test_defaults_of_unused_fields_are_accepted():
     for method in ("rsa", "byrd-saga", "krum"):
         make_config(method=method, penalty=0.05, p=1.0, aggregator_params={}, preaggregators=[],
                     resample=None if method == "rsa" else 1)
+
+
+# ---- client momentum, local steps, step-size schedules ------------------------------------
+@pytest.mark.parametrize("kw,field,match", [
+    (dict(method="krum", momentum=1.0), "momentum", r"\[0, 1\)"),
+    (dict(method="krum", momentum=-0.1), "momentum", r"\[0, 1\)"),
+    (dict(method="krum", momentum="0.9"), "momentum", r"\[0, 1\)"),
+    (dict(method="krum", local_steps=0), "local_steps", ">= 1"),
+    (dict(method="krum", local_steps=1.5), "local_steps", ">= 1"),
+    (dict(method="rsa", momentum=0.9), "momentum", "gradient family only"),
+    (dict(method="asynrsa-vr", local_steps=2), "local_steps", "gradient family only"),
+    (dict(method="krum", lr_schedule="inv_sqr"), "lr_schedule", "did you mean 'inv_sqrt'"),
+    (dict(method="krum", lr_schedule="step", lr_schedule_params={"gama": 0.5}), "lr_schedule_params",
+     "did you mean lr_schedule_params.gamma"),
+    (dict(method="krum", lr_schedule="step", lr_schedule_params={"gamma": 1.5}), "lr_schedule_params", r"\(0, 1\]"),
+    (dict(method="krum", lr_schedule="step", lr_schedule_params={"every": 0}), "lr_schedule_params", ">= 1"),
+    (dict(method="krum", lr_schedule="inv_sqrt", lr_schedule_params={"gamma": 0.5}), "lr_schedule_params",
+     "no parameter"),
+    (dict(method="sgd", aggregator="centered_clipping_momentum", attack="alie_opt", n_byzantine=2), "attack",
+     "stateful"),
+])
+def test_bad_momentum_local_steps_schedule(kw, field, match):
+    with pytest.raises(ValueError, match=rf"'{field}'.*{match}"):
+        make_config(**kw)
+
+
+def test_schedule_spelling_and_defaults():
+    assert make_config(method="krum", lr_schedule="inv-sqrt").lr_schedule == "inv_sqrt"
+    c = make_config(method="byrd-saga", momentum=0.9, local_steps=3)
+    assert (c.momentum, c.local_steps, c.lr_schedule) == (0.9, 3, "constant")
+    make_config(method="rsa", lr_schedule="step", lr_schedule_params={"gamma": 0.5, "every": 10})
+
+
+def test_new_fields_at_their_neutral_values_keep_the_store_keys():
+    """The key of a default config is the one computed before momentum, local steps and
+    schedules existed; a non-neutral value changes it."""
+    from byzsim.runs.store import canonical_config, config_key
+
+    assert config_key(make_config(method="rsa")) == "f466dda2a490ae80a8c345e7f8fe18fab11518e026e4d5ce08d69c73bb8bab96"
+    assert config_key(make_config(method="byrd-saga", attack="sign_flipping", n_byzantine=2)) == (
+        "8b5fff603d628f5cdfffd322bb6718c54814f2bc8aee9ad2c9c4eb8f8dc0b241")
+    assert "momentum" not in canonical_config(make_config(method="krum"))
+    moved = make_config(method="byrd-saga", attack="sign_flipping", n_byzantine=2, momentum=0.9)
+    assert canonical_config(moved)["momentum"] == 0.9
+    assert config_key(moved) != "8b5fff603d628f5cdfffd322bb6718c54814f2bc8aee9ad2c9c4eb8f8dc0b241"

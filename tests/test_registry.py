@@ -32,7 +32,7 @@ def test_an_aggregator_with_f_must_declare_max_f():
     reg.register("mine", max_f=lambda n: (n - 1) // 2)(mine)
     assert reg.entry("mine").meta["max_f"](9) == 4
     reg.register("plain")(lambda z, mask=None: z[..., 0, :])  # no f: nothing to declare
-    assert reg.entry("plain").meta == {"max_f": None, "per_call": ()}
+    assert reg.entry("plain").meta == {"max_f": None, "per_call": (), "stateful": False}
 
 
 def test_unknown_or_invalid_metadata_fails_at_registration():

@@ -92,22 +92,25 @@ statistics), and one module per family of rules: ``_mean``, ``_geomed``, ``_medi
 """
 
 from ._base import AGGREGATORS, get_aggregator
-from ._clipping import centered_clipping
+from ._clipping import CenteredClippingState, centered_clipping, centered_clipping_momentum
 from ._geomed import geometric_median, geometric_median_convergence
 from ._gram import gram_sq_distances
 from ._krum import bulyan, krum, monna, multi_krum
 from ._mda import mda
 from ._mean import mean
 from ._median import coordinate_median, meamed, median_of_means, trimmed_mean
-from ._spectral import caf, dnc, smea
+from ._spectral import caf, dnc, dnc_fresh, smea
 
 __all__ = [
     "AGGREGATORS",
     "bulyan",
     "caf",
+    "CenteredClippingState",
     "centered_clipping",
+    "centered_clipping_momentum",
     "coordinate_median",
     "dnc",
+    "dnc_fresh",
     "geometric_median",
     "geometric_median_convergence",
     "get_aggregator",

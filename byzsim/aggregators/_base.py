@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..registry import Meta, Registry, keyword_parameters, optional_callable
+from ..registry import STATEFUL, Meta, Registry, keyword_parameters, optional_callable
 
 __all__ = ["AGGREGATORS", "get_aggregator"]
 
@@ -29,6 +29,7 @@ AGGREGATORS: Registry = Registry("aggregator", schema={
                   check=optional_callable, required_if=lambda fn: "f" in keyword_parameters(fn)),
     "per_call": Meta("keyword parameters supplied per call, not configurable", default=(),
                      check=_per_call_check),
+    "stateful": STATEFUL,
 })
 
 

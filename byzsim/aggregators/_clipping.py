@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from ..protocols import Stateful
 
 from ._base import (
     AGGREGATORS,
@@ -22,7 +24,7 @@ from ._order import _masked_median_1d
 from ._mean import mean
 from ._median import coordinate_median
 
-__all__ = ["centered_clipping"]
+__all__ = ["CenteredClippingState", "centered_clipping", "centered_clipping_momentum"]
 
 
 @AGGREGATORS.register("centered_clipping", "cc")
@@ -38,8 +40,8 @@ def centered_clipping(
         \\min\\Big(1, \\frac{\\tau}{\\lVert z_i - v_l \\rVert}\\Big).
 
     The paper starts at the previous round's aggregate (a momentum state) and uses
-    ``L = 1``; aggregators here are stateless functions of the round's messages, so the
-    start is a robust estimate of the same round (translation equivariant).  A row
+    ``L = 1``: that is :func:`centered_clipping_momentum`.  This pure rule starts at a
+    robust estimate of the same round (translation equivariant).  A row
     holding inf/NaN contributes 0 (clipping it has no defined direction).  Distances to
     the iterate are computed relative to ``v_0``: one matrix-vector product per
     iteration (in units of ``2^k``, exact, when squared distances would overflow or
@@ -70,27 +72,45 @@ def centered_clipping(
     S. P. Karimireddy, L. He, M. Jaggi, "Learning from History for Byzantine Robust
     Optimization", ICML 2021.
     """
-    if tau is not None and not (np.isfinite(tau) and tau >= 0):
-        raise ValueError(f"centered_clipping: tau must be >= 0 or None, got tau = {tau!r}")
-    iterations = _check_int("iterations", iterations, "centered_clipping")
-    if init not in ("medoid", "median", "mean"):
-        raise ValueError(
-            f"centered_clipping: init must be 'medoid', 'median' or 'mean', got {init!r}"
-        )
+    iterations = _check_clipping("centered_clipping", tau, iterations, "init", init, ("medoid", "median", "mean"))
     z, wts, m = _prepare(z, mask)
     z2, present, m2, lead = _flatten(z, wts, m)
+    return _finish(_clip_from(z2, present, m2, init, tau, iterations, mask is not None), m2, lead, z.dtype)
+
+
+def _check_clipping(name: str, tau, iterations, key: str, start: str, choices: tuple) -> int:
+    """Check the parameters of a centered-clipping rule; returns ``iterations``."""
+    if tau is not None and not (np.isfinite(tau) and tau >= 0):
+        raise ValueError(f"{name}: tau must be >= 0 or None, got tau = {tau!r}")
+    iterations = _check_int("iterations", iterations, name)
+    if start not in choices:
+        listed = ", ".join(map(repr, choices[:-1])) + f" or {choices[-1]!r}"
+        raise ValueError(f"{name}: {key} must be {listed}, got {start!r}")
+    return iterations
+
+
+def _clip_from(z2: np.ndarray, present: np.ndarray, m2: np.ndarray, start, tau, iterations: int,
+               masked: bool) -> np.ndarray:
+    """``(B, d)`` centered clipping of the flattened ``z2 (B, n, d)`` from ``start``: a
+    rule name (``"medoid"``, ``"median"``, ``"mean"``) or the start points ``(B, d)``
+    themselves (:func:`centered_clipping_momentum`: the previous round's output);
+    ``masked``: a participation mask was given."""
     E = _safe_exp(z2.dtype)
     # messages of tiny scale (max |z_ij| < 2^-E, e.g. 1e-160): their Gram entries and
     # squared distances underflow.  Work on 2^-s z (a power of two: exact, so the rule
     # stays exactly scale equivariant) and scale the result back.
-    s = _tiny_exponent(z2 if mask is None else np.where(present[:, :, None], z2, 0.0), E)
+    s = _tiny_exponent(np.where(present[:, :, None], z2, 0.0) if masked else z2, E)
     if s is not None:
         z2 = np.ldexp(z2, -s[:, None, None])
-    if init == "medoid":
+    if not isinstance(start, str):
+        v0 = np.asarray(start, dtype=z2.dtype)
+        if s is not None:
+            v0 = np.ldexp(v0, -s[:, None]).astype(z2.dtype, copy=False)
+    elif start == "medoid":
         v0 = _medoid(z2, present)
     else:
-        sub = None if mask is None else present
-        v0 = coordinate_median(z2, sub) if init == "median" else mean(z2, sub)
+        sub = present if masked else None
+        v0 = coordinate_median(z2, sub) if start == "median" else mean(z2, sub)
     # work relative to v0: zc = z − v0 (rows near the bulk are small, so the distances
     # ‖zc_i − u‖² = ‖zc_i‖² − 2⟨zc_i, u⟩ + ‖u‖² below have ε_mach relative accuracy)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -133,7 +153,7 @@ def centered_clipping(
     out = v0 + u
     if s is not None:
         out = np.ldexp(out, s[:, None]).astype(z2.dtype, copy=False)
-    return _finish(out, m2, lead, z.dtype)
+    return out
 
 
 def _tiny_exponent(z: np.ndarray, E: int) -> np.ndarray | None:
@@ -148,3 +168,82 @@ def _tiny_exponent(z: np.ndarray, E: int) -> np.ndarray | None:
     if not small.any():
         return None
     return np.where(small, np.frexp(amax)[1], 0).astype(np.int64)
+
+
+class CenteredClippingState(NamedTuple):
+    """State of :func:`centered_clipping_momentum`: ``center (S, d)`` the previous
+    round's output, ``started (S,)`` bool (False before round 1)."""
+
+    center: np.ndarray
+    started: np.ndarray
+
+
+@AGGREGATORS.register("centered_clipping_momentum", "cc_momentum", stateful=True)
+def centered_clipping_momentum(*, tau: float | None = None, iterations: int = 1, first: str = "zero") -> Stateful:
+    """Centered clipping with its centre carried across rounds (Karimireddy, He & Jaggi,
+    2021, Algorithm 2).
+
+    Round ``t`` starts at the previous round's output, ``v^{(0)} = v_{t−1}``, and
+    repeats ``L = iterations`` times
+
+    .. math:: v^{(l+1)} = v^{(l)} + \\frac{1}{m_p} \\sum_{i \\in P}
+        \\mathrm{clip}_\\tau\\big(m_i - v^{(l)}\\big), \\qquad
+        \\mathrm{clip}_\\tau(u) = u \\min\\Big(1, \\frac{\\tau}{\\lVert u \\rVert}\\Big),
+
+    with ``P`` the ``m_p`` participating rows; ``v_t = v^{(L)}`` is the output and the
+    next round's centre.  With client momentum (``Config.momentum``) the ``m_i`` are the
+    clients' momenta, the paper's setting.  Round 1 starts at ``first``: ``"zero"``
+    (``v_0 = 0``) or the pure rule's robust start (``"medoid"``, ``"median"``,
+    ``"mean"``; then round 1 equals :func:`centered_clipping` with the same ``tau`` and
+    ``iterations``).  Numerics (scaling, non-finite rows) as :func:`centered_clipping`.
+
+    Example with pencil and paper (1-D, ``τ = 1``, ``L = 1``, ``v_0 = 0``): messages
+    ``(0, 2, 10)`` give ``v_1 = 0 + (0 + 1 + 1)/3 = 2/3``; then ``(1, 1, −10)`` give
+    ``v_2 = 2/3 + (1/3 + 1/3 − 1)/3 = 5/9``.
+
+    Parameters
+    ----------
+    tau : float or None, default None
+        Clipping radius ``τ`` (units of the messages); ``None``: the median over the
+        participants of ``‖m_i − v^{(0)}‖`` each round.
+    iterations : int, default 1
+        ``L`` (the paper's default is 1).
+    first : {"zero", "medoid", "median", "mean"}, default "zero"
+        The centre of round 1.
+
+    Returns
+    -------
+    :class:`byzsim.protocols.Stateful`
+        ``init((S, n, d), dtype) -> CenteredClippingState`` (centre ``(S, d)`` zeros) and
+        ``apply(state, z (..., n, d), mask, rng) -> ((..., d), state')``.
+
+    References
+    ----------
+    S. P. Karimireddy, L. He, M. Jaggi, "Learning from History for Byzantine Robust
+    Optimization", ICML 2021.
+    """
+    iterations = _check_clipping("centered_clipping_momentum", tau, iterations, "first", first,
+                                 ("zero", "medoid", "median", "mean"))
+
+    def init(shape, dtype=np.float64) -> CenteredClippingState:
+        S, d = shape[0], shape[-1]
+        return CenteredClippingState(np.zeros((S, d), dtype), np.zeros(S, bool))
+
+    def apply(state: CenteredClippingState, z, mask=None, rng=None):
+        z, wts, m = _prepare(z, mask)
+        z2, present, m2, lead = _flatten(z, wts, m)
+        d = z2.shape[-1]
+        center = np.asarray(state.center).reshape(-1, d).astype(z2.dtype, copy=False)
+        started = np.asarray(state.started).reshape(-1)
+        start = center
+        if first != "zero" and not started.all():
+            rule = _clip_from(z2, present, m2, first, None, 0, mask is not None)  # the pure start
+            start = np.where(started[:, None], center, rule)
+        out = _clip_from(z2, present, m2, start, tau, iterations, mask is not None)
+        res = _finish(out, m2, lead, z.dtype)
+        keep = np.where((m2 > 0)[:, None], out, center)  # nobody took part: the centre stays
+        new = CenteredClippingState(keep.reshape(np.shape(state.center)).astype(state.center.dtype, copy=False),
+                                    np.ones(np.shape(state.started), bool))
+        return res, new
+
+    return Stateful(init, apply, "aggregator")

@@ -22,9 +22,10 @@ from ._base import (
     _resolve_f,
     _subset_mean,
 )
+from ..protocols import EmptyState, Stateful
 from ._gram import _dists, _double_center, _robust_gram
 
-__all__ = ["caf", "dnc", "smea"]
+__all__ = ["caf", "dnc", "dnc_fresh", "smea"]
 
 
 @AGGREGATORS.register("caf", max_f=_majority_max_f)
@@ -366,7 +367,8 @@ def dnc(
 
     **Randomness.**  Aggregators are deterministic functions of the messages: the
     coordinate subsets come from ``np.random.default_rng(seed)`` (the same subsets every
-    call; vary ``seed`` to change them).  Rows holding inf/NaN score ``+∞`` (removed
+    call; vary ``seed`` to change them).  :func:`dnc_fresh` draws fresh subsets every
+    round from the run's generator, as the paper does.  Rows holding inf/NaN score ``+∞`` (removed
     first) and are left out of the centering mean.
 
     Parameters
@@ -394,19 +396,28 @@ def dnc(
     V. Shejwalkar, A. Houmansadr, "Manipulating the Byzantine: Optimizing Model Poisoning
     Attacks and Defenses for Federated Learning", NDSS 2021.
     """
-    if not (np.isfinite(c) and c >= 0):
-        raise ValueError(f"dnc: c must be >= 0, got c = {c!r}")
-    niters = _check_int("niters", niters, "dnc")
-    sub_dim = _check_int("sub_dim", sub_dim, "dnc")
     seed = _check_int("seed", seed, "dnc")
+    niters, sub_dim = _check_dnc(c, niters, sub_dim, "dnc")
+    return _dnc(z, mask, f, c, niters, sub_dim, np.random.default_rng(seed))
+
+
+def _check_dnc(c, niters, sub_dim, name: str) -> tuple[int, int]:
+    if not (np.isfinite(c) and c >= 0):
+        raise ValueError(f"{name}: c must be >= 0, got c = {c!r}")
+    niters = _check_int("niters", niters, name)
+    sub_dim = _check_int("sub_dim", sub_dim, name)
     if niters < 1 or sub_dim < 1:
-        raise ValueError(f"dnc needs niters >= 1 and sub_dim >= 1; got niters = {niters}, sub_dim = {sub_dim}")
+        raise ValueError(f"{name} needs niters >= 1 and sub_dim >= 1; got niters = {niters}, sub_dim = {sub_dim}")
+    return niters, sub_dim
+
+
+def _dnc(z, mask, f, c, niters: int, sub_dim: int, rng) -> np.ndarray:
+    """DnC of :func:`dnc` with the coordinate subsets drawn from ``rng``."""
     z, wts, m = _prepare(z, mask)
     n, d = z.shape[-2:]
     fe = _resolve_f(f, m, n, "dnc", _majority_max_f, "2f < n").reshape(-1)
     z2, present, m2, lead = _flatten(z, wts, m)
     nrem = np.minimum(np.floor(c * fe).astype(np.int64), np.maximum(m2 - 1, 0))
-    rng = np.random.default_rng(seed)
     flags = np.zeros(present.shape, dtype=np.int64)  # iterations that removed each row
     for _ in range(niters if sub_dim < d else 1):
         zs = z2 if sub_dim >= d else z2[:, :, np.sort(rng.choice(d, size=sub_dim, replace=False))]
@@ -428,3 +439,35 @@ def dnc(
     return _finish(_subset_mean(good, z2), m2, lead, z.dtype)
 
 
+
+
+@AGGREGATORS.register("dnc_fresh", max_f=_majority_max_f, stateful=True)
+def dnc_fresh(*, f: int | None = None, c: float = 1.0, niters: int = 1, sub_dim: int = 10000) -> Stateful:
+    """DnC (Shejwalkar & Houmansadr, 2021) with fresh random coordinate subsets every
+    round, drawn from the run's generator: the rule of :func:`dnc` (same formula,
+    same parameters but ``seed``) where round ``t`` uses subsets
+    ``r_{t,1}, …, r_{t,niters}``, each ``b = min(sub_dim, d)`` coordinates uniform
+    without replacement (``rng.choice(d, b, replace=False)``).  Its state is empty;
+    it is a :class:`~byzsim.protocols.Stateful` component because it needs the run's
+    generator, which pure aggregators do not get.  With ``sub_dim >= d`` nothing is
+    drawn and it equals :func:`dnc`.
+
+    Returns
+    -------
+    :class:`byzsim.protocols.Stateful` ``apply(state, z (..., n, d), mask, rng) -> ((..., d), state)``
+
+    References
+    ----------
+    V. Shejwalkar, A. Houmansadr, "Manipulating the Byzantine: Optimizing Model Poisoning
+    Attacks and Defenses for Federated Learning", NDSS 2021 (Algorithm 2: "b random
+    dimensions" drawn in each iteration).
+    """
+    niters, sub_dim = _check_dnc(c, niters, sub_dim, "dnc_fresh")
+
+    def init(shape, dtype=np.float64):
+        return EmptyState()
+
+    def apply(state, z, mask=None, rng=None):
+        return _dnc(z, mask, f, c, niters, sub_dim, rng), state
+
+    return Stateful(init, apply, "aggregator")

@@ -57,7 +57,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..config import Config, make_config
+from ..config import KEY_NEUTRAL_DEFAULTS, Config, make_config
 from ..simulate import METRICS
 
 __all__ = [
@@ -151,8 +151,6 @@ def canonical_config(cfg: Config) -> dict[str, Any]:
     """``cfg.to_dict()`` made canonical: JSON types only, float fields as floats, and
     the fields added after store format 1 left out while they hold their neutral value
     (:data:`byzsim.config.KEY_NEUTRAL_DEFAULTS`), so a new field keeps every old key."""
-    from ..config import KEY_NEUTRAL_DEFAULTS
-
     d = _jsonable(cfg.to_dict())
     for k in _FLOAT_FIELDS:
         if isinstance(d.get(k), int) and not isinstance(d.get(k), bool):
