@@ -35,7 +35,7 @@ from typing import NamedTuple, Callable
 import numpy as np
 
 from .protocols import Stateful
-from .registry import STATEFUL, Meta, Registry, bool_, keyword_parameters, optional_callable
+from .registry import STATEFUL, Meta, Range, Registry, bool_, keyword_parameters, optional_callable
 
 __all__ = [
     "ATTACKS",
@@ -84,14 +84,14 @@ def no_attack(v, byzantine, rng):
     return v[..., byzantine, :]
 
 
-@ATTACKS.register("same_value", "same-value")
+@ATTACKS.register("same_value", "same-value", ranges={"c": Range()})
 def same_value(v, byzantine, rng, *, c: float = 10000.0):
     """Every Byzantine message is ``c · 1`` (paper A, c = 10000)."""
     q = int(byzantine.sum())
     return np.full(v.shape[:-2] + (q, v.shape[-1]), float(c))
 
 
-@ATTACKS.register("gaussian")
+@ATTACKS.register("gaussian", ranges={"std": Range(lo=0), "mean": Range()})
 def gaussian(v, byzantine, rng, *, std: float, mean: float = 0.0):
     """Every Byzantine message is drawn i.i.d. ``N(mean, std²)`` per coordinate.
 
@@ -104,7 +104,7 @@ def gaussian(v, byzantine, rng, *, std: float, mean: float = 0.0):
     return rng.normal(mean, std, size=v.shape[:-2] + (q, v.shape[-1]))
 
 
-@ATTACKS.register("sign_flipping", "sign-flipping")
+@ATTACKS.register("sign_flipping", "sign-flipping", ranges={"c": Range()})
 def sign_flipping(v, byzantine, rng, *, c: float = -5.0):
     """Each Byzantine client sends ``c ×`` its own honest message (paper B, c = −5)."""
     return c * v[..., byzantine, :]
@@ -164,7 +164,7 @@ def alie_z(n: int, q: int) -> float:
     return float(norm.ppf(min(max(p, 0.5), 0.9999)))
 
 
-@ATTACKS.register("alie", "a_little_is_enough")
+@ATTACKS.register("alie", "a_little_is_enough", ranges={"z": Range(optional=True)})
 def alie(v, byzantine, rng, *, z: float | None = None):
     """A little is enough (ALIE; Baruch, Baruch & Goldberg, 2019).
 
@@ -189,7 +189,7 @@ def alie(v, byzantine, rng, *, z: float | None = None):
     return _rows(mu - float(z) * sd, v, byzantine)
 
 
-@ATTACKS.register("ipm", "inner_product_manipulation")
+@ATTACKS.register("ipm", "inner_product_manipulation", ranges={"eps": Range()})
 def ipm(v, byzantine, rng, *, eps: float = 0.1):
     """Inner-product manipulation (IPM; Xie, Koyejo & Gupta, 2019).
 
@@ -347,7 +347,7 @@ def mimic(v, byzantine, rng, *, target: int | None = None):
     return _rows(row, v, byzantine)
 
 
-@ATTACKS.register("inf")
+@ATTACKS.register("inf", ranges={"value": Range(finite=False)})
 def inf_attack(v, byzantine, rng, *, value: float = math.inf):
     """Every Byzantine message is ``value`` in every coordinate (default ``+inf``): tests
     that an aggregator does not let non-finite messages through."""

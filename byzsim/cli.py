@@ -1,5 +1,5 @@
 """The ``byzsim`` command (also ``python -m byzsim``), the only command line:
-run | sweep | figure | experiment | matrix | list | bench.
+run | sweep | figure | experiment | matrix | list | store | bench.
 
 Configs come from TOML files (flat tables of :class:`~byzsim.config.Config` fields, with
 an optional ``[grid]`` table, or one figure spec such as ``experiments/paper_a/fig2.toml``)
@@ -9,9 +9,11 @@ kept in the result store (``results/store`` or ``$BYZSIM_STORE``); a sweep skips
 stored.  ``--plugin MODULE`` (and ``$BYZSIM_PLUGINS``, the ``byzsim.plugins`` entry
 points) loads a user's components first (:mod:`byzsim.plugins`).
 
-Exit status: 0 done; 1 some runs failed (the others are stored); 2 bad input (config,
+Exit status: 0 done; 1 some runs failed (the others are stored), or ``store verify``
+found bad runs; 2 bad input (config,
 override, store); 3 the executor failed (a worker died, the Dask scheduler is
-unreachable or lost); 130 interrupted (finished runs are stored).
+unreachable or lost); 4 a file could not be written (full file system, read-only store,
+permission; the runs stored before are intact); 130 interrupted (finished runs are stored).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -28,7 +31,7 @@ from typing import Any, Sequence
 from .simulate import METRICS
 from .runs.plots import BANDS
 
-EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_EXECUTOR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_EXECUTOR, EXIT_WRITE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 _CONFIG_HELP = ("TOML config files and key=value overrides, in any order (key=v1,v2 sweeps over the "
                 "values; attack_params.std=100 sets a nested parameter)")
@@ -36,6 +39,35 @@ _CONFIG_HELP = ("TOML config files and key=value overrides, in any order (key=v1
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"byzsim: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _jobs(text: str) -> int:
+    """``--jobs``: an integer >= 1, or -1 (all cores)."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1 and v != -1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected an integer >= 1, or -1 for all cores")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    """A timeout: a finite number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a finite number > 0")
+    return v
 
 
 def _split_inputs(items: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -417,6 +449,27 @@ def cmd_list(a) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- store
+
+
+def cmd_store(a) -> int:
+    """``byzsim store verify``: check every finished run (checksums, files parse); one
+    line per bad run and exit status 1; ``--quarantine`` also moves them aside."""
+    store = _store(a)
+    keys = store.keys()
+    bad = store.verify()
+    for key, problem in bad:
+        print(f"bad run {key} in {store.root}: {problem}")
+        if a.quarantine:
+            store.report = lambda line: None
+            store.quarantine(key, problem)
+    where = f"; moved to {store.quarantine_dir}" if bad and a.quarantine else \
+        ("; the next sweep quarantines and reruns them" if bad else "")
+    print(f"# {len(keys)} runs checked in {store.root}: {len(keys) - len(bad)} good, {len(bad)} bad{where}",
+          file=sys.stderr)
+    return EXIT_FAILED_RUNS if bad else EXIT_OK
+
+
 # --------------------------------------------------------------------------- bench
 
 
@@ -477,6 +530,10 @@ heatmap of the mean final accuracy). Running it again simulates nothing.
   byzsim list attacks
   byzsim list --json
 """,
+    "store": """examples:
+  byzsim store verify                      # exit 1 and one line per bad run
+  byzsim store verify --store /data/store --quarantine
+""",
     "bench": """examples:
   byzsim bench                 # per-round costs (benchmarks/run.py, writes BENCHMARKS.md)
   byzsim bench --sweep         # sweep speed-up and store/scheduler overhead (benchmarks/sweep_bench.py)
@@ -508,7 +565,7 @@ def _memory(text: str) -> int:
         v = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid memory {text!r}: e.g. 2G, 512M or a number of bytes") from None
-    if not v >= 1:
+    if not (v >= 1 and math.isfinite(v)):
         raise argparse.ArgumentTypeError(f"invalid memory {text!r}: expected a positive size")
     return int(v)
 
@@ -524,9 +581,9 @@ def _add_batching(p) -> None:
 
 def _add_spec_run(p) -> None:
     """Options of the commands that run a spec and write its CSV and figure."""
-    p.add_argument("--jobs", "-j", type=int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--jobs", "-j", type=_jobs, default=1, help="parallel worker processes (default 1; -1 = all cores)")
     _add_batching(p)
-    p.add_argument("--rounds", type=int, default=None, help="override the number of rounds (quick looks)")
+    p.add_argument("--rounds", type=_positive_int, default=None, help="override the number of rounds (quick looks)")
     p.add_argument("--results", default="results", help="directory of the CSV (default results/)")
     p.add_argument("--figures", default="figures", help="directory of the figure (default figures/)")
     p.add_argument("--force", action="store_true", help="rerun runs that are already stored")
@@ -547,7 +604,7 @@ def _add_common(p, *, store=True):
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="byzsim", formatter_class=_Formatter,
         description="Byzantine-robust federated learning simulator: run, sweep, plot.",
         epilog=textwrap.dedent("""\
@@ -559,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
             run `byzsim COMMAND --help` for each command's options"""),
     )
     ap.add_argument("--version", action="version", version=f"byzsim {__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     p = sub.add_parser("run", help="run one config (stored; cached unless --force)", epilog=EXAMPLES["run"],
@@ -575,11 +632,11 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=_Formatter,
                        description="Expand configs and overrides into a grid and run what is not stored yet.")
     p.add_argument("inputs", nargs="*", metavar="CONFIG.toml | key=value", help=_CONFIG_HELP)
-    p.add_argument("--jobs", "-j", type=int, default=1,
+    p.add_argument("--jobs", "-j", type=_jobs, default=1,
                    help="local worker processes (default 1; -1 = all cores); with --scheduler: tasks in flight")
     p.add_argument("--scheduler", default=None, metavar="ADDR",
                    help="run on a Dask cluster (tcp://host:port; needs byzsim[dask])")
-    p.add_argument("--scheduler-timeout", type=float, default=10.0, metavar="S",
+    p.add_argument("--scheduler-timeout", type=_positive_float, default=10.0, metavar="S",
                    help="seconds to wait for the scheduler and its workers (default 10)")
     p.add_argument("--name", default=None, help="sweep name in the store (default: <config stem>-<hash>)")
     p.add_argument("--force", action="store_true", help="rerun runs that are already stored")
@@ -637,6 +694,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugin(p)
     p.set_defaults(func=cmd_list)
 
+    p = sub.add_parser("store", help="check the result store (sha256 of every run's files)",
+                       epilog=EXAMPLES["store"], formatter_class=_Formatter,
+                       description="Check every finished run of the result store.")
+    p.add_argument("action", choices=["verify"], help="verify: check every stored run")
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="result store directory (default $BYZSIM_STORE or results/store)")
+    p.add_argument("--quarantine", action="store_true", help="move the bad runs to quarantine/ now")
+    p.set_defaults(func=cmd_store)
+
     p = sub.add_parser("bench", help="run the benchmarks (source checkout)", epilog=EXAMPLES["bench"],
                        formatter_class=_Formatter, description="Run benchmarks/run.py or benchmarks/sweep_bench.py.")
     p.add_argument("--sweep", action="store_true", help="the sweep benchmark (speed-up, overheads)")
@@ -659,6 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .runs import StoreError, SweepError, SweepInterrupted
+    from .runs.store import StoreWriteError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["diagnose"]:  # its own parser (options after the command included)
@@ -666,7 +733,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return diagnose_main(argv[1:])
     ap = build_parser()
-    a = ap.parse_args(argv)
+    try:
+        a = ap.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error (one line, status 2)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     try:
         if hasattr(a, "plugin"):  # before any config is validated
             from .plugins import load_plugins
@@ -692,9 +762,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if e.report is not None:
             print(f"byzsim: {e.report.ran} runs finished and stored before the error", file=sys.stderr)
         return EXIT_EXECUTOR
+    except StoreWriteError as e:
+        _err(str(e))
+        return EXIT_WRITE
     except (ValueError, FileNotFoundError, StoreError) as e:
         _err(str(e))
         return EXIT_USAGE
+    except OSError as e:  # an output file (CSV, figure) could not be written
+        _err(f"cannot write {e.filename or 'a file'}: {e.strerror or e}")
+        return EXIT_WRITE
 
 
 if __name__ == "__main__":

@@ -52,13 +52,16 @@ __all__ = [
     "KEY_NEUTRAL_DEFAULTS",
     "FAMILIES",
     "FIELDS",
+    "KEY_NEUTRAL_DEFAULTS",
     "METHODS",
     "PRESET_FIELDS",
     "SAGA_TABLES",
     "Config",
     "TheoryWarning",
     "check_component_params",
+    "check_memory",
     "component_parameters",
+    "estimate_bytes",
     "load_toml",
     "make_config",
     "validate",
@@ -167,9 +170,10 @@ class Config:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
-#: Fields added after stored results existed, with the value that means "as before":
-#: the store key (:func:`byzsim.runs.store.canonical_config`) leaves a field out while
-#: it holds this value, so the keys of existing configs do not change.
+#: Config fields added after store format 1, with the value that does what the code did
+#: before the field existed.  The store key leaves a field out while it holds this
+#: neutral value (:func:`byzsim.runs.store.canonical_config`), so adding a field never
+#: changes the key of an existing run.  Add a new field here.
 KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {"momentum": 0.0, "local_steps": 1, "lr_schedule": "constant",
                                         "lr_schedule_params": {}}
 
@@ -429,15 +433,144 @@ def component_parameters(obj: Any) -> dict[str, Any]:
 
 
 def check_component_params(cfg: Config) -> None:
-    """Check the names in the ``*_params`` tables against the components' signatures
-    before any run starts (``make_config`` checks the component names); one checker,
-    :meth:`byzsim.registry.Registry.check`."""
+    """Check the ``*_params`` tables before any run starts (``make_config`` checks the
+    component names): names, types and declared ranges of the values and each
+    component's own check (one checker, :meth:`byzsim.registry.Registry.check`), then the
+    rules across fields: an explicit ``f`` against the rule's ``max_f`` of the rows it
+    receives, the dataset's shape (known without loading it) against the partition,
+    ``batch_size`` against the smallest client's data, and the model's parameters."""
     regs = _registries()
-    regs["attack"].check(cfg.attack, cfg.attack_params, field="attack_params")
+    regs["attack"].check(cfg.attack, cfg.attack_params, field="attack_params", context=cfg)
     if cfg.aggregator is not None:
-        regs["aggregator"].check(cfg.aggregator, cfg.aggregator_params, field="aggregator_params", filled=("f",))
+        regs["aggregator"].check(cfg.aggregator, cfg.aggregator_params, field="aggregator_params",
+                                 filled=("f",), context=cfg)
     for k in ("dataset", "partition", "model"):
-        regs[k].check(getattr(cfg, k), getattr(cfg, f"{k}_params"), field=f"{k}_params")
+        regs[k].check(getattr(cfg, k), getattr(cfg, f"{k}_params"), field=f"{k}_params", context=cfg)
+    if cfg.family == "gradient":
+        _check_f(cfg)
+    _check_shapes(cfg)
+
+
+def _check_f(cfg: Config) -> None:
+    """An explicit ``f`` of a rule (pre-aggregator or aggregator) must be an integer in
+    ``[0, max_f(n)]`` for the ``n`` rows that reach it (``n_clients`` passed through the
+    pre-aggregators' declared ``chain``: resampling keeps n rows, bucketing leaves
+    ⌈n/s⌉)."""
+    from .preaggregators import PREAGGREGATORS
+
+    specs = list(cfg.preaggregators)
+    if cfg.resample > 1 and specs:
+        specs.insert(0, {"name": "resample", "s": cfg.resample})
+    n, f = cfg.n_clients, cfg.n_byzantine
+    steps = []
+    for i, spec in enumerate(specs):
+        params = {k: v for k, v in spec.items() if k != "name"}
+        entry = PREAGGREGATORS.entry(spec["name"])
+        steps.append((f"preaggregators[{i}].f", entry, params, n))
+        n, f = entry.meta["chain"](n, f, params)
+    agg = _registries()["aggregator"].entry(cfg.aggregator)
+    steps.append(("aggregator_params.f", agg, dict(cfg.aggregator_params), n))
+    for where, entry, params, rows in steps:
+        if params.get("f") is None or entry.meta.get("max_f") is None:
+            continue
+        cap = entry.meta["max_f"](rows)
+        if not (_is_int(params["f"]) and 0 <= params["f"] <= cap):
+            raise ValueError(f"invalid config field {where!r} = {params['f']!r}: expected an integer in "
+                             f"[0, {cap}] ({entry.name} tolerates at most {cap} Byzantine of the {rows} "
+                             f"rows it receives)")
+
+
+def _shapes(cfg: Config) -> tuple[tuple[int, int, int, int], Any] | None:
+    """``((n_train, n_test, n_features, n_classes), model)`` from the dataset's declared
+    size and the model built without data, or ``None`` when the dataset declares none."""
+    from .models import make_model
+
+    size_of = _registries()["dataset"].entry(cfg.dataset).meta.get("size")
+    if size_of is None:
+        return None
+    size = tuple(int(v) for v in size_of(dict(cfg.dataset_params)))
+    try:
+        model = make_model(cfg.model, size[2], size[3], **cfg.model_params)
+    except (ValueError, TypeError) as e:
+        raise _fail("model_params", dict(cfg.model_params), str(e)) from None
+    return size, model
+
+
+def _check_shapes(cfg: Config) -> None:
+    """The partition's smallest client (when it follows from the dataset's size) must
+    hold at least ``batch_size`` samples."""
+    from .registry import ParameterValueError
+
+    shapes = _shapes(cfg)
+    if shapes is None:
+        return
+    (n_train, *_), _ = shapes
+    entry = _registries()["partition"].entry(cfg.partition)
+    smallest_of = entry.meta.get("smallest_client")
+    if smallest_of is None:
+        return
+    try:
+        J = smallest_of(dict(cfg.partition_params), n_train, cfg.n_clients, cfg.n_byzantine)
+    except ParameterValueError as e:
+        raise e.at("partition", entry.name, "partition_params") from None
+    if J is not None and cfg.batch_size > J:
+        raise _fail("batch_size", cfg.batch_size,
+                    f"expected at most the {J} samples of the smallest client ({cfg.dataset}: "
+                    f"{n_train} training samples, partition {cfg.partition!r} over {cfg.n_clients} clients)")
+
+
+def estimate_bytes(cfg: Config) -> int | None:
+    """A lower bound of the memory one run needs, in bytes, or ``None`` when the
+    dataset declares no size: the dataset as loaded (float64, train and test), its
+    partitioned copy in ``cfg.dtype``, about four ``(n, d)`` arrays of client
+    messages, models and gradients, and a dense SAGA table ``(n, J, d)`` when the run
+    keeps one (``saga_table = "dense"``, or a model without gradient factors)."""
+    shapes = _shapes(cfg)
+    if shapes is None:
+        return None
+    (n_train, n_test, p, _), model = shapes
+    item = 4 if cfg.dtype == "float32" else 8
+    d, n = int(model.dim), cfg.n_clients
+    total = 8 * (n_train + n_test) * p + item * n_train * p + item * 4 * n * d
+    if cfg.estimator == "saga" and (cfg.saga_table == "dense" or not hasattr(model, "sample_factors")):
+        total += item * n_train * d  # one gradient per sample: n·J ≈ N rows of d
+    return int(total)
+
+
+def available_bytes() -> int | None:
+    """The memory available to a new run: ``MemAvailable`` of /proc/meminfo, else the
+    physical memory; ``None`` when neither is known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(cfg: Config, available: int | None = None) -> None:
+    """Refuse a run whose memory (:func:`estimate_bytes`, a lower bound) exceeds the
+    memory available (:func:`available_bytes` unless given)."""
+    need = estimate_bytes(cfg)
+    have = available_bytes() if available is None else available
+    if need is None or have is None or need <= have:
+        return
+    big = "model_params" if cfg.model_params else "dataset_params" if cfg.dataset_params else "n_clients"
+    value = getattr(cfg, big)
+    raise _fail(big, dict(value) if isinstance(value, Mapping) else value,
+                f"the run needs at least {_size(need)} of memory ({cfg.model} on {cfg.dataset}, "
+                f"{cfg.n_clients} clients), {_size(have)} are available")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

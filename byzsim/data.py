@@ -36,13 +36,14 @@ import functools
 import gzip
 import hashlib
 import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .registry import Registry, bind_parameters
+from .registry import Meta, Range, Registry, bind_parameters, optional_callable
 
 __all__ = [
     "Dataset",
@@ -129,7 +130,10 @@ class Dataset:
         return s + (f", note={self.note!r})" if self.note else ")")
 
 
-DATASETS: Registry = Registry("dataset")
+DATASETS: Registry = Registry("dataset", schema={
+    "size": Meta("params -> (n_train, n_test, n_features, n_classes), known without loading "
+                 "the data (memory and batch checks before a run)", default=None, check=optional_callable),
+})
 
 
 class DataError(ValueError):
@@ -316,7 +320,7 @@ def _mnist_arrays(key: tuple) -> tuple[np.ndarray, ...]:
     return out
 
 
-@DATASETS.register("mnist")
+@DATASETS.register("mnist", size=lambda params: (60000, 10000, 784, 10))
 def load_mnist(*, data_dir: str | os.PathLike | None = None) -> Dataset:
     """MNIST from the four IDX ``.gz`` files in ``<data_dir>/mnist/``.
 
@@ -333,7 +337,13 @@ def load_mnist(*, data_dir: str | os.PathLike | None = None) -> Dataset:
 # --------------------------------------------------------------------------- digits
 
 
-@DATASETS.register("digits")
+def _digits_size(params) -> tuple[int, int, int, int]:
+    n_test = math.ceil(1797 * float(params.get("test_fraction", 0.25)))  # train_test_split's rounding
+    return 1797 - n_test, n_test, 64, 10
+
+
+@DATASETS.register("digits", size=_digits_size, ranges={
+    "test_fraction": Range(0, 1, lo_open=True, hi_open=True), "seed": Range(lo=0, integer=True)})
 def load_digits(*, test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     """scikit-learn's embedded 8x8 digits (1,797 images, 10 classes), pixels / 16.
 
@@ -362,7 +372,11 @@ def load_digits(*, test_fraction: float = 0.25, seed: int = 0) -> Dataset:
 # --------------------------------------------------------------------------- synthetic
 
 
-@DATASETS.register("synthetic")
+@DATASETS.register("synthetic", ranges={
+    "n_samples": Range(lo=1, integer=True), "n_features": Range(lo=1, integer=True),
+    "n_classes": Range(lo=2, integer=True), "n_test": Range(lo=1, integer=True),
+    "separation": Range(lo=0), "seed": Range(lo=0, integer=True)},
+    size=lambda p: (p.get("n_samples", 2000), p.get("n_test", 500), p.get("n_features", 20), p.get("n_classes", 4)))
 def make_synthetic(
     *,
     n_samples: int = 2000,
@@ -491,7 +505,9 @@ def _standardize(Xtr: np.ndarray, Xte: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return (Xtr - mu) / sd, (Xte - mu) / sd
 
 
-@DATASETS.register("covtype")
+@DATASETS.register("covtype", size=lambda params: (
+    _COVTYPE_N_TRAIN, _COVTYPE_FULL_ROWS - _COVTYPE_N_ROWS if params.get("test_set") == "full"
+    else _COVTYPE_N_ROWS - _COVTYPE_N_TRAIN, 54, 7))
 def load_covtype(
     *, data_dir: str | os.PathLike | None = None, test_set: str = "auto"
 ) -> Dataset:

@@ -80,7 +80,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .registry import Registry, bind_parameters
+from .registry import Meta, ParameterValueError, Range, Registry, bind_parameters, optional_callable
 
 __all__ = [
     "PARTITIONS", "PAD_LABEL", "Assignment", "ClientData", "partition", "partition_clients",
@@ -88,7 +88,33 @@ __all__ = [
     "draw_byzantine",
 ]
 
-PARTITIONS: Registry = Registry("partition")
+PARTITIONS: Registry = Registry("partition", schema={
+    "smallest_client": Meta("(params, N, n_clients, n_byzantine) -> the fewest samples a client holds, "
+                            "or None when that depends on the labels (checked before a run)",
+                            default=None, check=optional_callable),
+})
+
+
+def _equal_share(per: str):
+    """``smallest_client`` of a partition of ``N // m`` samples per client (or the
+    ``samples_per_client`` set, which must not exceed it); ``m`` is every client
+    (``per="all"``) or the regular ones (``per="regular"``)."""
+    def smallest(params, N: int, n_clients: int, n_byzantine: int) -> int:
+        m = n_clients - (n_byzantine if per == "regular" else 0)
+        share = N // max(m, 1)
+        spc = params.get("samples_per_client")
+        if spc is not None and spc > share:
+            raise ParameterValueError("samples_per_client", spc,
+                                      f"expected at most N // clients = {N} // {m} = {share}")
+        return share if spc is None else spc
+    return smallest
+
+
+def _min_size(params, N: int, n_clients: int, n_byzantine: int) -> int:
+    m = params.get("min_size", 10)
+    if n_clients * m > N:
+        raise ParameterValueError("min_size", m, f"expected at most N // n_clients = {N} // {n_clients}")
+    return m
 
 PAD_LABEL = -1
 """The label of a padding row: never a class, so a padding row that reaches a loss or a
@@ -455,7 +481,10 @@ _RAGGED = _sizes(lambda params: False)
 # --------------------------------------------------------------------------- partitions
 
 
-@PARTITIONS.register("iid")
+_SPC = {"samples_per_client": Range(lo=1, integer=True, optional=True)}
+
+
+@PARTITIONS.register("iid", smallest_client=_equal_share("all"), ranges=_SPC)
 @_ALWAYS_EQUAL
 def iid(y, n_clients, byzantine, rng, *, samples_per_client: int | None = None) -> Assignment:
     """Uniform iid split over **all** ``n`` clients (Byzantine clients hold data too).
@@ -481,7 +510,7 @@ def _check_multiple_of_C(n_clients: int, classes: np.ndarray) -> int:
     return n_clients // C
 
 
-@PARTITIONS.register("by_class")
+@PARTITIONS.register("by_class", ranges=_SPC)
 @_sizes(lambda params: bool(params.get("truncate", True)))
 def by_class(y, n_clients, byzantine, rng, *, samples_per_client: int | None = None,
              truncate: bool = True) -> Assignment:
@@ -591,7 +620,8 @@ def _repair_columns(K: np.ndarray, M: np.ndarray, avail: np.ndarray) -> np.ndarr
 
 
 
-@PARTITIONS.register("unbalanced")
+@PARTITIONS.register("unbalanced", smallest_client=_equal_share("regular"),
+                     ranges={"concentration": Range(lo=0, lo_open=True), **_SPC})
 @_ALWAYS_EQUAL
 def unbalanced(y, n_clients, byzantine, rng, *, concentration: float = 1.0,
                samples_per_client: int | None = None) -> Assignment:
@@ -715,7 +745,12 @@ def _check_dirichlet_params(name, y, n_clients, byzantine, rng, beta, min_size, 
     return beta, min_size, max_redraws
 
 
-@PARTITIONS.register("dirichlet")
+_DIRICHLET = {"beta": Range(lo=0, lo_open=True), "min_size": Range(lo=1, integer=True),
+              "max_redraws": Range(lo=1, integer=True)}
+
+
+@PARTITIONS.register("dirichlet", smallest_client=_min_size,
+                     ranges=_DIRICHLET)
 @_RAGGED
 def dirichlet(y, n_clients, byzantine, rng, *, beta: float = 0.5, min_size: int = 10,
               max_redraws: int = 1000) -> Assignment:
@@ -753,7 +788,8 @@ def dirichlet(y, n_clients, byzantine, rng, *, beta: float = 0.5, min_size: int 
     return _from_owners(samples, owners, n_clients, rng)
 
 
-@PARTITIONS.register("quantity_skew")
+@PARTITIONS.register("quantity_skew", smallest_client=_min_size,
+                     ranges=_DIRICHLET)
 @_RAGGED
 def quantity_skew(y, n_clients, byzantine, rng, *, beta: float = 0.5, min_size: int = 10,
                   max_redraws: int = 1000) -> Assignment:

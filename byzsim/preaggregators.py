@@ -60,7 +60,7 @@ from .aggregators import AGGREGATORS, get_aggregator
 from .aggregators._base import _check_int, _flatten, _majority_max_f, _prepare, _resolve_f, _vecdot
 from .aggregators._gram import _dists, _robust_gram
 from .aggregators._order import _masked_median_1d
-from .registry import STATEFUL, Meta, Registry, keyword_parameters, optional_callable
+from .registry import STATEFUL, Meta, Range, Registry, keyword_parameters, optional_callable
 from .pipeline import Pipeline
 from .resampling import resample as _resample
 from .resampling import resample_indices, resampled
@@ -197,7 +197,7 @@ def _bucketing_chain(n: int, f: int, params: Mapping) -> tuple[int, int]:
     return nb, min(f, nb)
 
 
-@PREAGGREGATORS.register("bucketing", chain=_bucketing_chain)
+@PREAGGREGATORS.register("bucketing", chain=_bucketing_chain, ranges={"s": Range(lo=1, integer=True)})
 def bucketing(z: Any, mask: Any, rng: np.random.Generator, *, s: int = 2) -> tuple:
     """Bucketing (Karimireddy, He & Jaggi, 2022): shuffle the participating rows and
     average consecutive groups of ``s``.
@@ -332,7 +332,8 @@ def _clip_rows(z2: np.ndarray, thr: np.ndarray, nrm: np.ndarray | None = None) -
         return z2 * scale[:, :, None]
 
 
-@PREAGGREGATORS.register("clipping", "static_clipping", chain=_identity_chain)
+@PREAGGREGATORS.register("clipping", "static_clipping", chain=_identity_chain,
+                         ranges={"c": Range(lo=0, lo_open=True)})
 def clipping(z: Any, mask: Any, rng: Any, *, c: float = 2.0) -> tuple:
     """Static clipping: scale every row to Euclidean norm at most ``c``.
 
@@ -419,7 +420,8 @@ def _resample_chain(n: int, f: int, params: Mapping) -> tuple[int, int]:
     return n, int(params.get("s", 2)) * f
 
 
-@PREAGGREGATORS.register("resample", "resampling", chain=_resample_chain)
+@PREAGGREGATORS.register("resample", "resampling", chain=_resample_chain,
+                         ranges={"s": Range(lo=1, integer=True)})
 def resample(z: Any, mask: Any, rng: np.random.Generator, *, s: int = 2) -> tuple:
     """Paper B's s-replacement resampling (:mod:`byzsim.resampling`) as a pre-aggregator.
 

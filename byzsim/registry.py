@@ -9,7 +9,11 @@ largest ``f`` an aggregator tolerates), checked then against the registry's sche
 :class:`UnknownNameError` that names the bad value, the valid choices, and the closest
 match, before any work is done.
 
-Parameters of a component are checked in one place, :func:`check_parameters`.
+Parameters of a component are checked in one place, :func:`check_parameters` (names),
+and :func:`check_values` (values): the type a parameter's default implies, the
+:class:`Range` a component declares for it (``register(name, ranges={"std":
+Range(lo=0)})``), and the component's own ``check(params, context)`` for rules across
+fields (``register(name, check=fn)``); both keywords exist in every registry.
 
 >>> r = Registry("colour", schema={"warm": Meta("a warm colour", default=False, check=bool_)})
 >>> @r.register("dark-red", warm=True)
@@ -26,6 +30,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import math
 import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
@@ -33,6 +38,8 @@ from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
 __all__ = [
     "Entry",
     "Meta",
+    "ParameterValueError",
+    "Range",
     "REQUIRED",
     "Registry",
     "STATEFUL",
@@ -41,6 +48,7 @@ __all__ = [
     "bool_",
     "callable_",
     "check_parameters",
+    "check_values",
     "keyword_parameters",
     "normalize_name",
     "optional_callable",
@@ -121,6 +129,8 @@ class Entry(Generic[T]):
     obj: T
     meta: Mapping[str, Any] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
+    ranges: Mapping[str, "Range"] = field(default_factory=dict)  # parameter -> valid values
+    check: Callable[[Mapping[str, Any], Any], None] | None = None  # (params, context) -> None
 
 
 def normalize_name(name: str) -> str:
@@ -162,12 +172,25 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
 
     # ---------------------------------------------------------------- registration
-    def register(self, name: str, *aliases: str, **meta: Any) -> Callable[[T], T]:
+    def register(self, name: str, *aliases: str, ranges: Mapping[str, "Range"] | None = None,
+                 check: Callable[[Mapping[str, Any], Any], None] | None = None,
+                 **meta: Any) -> Callable[[T], T]:
         """Decorator registering a component as ``name`` (and ``aliases``) with its
-        declared metadata ``meta`` (checked against the schema at registration)."""
+        declared metadata ``meta`` (checked against the schema at registration), the
+        valid values of its parameters (``ranges``: name -> :class:`Range`) and its
+        own check across fields (``check(params, context)``, raising
+        :class:`ParameterValueError`; ``context`` is the run's config)."""
+        ranges = dict(ranges or {})
+        bad = [k for k, r in ranges.items() if not isinstance(r, Range)]
+        if bad or not (check is None or callable(check)):
+            raise ValueError(f"{self.kind} {name!r}: ranges must map parameters to Range, check be callable")
 
         def deco(obj: T) -> T:
-            entry = Entry(name, obj, self._check_meta(name, obj, meta), tuple(aliases))
+            unknown = sorted(set(ranges) - set(parameters_of(obj, meta.get("per_call", ())))) if ranges else []
+            if unknown:
+                raise ValueError(f"{self.kind} {name!r}: ranges for unknown parameter(s) {unknown}")
+            entry = Entry(name, obj, self._check_meta(name, obj, meta), tuple(aliases),
+                          types.MappingProxyType(ranges), check)
             keys = (name, *aliases)
             for key in keys:
                 other = self._spelled(key)
@@ -257,10 +280,19 @@ class Registry(Generic[T]):
         return parameters_of(e.obj, e.meta.get("per_call", ()))
 
     def check(self, name: str, params: Mapping[str, Any], *, field: str | None = None,
-              filled: Iterable[str] = ()) -> None:
-        """:func:`check_parameters` for the component ``name``."""
-        check_parameters(self.kind, self.canonical(name), self.parameters(name), params,
-                         field=field, filled=filled)
+              filled: Iterable[str] = (), context: Any = None) -> None:
+        """:func:`check_parameters` and :func:`check_values` for the component ``name``;
+        with a ``context`` (the run's config) also the component's own ``check``."""
+        key = self.canonical(name)
+        accepted = self.parameters(name)
+        check_parameters(self.kind, key, accepted, params, field=field, filled=filled)
+        e = self.entry(name)
+        check_values(self.kind, key, accepted, params, e.ranges, field=field)
+        if e.check is not None and context is not None:
+            try:
+                e.check(params, context)
+            except ParameterValueError as err:
+                raise err.at(self.kind, key, field) from None
 
     def bind(self, name: str, params: Mapping[str, Any]) -> Callable:
         """``functools.partial(component, **params)`` after :meth:`check`."""
@@ -369,6 +401,104 @@ def check_parameters(kind: str, name: str, accepted: Mapping[str, Any], params: 
     if missing:
         eg = f" (e.g. {field}.{missing[0]}=…)" if field else ""
         raise ValueError(f"{where}{kind} {name!r} needs parameter(s): {', '.join(missing)}{eg}")
+
+
+class ParameterValueError(ValueError):
+    """A parameter value outside its valid range: ``param``, ``value``, ``valid`` (what
+    is expected).  :meth:`at` names the config field."""
+
+    def __init__(self, param: str, value: Any, valid: str):
+        super().__init__(f"parameter {param!r} = {value!r}: {valid}")
+        self.param, self.value, self.valid = param, value, valid
+
+    def at(self, kind: str, name: str, field: str | None) -> ValueError:
+        where = f"invalid config field '{field}.{self.param}'" if field else \
+            f"invalid parameter {self.param!r} of {kind} {name!r}"
+        return ValueError(f"{where} = {self.value!r}: {self.valid}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric parameter: an integer (``integer=True``) or a real
+    number in the interval from ``lo`` to ``hi`` (either end open with ``lo_open`` /
+    ``hi_open``; ``None`` = unbounded), finite unless ``finite=False``, or ``None``
+    when ``optional``.
+
+    >>> Range(lo=0, lo_open=True).problem(-1), Range(0, 1, integer=True).problem(1)
+    ('expected a finite number > 0', None)
+    """
+
+    lo: float | None = None
+    hi: float | None = None
+    integer: bool = False
+    lo_open: bool = False
+    hi_open: bool = False
+    optional: bool = False
+    finite: bool = True
+
+    def __str__(self) -> str:
+        what = "an integer" if self.integer else ("a finite number" if self.finite else "a number")
+        lo_s = ("> " if self.lo_open else ">= ") + f"{self.lo:g}" if self.lo is not None else ""
+        hi_s = ("< " if self.hi_open else "<= ") + f"{self.hi:g}" if self.hi is not None else ""
+        if self.lo is not None and self.hi is not None:
+            rng = f" in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        else:
+            rng = f" {lo_s or hi_s}" if (lo_s or hi_s) else ""
+        return f"{what}{rng}" + (" or null" if self.optional else "")
+
+    def problem(self, v: Any) -> str | None:
+        """``None`` if ``v`` is valid, else ``"expected …"``."""
+        if v is None and self.optional:
+            return None
+        ok = _is_int(v) if self.integer else _is_real(v) and (not self.finite or math.isfinite(v))
+        if ok and self.lo is not None:
+            ok = v > self.lo if self.lo_open else v >= self.lo
+        if ok and self.hi is not None:
+            ok = v < self.hi if self.hi_open else v <= self.hi
+        return None if ok else f"expected {self}"
+
+
+def _default_type_problem(default: Any, v: Any) -> str | None:
+    """What the type of a parameter's default implies about a value (``None`` = fine):
+    a bool default wants a bool, an int default an integer, a float default a number, a
+    string default a string.  ``None``, tuple and required defaults imply nothing."""
+    if isinstance(default, bool):
+        return None if isinstance(v, bool) else "expected true or false"
+    if _is_int(default):
+        return None if _is_int(v) else "expected an integer"
+    if isinstance(default, float):
+        return None if _is_real(v) else "expected a number"
+    if isinstance(default, str):
+        return None if isinstance(v, str) else "expected a string"
+    return None
+
+
+def check_values(kind: str, name: str, accepted: Mapping[str, Any], params: Mapping[str, Any],
+                 ranges: Mapping[str, Range] = types.MappingProxyType({}), *,
+                 field: str | None = None) -> None:
+    """Raise ``ValueError`` naming the field, the value and what is valid when a value
+    in ``params`` has the wrong type for its parameter's default or is outside the
+    parameter's declared :class:`Range`.
+
+    >>> check_values("attack", "gaussian", {"std": 1.0}, {"std": -1}, {"std": Range(lo=0)},
+    ...              field="attack_params")
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid config field 'attack_params.std' = -1: expected a finite number >= 0
+    """
+    for k, v in params.items():
+        r = ranges.get(k)
+        problem = r.problem(v) if r is not None else _default_type_problem(accepted.get(k), v)
+        if problem:
+            raise ParameterValueError(k, v, problem).at(kind, name, field)
 
 
 def bind_parameters(kind: str, name: str, fn: Callable, params: Mapping[str, Any],

@@ -105,11 +105,11 @@ def test_spec_errors_name_the_place(spec_file):
 def test_diverged_and_failed_runs_in_a_figure(tmp_path):
     spec = SPEC.replace('[[lines]]\nlabel = "Gm"\nmethod = "byrd-sgd"',
                         '[[lines]]\nlabel = "SGD lr=1"\nmethod = "sgd"\nlr = 1.0\n'
-                        '[[lines]]\nlabel = "too big"\nmethod = "sgd"\nbatch_size = 100000')
+                        '[[lines]]\nlabel = "too big"\nmethod = "sgd"\npartition = "by_class"')
     spec = spec.replace('attack = "same_value"', 'attack = "same_value"\nattack_params = { c = 1e308 }')
     p = tmp_path / "div.toml"
     p.write_text(spec)
-    assert main([str(p), *_dirs(tmp_path)]) == 1  # the batch_size line fails; the rest is drawn
+    assert main([str(p), *_dirs(tmp_path)]) == 1  # the by_class line fails (6 clients, 4 classes); the rest is drawn
     with open(tmp_path / "res/tiny.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     div = [r for r in rows if r["diverged"] == "1"]

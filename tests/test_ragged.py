@@ -355,7 +355,7 @@ def test_partition_plot_main_bad_input(tmp_path, capsys):
     rc = main(["dataset=digits", "partition=dirichlet", "partition_params.beta=0",
                "--out", str(tmp_path / "x.png")])
     assert rc == 2
-    assert "dirichlet: beta must be a finite number > 0" in capsys.readouterr().err
+    assert "'partition_params.beta' = 0: expected a finite number > 0" in capsys.readouterr().err  # checked with the config
     assert not (tmp_path / "x.png").exists()
     rc = main(["dataset=digits", "seed=0,1", "--out", str(tmp_path / "x.png")])
     assert rc == 2 and "2 different data setups" in capsys.readouterr().err

@@ -139,12 +139,12 @@ def test_failed_write_leaves_previous_result_and_no_partial(tmp_path, monkeypatc
         real(path, data)
 
     monkeypatch.setattr(st, "_write_file", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(st.StoreWriteError, match="disk full"):
         s.put(c, cols(1), force=True)
     assert s.get(config_key(c)).metrics_text() == before
     assert [p.name for p in s.runs_dir.iterdir()] == [config_key(c)]
     c2 = cfg(seed=3)
-    with pytest.raises(OSError):
+    with pytest.raises(st.StoreWriteError, match="disk full"):
         s.put(c2, cols(1))
     assert not s.has(config_key(c2)) and not s.run_dir(config_key(c2)).exists()
 

@@ -12,7 +12,10 @@ parallel:
   Dask backend (optional extra ``byzsim[dask]``).
 
 Only the calling process writes to the store (workers return the metrics), so the
-store needs no locking and the cluster's workers need no access to it.  The metrics
+cluster's workers need no access to it.  Sweeps sharing a store share the work: a run
+is claimed (:meth:`~byzsim.runs.store.Store.claim`) before it is simulated, and a run
+another live sweep has claimed is waited for, not simulated again.  Local worker
+processes exit as soon as the sweep's process is gone (:func:`_exit_with_parent`).  The metrics
 of a run do not depend on where or next to what it ran: one ``np.random.Generator``
 per run, derived from its seed, and one BLAS thread.
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -133,6 +137,33 @@ class SweepReport:
         return s
 
 
+_WATCHED_PARENT: int | None = None
+#: seconds between two checks of a worker that its sweep still runs
+PARENT_POLL = 0.5
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a local worker process: exit at once when ``parent`` (the process running the
+    sweep) is gone, even in the middle of a run.  A daemon thread compares
+    ``os.getppid()`` with ``parent`` every :data:`PARENT_POLL` seconds (an orphan is
+    adopted by init or a subreaper, so its parent pid changes).  The initializer of the
+    loky workers, so an idle worker watches too, and a worker whose sweep died while it
+    was starting exits at once."""
+    global _WATCHED_PARENT
+    if _WATCHED_PARENT == parent:
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+    _WATCHED_PARENT = parent
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="byzsim-parent-watch", daemon=True).start()
+
+
 def _simulate(index: int, cfg: Config, callback: Callable | None = None,
               plugins: Sequence[tuple] = ()) -> tuple[int, dict]:
     """Worker task: load the run's plugins (``Plugin.task()`` tuples; once per process),
@@ -187,18 +218,6 @@ SMALL_REPLICA_BYTES = 64 << 20
 MEMORY_SHARE = 0.5
 
 
-def available_memory() -> int | None:
-    """MemAvailable of /proc/meminfo in bytes (None where unknown)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def plan(todo: Sequence[RunEntry], *, jobs: int = 1, replicas: int | None = None,
          memory_bytes: int | None = None) -> list[list[int]]:
     """Indices of ``todo`` cut into replica batches (:func:`byzsim.simulate.plan_batches`).
@@ -209,6 +228,7 @@ def plan(todo: Sequence[RunEntry], *, jobs: int = 1, replicas: int | None = None
     :data:`MEMORY_SHARE` of the available memory over ``jobs``).  Batches are then split
     until there are at least as many as worker processes (so no worker idles while a
     batch could be shared)."""
+    from ..config import available_bytes
     from ..simulate import group_replicas, plan_batches, replica_bytes
 
     if replicas is not None and (isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1):
@@ -219,7 +239,7 @@ def plan(todo: Sequence[RunEntry], *, jobs: int = 1, replicas: int | None = None
     if not cfgs:
         return []
     if memory_bytes is None:
-        avail = available_memory()
+        avail = available_bytes()
         memory_bytes = None if avail is None else max(1, int(avail * MEMORY_SHARE / max(jobs, 1)))
     batches = []
     for group in group_replicas(cfgs):
@@ -305,13 +325,18 @@ def execute(
     ``report`` says what was finished (and is in the store).  A run that raises does
     not stop the sweep: it is in ``report.failures``.
 
+    Each run is claimed in the store before it is simulated; a run claimed by another
+    live sweep is waited for (its outcome is that sweep's: stored or failed) and taken
+    over if that sweep dies first.  Claims are released as runs finish.
+
     Runs of equal structure go as replica batches (:func:`plan`; ``replicas`` runs per
     batch, ``memory_bytes`` per batch); the store stays one directory per run and every
     run's metrics are those of the run made alone.
     """
-    if jobs == 0 or not isinstance(jobs, int):
-        raise ValueError(f"jobs must be a non-zero integer (-1 = all cores), got {jobs!r}")
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or not (jobs >= 1 or jobs == -1):
+        raise ValueError(f"jobs must be an integer >= 1, or -1 for all cores, got {jobs!r}")
     t0 = time.perf_counter()
+    since = _now()
     report = SweepReport(total=len(entries))
     todo: list[RunEntry] = []
     from .. import __version__
@@ -327,8 +352,12 @@ def execute(
     prog = progress or Progress(enabled=False)
     prog.start(len(entries), len(entries) - len(todo), sum(e.config.rounds for e in todo))
 
+    claimed: set[str] = set()
+    mine: list[RunEntry] = []  # the runs this sweep may simulate in this pass
+    others: list[RunEntry] = []  # ... of which another live sweep holds the claim
+
     def handle(i: int, payload: dict) -> None:
-        e = todo[i]
+        e = mine[i]
         if payload["ok"]:
             store.put(e.config, payload["columns"], diverged=payload["diverged"],
                       diverged_round=payload["diverged_round"], seconds=payload["seconds"],
@@ -339,23 +368,56 @@ def execute(
             store.record_failure(e.config, payload["error"], payload.get("traceback", ""),
                                  plugins=[p.ref() for p in e.plugins])
             out = RunOutcome(e, "failed", error=payload["error"], seconds=payload.get("wall", 0.0))
+        store.release(e.key)
+        claimed.discard(e.key)
         report.outcomes.append(out)
         prog.finished(e.config.rounds if out.status == "ran" else 0, failed=out.status == "failed",
                       diverged=out.diverged)
         if on_outcome is not None:
             on_outcome(out)
 
-    batches = plan(todo, jobs=jobs if scheduler is None else 1, replicas=replicas, memory_bytes=memory_bytes)
+    def settled_elsewhere(e: RunEntry, status: str, error: str | None = None) -> None:
+        report.outcomes.append(RunOutcome(e, status, error=error))
+        prog.finished(0, failed=status == "failed")
+        if on_outcome is not None and status == "failed":
+            on_outcome(report.outcomes[-1])
+
+    def take(batch: Sequence[int]) -> list[int]:
+        """Claim the runs of a batch just before it starts (so concurrent sweeps split
+        the work batch by batch); the runs of the batch this sweep may simulate."""
+        got = []
+        for i in batch:
+            e = mine[i]
+            if not store.claim(e.key):
+                others.append(e)  # another live sweep is simulating it
+                continue
+            claimed.add(e.key)
+            if not force and store.has(e.key):  # stored by another sweep since we looked
+                store.release(e.key)
+                claimed.discard(e.key)
+                settled_elsewhere(e, "stored")
+                continue
+            got.append(i)
+        return got
+
     try:
-        if todo and jobs == 1 and scheduler is None:
-            for b in batches:
-                for i, payload in _simulate_batch(b, [todo[i].config for i in b],
-                                                  callback=prog.rounds if prog.enabled and len(b) == 1 else None,
-                                                  plugins=_batch_tasks(todo, b)):
-                    handle(i, payload)
-        elif todo:
-            _run_parallel(todo, batches, handle, jobs=jobs, scheduler=scheduler, timeout=scheduler_timeout,
-                          report=report)
+        pending = list(todo)
+        while pending:
+            mine[:], others[:] = pending, []
+            batches = plan(mine, jobs=jobs if scheduler is None else 1, replicas=replicas,
+                           memory_bytes=memory_bytes)
+            if jobs == 1 and scheduler is None:
+                for b in batches:
+                    b = take(b)
+                    if b:
+                        for i, payload in _simulate_batch(
+                                b, [mine[i].config for i in b], plugins=_batch_tasks(mine, b),
+                                callback=prog.rounds if prog.enabled and len(b) == 1 else None):
+                            handle(i, payload)
+            else:
+                _run_parallel(mine, batches, handle, take=take, jobs=jobs, scheduler=scheduler,
+                              timeout=scheduler_timeout, report=report)
+            pending = _wait_for_others(list(others), store, since, settled_elsewhere)
     except KeyboardInterrupt:
         _account_stored(report, todo, store)
         report.wall = time.perf_counter() - t0
@@ -366,9 +428,47 @@ def execute(
         err.report = report
         raise
     finally:
+        for key in claimed:
+            store.release(key)
         prog.close()
     report.wall = time.perf_counter() - t0
     return report
+
+
+def _now() -> str:
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+#: seconds between two looks at the runs another sweep is simulating
+WAIT_POLL = 0.5
+
+
+def _wait_for_others(others: Sequence[RunEntry], store: Store, since: str,
+                     settle: Callable[[RunEntry, str, str | None], None]) -> list[RunEntry]:
+    """Wait for the runs that other live sweeps have claimed.  A run they store is
+    ``settle``d as ``"stored"``; a run they record as failed (after ``since``) as
+    ``"failed"``.  Returns, as soon as there are any, the runs whose claim was released
+    without either (the other sweep died or was interrupted): this sweep claims them."""
+    left = list(others)
+    while left:
+        still, free = [], []
+        for e in left:
+            if store.has(e.key):
+                settle(e, "stored")
+            elif store.claim_owner(e.key) is not None:
+                still.append(e)
+            elif (f := store.failure(e.key)) is not None and str(f.get("failed_at", "")) >= since:
+                settle(e, "failed", f"(in another sweep) {f.get('error')}")
+            else:
+                free.append(e)
+        if free:
+            return free + still
+        left = still
+        if left:
+            time.sleep(WAIT_POLL)
+    return []
 
 
 def _account_stored(report: SweepReport, todo: Sequence[RunEntry], store: Store) -> None:
@@ -385,23 +485,30 @@ def _batch_tasks(todo: Sequence[RunEntry], batch: Sequence[int]) -> tuple:
     return tuple(dict.fromkeys(t for i in batch for t in _tasks(todo[i])))
 
 
-def _run_parallel(todo, batches, handle, *, jobs, scheduler, timeout, report) -> None:
+def _run_parallel(todo, batches, handle, *, take=list, jobs, scheduler, timeout, report) -> None:
+    """Run the ``batches`` (indices into ``todo``) on workers; ``take(batch)`` is called
+    as each is dispatched and gives the part of it to run (the runs this sweep claims)."""
     from joblib import Parallel, delayed, parallel_config
 
     tasks = (delayed(_simulate_batch)(b, [todo[i].config for i in b], plugins=_batch_tasks(todo, b))
-             for b in batches)
+             for b in map(take, batches) if b)
     client = None
     if scheduler is not None:
         client = _connect(scheduler, timeout)
         cfg = parallel_config(backend="dask", client=client, wait_for_workers_timeout=timeout,
                               n_jobs=jobs if jobs != 1 else -1)
     else:
-        cfg = parallel_config(backend="loky", n_jobs=jobs)
+        # every worker exits as soon as this process is gone (SIGKILL, out of memory)
+        cfg = parallel_config(backend="loky", n_jobs=jobs, initializer=_exit_with_parent,
+                              initargs=(os.getpid(),))
     try:
         with cfg, warnings.catch_warnings():
             # on Ctrl-C joblib warns that the tasks in flight were cancelled: we say so ourselves
             warnings.filterwarnings("ignore", message=".*tasks which were still being processed.*")
-            par = Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
+            # max_nbytes=None: no memory-mapped arguments (the tasks are configs), so no
+            # shared-memory folder that a killed sweep could leave behind
+            par = Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs",
+                           max_nbytes=None)
             for results in par(tasks):
                 for i, payload in results:
                     handle(i, payload)

@@ -29,7 +29,8 @@ figure spec (data, in ``experiments/``)::
     method = "asynrsa-vr"
 
 Every run's config is ``base | panel | line | {seed} | overrides``; all are validated
-before any simulation starts.
+(:func:`byzsim.config.make_config`, and :func:`byzsim.config.check_memory` against this
+machine's memory) before any simulation starts.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..config import Config, check_component_params, component_parameters, load_toml, make_config
+from ..config import Config, check_component_params, check_memory, component_parameters, load_toml, make_config
 from ..plugins import Plugin, used_plugins
 from ..simulate import METRICS
 from .store import canonical_config, config_key
@@ -178,13 +179,25 @@ def parse_override(text: str) -> Override:
 
 
 def parse_overrides(texts: Iterable[str | Override]) -> list[Override]:
-    """Parse overrides; a key given twice keeps the last one (like Hydra's command line)."""
+    """Parse overrides.  A key given twice (``lr=0.1 lr=0.2``) and a value listed twice
+    in one grid axis (``seed=0,0``) are errors: either would silently drop runs."""
     out: dict[tuple[str, ...], Override] = {}
     for t in texts:
         o = t if isinstance(t, Override) else parse_override(t)
-        out.pop(o.path, None)
+        if o.path in out and out[o.path] is not o:
+            raise OverrideError(f"override {o.key!r} given twice ({out[o.path].text or o.key} and "
+                                f"{o.text or o.key}); give it once (key=v1,v2 for several values)")
+        dup = [v for i, v in enumerate(o.values) if any(_same(v, w) for w in o.values[:i])]
+        if dup:
+            raise OverrideError(f"override {o.text or o.key!r}: value {dup[0]!r} listed twice in the grid "
+                                f"of {o.key!r} (each value is one run)")
         out[o.path] = o
     return list(out.values())
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal override values (``1`` and ``1.0`` are the same run; ``True`` is not ``1``)."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
 def set_path(d: dict, path: Sequence[str], value: Any) -> None:
@@ -241,8 +254,8 @@ class RunEntry:
 
 def _make(d: Mapping[str, Any], where: str = "") -> Config:
     try:
-        cfg = make_config(**d)
-        check_component_params(cfg)
+        cfg = make_config(**d)  # validates every field and component parameter
+        check_memory(cfg)  # a run that cannot fit in this machine's memory is bad input too
     except ValueError as e:
         raise ValueError(f"{where}{e}") from None
     return cfg

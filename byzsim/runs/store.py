@@ -5,8 +5,11 @@ Layout (``root`` defaults to ``results/store``)::
     root/STORE.json                   {"byzsim_store_format": 1}  (checked on open)
     root/runs/<key>/config.json       resolved config + provenance (version, numpy, timing, diverged)
     root/runs/<key>/metrics.csv       round,test_accuracy,train_loss,distance (floats as repr)
-    root/runs/<key>/COMPLETE          completion marker, written last
+    root/runs/<key>/COMPLETE          completion marker, written last: the key, then
+                                      "sha256 <hex> <file>" of metrics.csv and config.json
     root/failed/<key>.json            the last failure of a run (error + traceback); not a result
+    root/quarantine/<key>-<time>/     a run that failed its check, moved aside (never read)
+    root/claims/<key>                 a run being simulated by a live sweep: {pid, host, started}
     root/sweeps/<name>.json           manifest of a sweep: the keys of its runs (+ labels)
 
 ``key = sha256(canonical JSON of {"store_format": FORMAT_VERSION, "config": Config.to_dict()})``
@@ -23,6 +26,11 @@ Guarantees (see ``docs/reliability.md``):
 * Only successful runs are written with :meth:`Store.put`; a failed run is recorded in
   ``failed/`` and never replaces a stored result.
 * A store written by another format version is refused with :class:`StoreFormatError`.
+* Every read of a finished run checks it (:meth:`Store.problem`): the sha256 of
+  ``metrics.csv`` and ``config.json`` against those in ``COMPLETE`` (runs stored before
+  the checksums existed: both files must parse), the key in ``config.json``, and the
+  metrics table.  A run that fails is reported in one line and moved to
+  ``quarantine/``; it then counts as not run, so the next sweep simulates it again.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as _dt
+import errno
+import functools
 import hashlib
 import io
 import json
@@ -38,10 +48,12 @@ import os
 import platform
 import shutil
 import socket
+import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -53,6 +65,7 @@ __all__ = [
     "DEFAULT_STORE",
     "StoreError",
     "StoreFormatError",
+    "StoreWriteError",
     "Store",
     "StoredRun",
     "default_store_dir",
@@ -70,6 +83,7 @@ __all__ = [
 FORMAT_VERSION = 1
 DEFAULT_STORE = "results/store"
 _MARKER = "COMPLETE"
+_CHECKED = ("metrics.csv", "config.json")  # files whose sha256 COMPLETE records
 _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
 
@@ -80,6 +94,32 @@ class StoreError(RuntimeError):
 
 class StoreFormatError(StoreError):
     """The store was written by another store format version."""
+
+
+class StoreWriteError(StoreError):
+    """The store could not be written (full file system, read-only, permission): names
+    the store and the cause.  Whatever was stored before is intact."""
+
+    def __init__(self, root: Path, error: OSError):
+        cause = error.strerror or str(error)
+        code = errno.errorcode.get(error.errno, "") if error.errno else ""
+        where = f" ({error.filename})" if error.filename else ""
+        super().__init__(f"cannot write to the result store {root}: {cause}{' [' + code + ']' if code else ''}"
+                         f"{where}; the runs stored before are intact")
+        self.root, self.error = root, error
+
+
+def _writes(method):
+    """A :class:`Store` method that writes: an ``OSError`` becomes a :class:`StoreWriteError`."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except StoreWriteError:
+            raise
+        except OSError as e:
+            raise StoreWriteError(self.root, e) from None
+    return wrapper
 
 
 def default_store_dir() -> Path:
@@ -108,15 +148,16 @@ def _jsonable(v: Any) -> Any:
 
 
 def canonical_config(cfg: Config) -> dict[str, Any]:
-    """``cfg.to_dict()`` made canonical: JSON types only, float fields as floats, the
-    fields of :data:`byzsim.config.KEY_NEUTRAL_DEFAULTS` left out at their neutral value."""
+    """``cfg.to_dict()`` made canonical: JSON types only, float fields as floats, and
+    the fields added after store format 1 left out while they hold their neutral value
+    (:data:`byzsim.config.KEY_NEUTRAL_DEFAULTS`), so a new field keeps every old key."""
     d = _jsonable(cfg.to_dict())
-    for k, neutral in KEY_NEUTRAL_DEFAULTS.items():  # fields added later: absent at "as before"
-        if k in d and d[k] == neutral:
-            del d[k]
     for k in _FLOAT_FIELDS:
         if isinstance(d.get(k), int) and not isinstance(d.get(k), bool):
             d[k] = float(d[k])
+    for k, neutral in KEY_NEUTRAL_DEFAULTS.items():
+        if k in d and d[k] == _jsonable(neutral):
+            del d[k]
     return d
 
 
@@ -201,13 +242,46 @@ def format_metrics_csv(columns: Mapping[str, Any]) -> str:
 
 
 def parse_metrics_csv(text: str) -> dict[str, np.ndarray]:
+    """CSV text of :func:`format_metrics_csv` -> columns; :class:`StoreError` naming the
+    line when the text is not such a table (truncated, garbled)."""
     rows = list(csv.reader(io.StringIO(text)))
     if not rows or tuple(rows[0]) != METRICS:
         raise StoreError(f"metrics.csv: unexpected header {rows[0] if rows else None!r}")
     body = rows[1:]
-    out = {"round": np.array([int(r[0]) for r in body], dtype=np.int64)}
+    if not body:
+        raise StoreError("metrics.csv: no rows (a run has at least the evaluation at round 0)")
+    values = []
+    for line, r in enumerate(body, 2):
+        try:
+            if len(r) != len(METRICS):
+                raise ValueError(f"{len(r)} fields, expected {len(METRICS)}")
+            values.append((int(r[0]), *map(float, r[1:])))
+        except ValueError as e:
+            raise StoreError(f"metrics.csv line {line}: {e}") from None
+    cols = list(zip(*values))
+    out = {"round": np.array(cols[0], dtype=np.int64)}
     for j, k in enumerate(METRICS[1:], 1):
-        out[k] = np.array([float(r[j]) for r in body], dtype=np.float64)
+        out[k] = np.array(cols[j], dtype=np.float64)
+    return out
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _marker_text(key: str, files: Mapping[str, bytes]) -> str:
+    """``COMPLETE``: the key, then ``sha256 <hex> <name>`` per checked file."""
+    return f"{key}\n" + "".join(f"sha256 {_sha256(files[n])} {n}\n" for n in _CHECKED)
+
+
+def _marker_sums(text: str) -> dict[str, str]:
+    """The ``{file: sha256}`` recorded in a ``COMPLETE`` text (empty for runs stored
+    before checksums were recorded, whose marker holds only the key)."""
+    out = {}
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "sha256":
+            out[parts[2]] = parts[1]
     return out
 
 
@@ -263,8 +337,14 @@ class Store:
         self.runs_dir = self.root / "runs"
         self.failed_dir = self.root / "failed"
         self.sweeps_dir = self.root / "sweeps"
+        self.quarantine_dir = self.root / "quarantine"
+        self.claims_dir = self.root / "claims"
+        self._verified: set[str] = set()  # keys checked by this process
+        #: called with one line when a run fails its check and is quarantined
+        self.report: Callable[[str], None] = lambda line: print(f"byzsim: {line}", file=sys.stderr, flush=True)
 
     # -- format ---------------------------------------------------------------
+    @_writes
     def _check_or_create(self, create: bool) -> None:
         header = self.root / "STORE.json"
         if header.is_file():
@@ -296,22 +376,81 @@ class Store:
         return self.runs_dir / key
 
     def has(self, key: str) -> bool:
-        """True iff the run ``key`` is finished (its completion marker exists)."""
-        return (self.runs_dir / key / _MARKER).is_file()
+        """True iff the run ``key`` is finished (its completion marker exists) and passes
+        its check (:meth:`problem`); a run that fails is quarantined (:meth:`quarantine`)."""
+        if not (self.runs_dir / key / _MARKER).is_file():
+            return False
+        if key in self._verified:
+            return True
+        problem = self.problem(key)
+        if problem is None:
+            self._verified.add(key)
+            return True
+        self.quarantine(key, problem)
+        return False
+
+    def problem(self, key: str) -> str | None:
+        """What is wrong with the finished run ``key`` (``None`` if nothing is): a
+        checksum in ``COMPLETE`` that does not match its file, a ``config.json`` that
+        does not parse or names another key or format, a ``metrics.csv`` that is not a
+        metrics table.  Reads only; see :meth:`has` for the quarantine."""
+        d = self.runs_dir / key
+        try:
+            sums = _marker_sums((d / _MARKER).read_text(encoding="utf-8", errors="replace"))
+            data = {n: (d / n).read_bytes() for n in _CHECKED}
+        except OSError as e:
+            return f"unreadable ({e.strerror or e}: {Path(e.filename or d).name})"
+        for n, want in sums.items():
+            if n in data and _sha256(data[n]) != want:
+                return f"{n} does not match its sha256 in {_MARKER} (changed or truncated)"
+        try:
+            meta = json.loads(data["config.json"].decode("utf-8"))
+            if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+                raise ValueError("no config table")
+        except ValueError as e:
+            return f"config.json does not parse ({e})"
+        if meta.get("store_format") != FORMAT_VERSION:
+            return f"config.json has store format {meta.get('store_format')!r}, expected {FORMAT_VERSION}"
+        if meta.get("key", key) != key:
+            return f"config.json names the key {str(meta.get('key'))[:12]}…, not its directory's"
+        try:
+            parse_metrics_csv(data["metrics.csv"].decode("utf-8"))
+        except (StoreError, UnicodeDecodeError) as e:
+            return str(e)
+        return None
+
+    def quarantine(self, key: str, reason: str) -> Path | None:
+        """Move the run ``key`` to ``quarantine/<key>-<time>`` (kept for inspection, never
+        read again) and report it in one line; ``None`` if it could not be moved (it
+        then still counts as not run in this process)."""
+        self._verified.discard(key)
+        dest = self.quarantine_dir / f"{key}-{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%S%fZ}"
+        try:
+            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            os.rename(self.runs_dir / key, dest)
+            where = f"moved to {dest}; the next sweep runs it again"
+        except FileNotFoundError:
+            return None  # another process moved it first
+        except OSError as e:
+            dest, where = None, f"could not move it to {self.quarantine_dir} ({e.strerror or e}); treated as not run"
+        self.report(f"stored run {key[:12]} in {self.root} failed its check: {reason}; {where}")
+        return dest
+
+    def verify(self) -> list[tuple[str, str]]:
+        """``(key, problem)`` of every finished run that fails :meth:`problem` (reads only)."""
+        return [(k, p) for k in self.keys() if (p := self.problem(k)) is not None]
 
     def get(self, key: str) -> StoredRun | None:
-        """The finished run ``key``, or ``None`` (also for an incomplete directory)."""
-        d = self.runs_dir / key
-        if not (d / _MARKER).is_file():
+        """The finished run ``key`` if it passes its check, else ``None`` (also for an
+        incomplete directory; a run that fails is quarantined, see :meth:`has`)."""
+        if not self.has(key):
             return None
+        d = self.runs_dir / key
         try:
             meta = json.loads((d / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise StoreError(f"corrupt run {d}: config.json unreadable ({e}); delete the directory to rerun it") from None
-        if meta.get("store_format") != FORMAT_VERSION:
-            raise StoreFormatError(
-                f"run {d} has store format {meta.get('store_format')!r}, expected {FORMAT_VERSION}"
-            )
+        except (OSError, ValueError) as e:  # changed since it was checked
+            self.quarantine(key, f"config.json unreadable ({e})")
+            return None
         return StoredRun(key, d, meta)
 
     def __contains__(self, key: str) -> bool:
@@ -331,6 +470,7 @@ class Store:
                 yield r
 
     # -- writing --------------------------------------------------------------
+    @_writes
     def put(
         self,
         cfg: Config,
@@ -371,18 +511,21 @@ class Store:
             **({"plugins": _jsonable(list(plugins))} if plugins else {}),
             **_jsonable(dict(extra or {})),
         }
+        files = {"metrics.csv": format_metrics_csv(columns).encode("utf-8"),
+                 "config.json": (json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")}
         tmp = self.runs_dir / f"{_TMP_PREFIX}{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            _write_file(tmp / "metrics.csv", format_metrics_csv(columns))
-            _write_file(tmp / "config.json", json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n")
-            _write_file(tmp / _MARKER, f"{key}\n")
+            for name in _CHECKED:
+                _write_file(tmp / name, files[name])
+            _write_file(tmp / _MARKER, _marker_text(key, files))
             _fsync_dir(tmp)
             self._install(tmp, final, force)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _fsync_dir(self.runs_dir)
+        self._verified.discard(key)
         self.clear_failure(key)
         return final
 
@@ -409,6 +552,7 @@ class Store:
         shutil.rmtree(old, ignore_errors=True)
 
     # -- failures -------------------------------------------------------------
+    @_writes
     def record_failure(self, cfg: Config, error: str, traceback: str = "",
                        plugins: Sequence[Mapping[str, Any]] = ()) -> Path:
         """Record that run ``cfg`` raised (it stays unfinished and will be retried)."""
@@ -432,6 +576,7 @@ class Store:
         (self.failed_dir / f"{key}.json").unlink(missing_ok=True)
 
     # -- sweeps ---------------------------------------------------------------
+    @_writes
     def write_sweep(self, name: str, manifest: Mapping[str, Any]) -> Path:
         _check_name(name)
         path = self.sweeps_dir / f"{name}.json"
@@ -444,7 +589,15 @@ class Store:
         if not path.is_file():
             known = ", ".join(self.sweeps()) or "(none)"
             raise StoreError(f"no sweep named {name!r} in {self.root}; stored sweeps: {known}")
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            m = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(m, dict) or not isinstance(m.get("runs"), list) or not all(
+                    isinstance(r, dict) and isinstance(r.get("key"), str) for r in m["runs"]):
+                raise ValueError("expected a table with a list of runs, each with a key")
+        except (OSError, ValueError) as e:
+            raise StoreError(f"the sweep manifest {path} is unreadable ({e}); rerun the sweep to "
+                             "write it again (its runs stay stored)") from None
+        return m
 
     def sweeps(self) -> list[str]:
         """Names of the stored sweep manifests, oldest first."""
@@ -453,17 +606,84 @@ class Store:
         files = [p for p in self.sweeps_dir.glob("*.json") if not p.name.startswith(".")]
         return [p.stem for p in sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))]
 
+    # -- claims ---------------------------------------------------------------
+    #: a claim of another host is stale after this many seconds (its owner cannot be
+    #: checked from here); generous: longer than any run
+    CLAIM_TIMEOUT = 24 * 3600.0
+
+    @_writes
+    def claim(self, key: str) -> bool:
+        """Claim the run ``key`` for this process before simulating it: create
+        ``claims/<key>`` exclusively (``O_CREAT | O_EXCL``) holding the owner's pid, host
+        and start time.  ``False`` if a live owner holds it (see :meth:`claim_owner`); a
+        stale claim (its pid gone from this host, or older than :attr:`CLAIM_TIMEOUT`
+        on another host) is released first."""
+        self.claims_dir.mkdir(parents=True, exist_ok=True)
+        path = self.claims_dir / key
+        body = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode()
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if self.claim_owner(key) is not None:
+                    return False
+                self._release_stale(path)
+                continue
+            try:
+                os.write(fd, body)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return True
+        return False
+
+    def claim_owner(self, key: str) -> dict | None:
+        """The live owner ``{pid, host, started}`` of the claim of ``key``, or ``None``
+        (no claim, or a stale one).  A claim being written (empty for a moment) is live."""
+        path = self.claims_dir / key
+        try:
+            text = path.read_text(encoding="utf-8")
+            age = time.time() - path.stat().st_mtime
+        except OSError:
+            return None
+        try:
+            owner = json.loads(text)
+            pid, host = int(owner["pid"]), str(owner["host"])
+        except (ValueError, KeyError, TypeError):
+            return {"pid": None, "host": None, "started": None} if age < 10 else None
+        if host == socket.gethostname():
+            return owner if _alive(pid) else None
+        return owner if age < self.CLAIM_TIMEOUT else None
+
+    def _release_stale(self, path: Path) -> None:
+        """Remove a stale claim; renaming it first makes one remover win a race."""
+        aside = path.with_name(f"{_TMP_PREFIX}{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(path, aside)
+            aside.unlink()
+        except FileNotFoundError:
+            pass
+
+    def release(self, key: str) -> None:
+        """Remove this process's claim of ``key`` (another owner's claim is left alone)."""
+        path = self.claims_dir / key
+        try:
+            owner = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+            path.unlink(missing_ok=True)
+
     # -- housekeeping ---------------------------------------------------------
+    @_writes
     def clean_stale(self, min_age: float = 60.0) -> list[Path]:
         """Remove temporary directories left by writers that no longer run (their pid is
         gone from this host and they are older than ``min_age`` seconds, which also
         spares a writer on another host sharing the store).  Restores a result whose
         ``--force`` replacement was interrupted."""
-        import time
-
         removed: list[Path] = []
         now = time.time()
-        for parent in (self.runs_dir, self.failed_dir, self.sweeps_dir, self.root):
+        for parent in (self.runs_dir, self.failed_dir, self.sweeps_dir, self.claims_dir, self.root):
             if not parent.is_dir():
                 continue
             for p in parent.iterdir():
