@@ -212,7 +212,8 @@ def render_rows_table(table: Mapping[str, Any], results: Results) -> str:
     """A Markdown table of rows of a committed CSV that is not a figure's long CSV (a
     script's summary): ``source`` (the CSV's stem), ``where`` (column = value filters),
     ``columns`` (shown in order), ``ci`` (column -> its half-width column, shown as
-    ``value ± half-width``), ``digits``."""
+    ``value ± half-width``), ``digits``; ``group`` (columns): one line per group, the other
+    columns as mean ± 95 % t-interval over the group's rows (one per seed)."""
     name = table.get("name", "?")
     where = f"reproduction.toml, table {name!r}"
     src = table["source"]
@@ -223,9 +224,20 @@ def render_rows_table(table: Mapping[str, Any], results: Results) -> str:
     if not rows:
         raise ManifestError(f"{where}: no row of {src!r} matches {table.get('where')}")
     cols, ci, digits = list(table["columns"]), dict(table.get("ci", {})), int(table.get("digits", 3))
-    missing = [c for c in cols + list(ci.values()) if c not in rows[0]]
+    group = list(table.get("group", []))
+    missing = [c for c in cols + list(ci.values()) + group if c not in rows[0]]
     if missing:
         raise ManifestError(f"{where}: {src!r} has no column(s) {missing}; columns: {list(rows[0])}")
+    if group:
+        groups: dict = {}
+        for r in rows:
+            groups.setdefault(tuple(r[g] for g in group), []).append(r)
+        lines = ["| " + " | ".join(table.get("labels", cols)) + " |", "|" + "---|" * len(cols)]
+        for key, rs in groups.items():
+            cells = [dict(zip(group, key))[c] if c in group else summary([float(r[c]) for r in rs]).format(digits)
+                     for c in cols]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
 
     def cell(r, c):
         v = r[c]
