@@ -110,11 +110,14 @@ def _equal_share(per: str):
     return smallest
 
 
-def _min_size(params, N: int, n_clients: int, n_byzantine: int) -> int:
+def _min_size(params, N: int, n_clients: int, n_byzantine: int) -> None:
+    """Checks ``min_size`` against the data; the smallest client itself depends on the
+    draw (it holds at least ``min_size``), so the batch size is checked when the
+    partition is drawn, against the actual smallest client."""
     m = params.get("min_size", 10)
     if n_clients * m > N:
         raise ParameterValueError("min_size", m, f"expected at most N // n_clients = {N} // {n_clients}")
-    return m
+    return None
 
 PAD_LABEL = -1
 """The label of a padding row: never a class, so a padding row that reaches a loss or a

@@ -259,8 +259,9 @@ def _refused(cfg, match):
 
 @pytest.mark.parametrize("beta", [0.0, -0.5])
 def test_a_nonpositive_beta_is_refused_naming_the_field(beta):
-    _refused(make_config(**{**DIRICHLET, "method": "sgd", "partition_params": {"beta": beta}}),
-             r"partition_params.*beta must be a finite number > 0")
+    # refused with the config, before any data is loaded
+    with pytest.raises(ValueError, match=r"partition_params\.beta' = .*: expected a finite number > 0"):
+        make_config(**{**DIRICHLET, "method": "sgd", "partition_params": {"beta": beta}})
 
 
 def test_a_partition_leaving_a_client_without_samples_is_refused():
@@ -268,8 +269,8 @@ def test_a_partition_leaving_a_client_without_samples_is_refused():
     _refused(make_config(method="sgd", dataset="digits", partition="by_class",
                          partition_params={"truncate": False}, n_clients=2000, n_byzantine=0),
              r"partition_params.*no sample")
-    _refused(make_config(**{**DIRICHLET, "method": "sgd", "partition_params": {"beta": 0.5, "min_size": 0}}),
-             r"partition_params.*min_size")
+    with pytest.raises(ValueError, match=r"partition_params\.min_size' = 0: expected an integer >= 1"):
+        make_config(**{**DIRICHLET, "method": "sgd", "partition_params": {"beta": 0.5, "min_size": 0}})
 
 
 def test_a_batch_larger_than_a_clients_samples_is_refused():
