@@ -272,6 +272,15 @@ def _fmt_s(method: str, s: Summary) -> str:
     return f"{method} {s.format(3)}"
 
 
+def _tags(tags: Sequence[str]) -> str:
+    """``["Gm@a", "Med@a", "Gm@b"]`` -> ``"Gm (a, b), Med (a)"``."""
+    panels: dict[str, list[str]] = {}
+    for t in tags:
+        m, _, p = t.partition("@")
+        panels.setdefault(m, []).append(p)
+    return ", ".join(m + (f" ({', '.join(ps)})" if any(ps) else "") for m, ps in panels.items())
+
+
 @CHECKS.register("better")
 def _better(claim, results: Results, where: str) -> tuple[str, str]:
     """``method`` is better (``higher = true``, default) than each of ``others`` in every
@@ -295,13 +304,13 @@ def _better(claim, results: Results, where: str) -> tuple[str, str]:
     if not losses and not ties:
         verdict = "holds"
     elif not wins:
-        verdict = "does not hold" + (f": worse than {', '.join(losses)}" if losses else ": not separated")
+        verdict = "does not hold" + (f": worse than {_tags(losses)}" if losses else ": not separated")
     else:
-        verdict = f"holds only against {', '.join(wins)}"
+        verdict = f"holds only against {_tags(wins)}"
         if ties:
-            verdict += f"; not separated from {', '.join(ties)}"
+            verdict += f"; not separated from {_tags(ties)}"
         if losses:
-            verdict += f"; worse than {', '.join(losses)}"
+            verdict += f"; worse than {_tags(losses)}"
     return verdict, " — ".join(ev)
 
 
@@ -393,8 +402,12 @@ def _close_to(claim, results, where):
     return ("holds" if ok else "does not hold"), f"{_fmt_s(m, s)} against {claim['value']} ± {claim['tol']}"
 
 
-def render_claims(claims: Sequence[Mapping[str, Any]], results: Results) -> str:
-    """The claims table: claim, verdict (computed), evidence (numbers), note (hand-written)."""
+def render_claims(claims: Sequence[Mapping[str, Any]], results: Results,
+                  pending: frozenset = frozenset()) -> str:
+    """The claims table: claim, verdict (computed), evidence (numbers), note (hand-written).
+    A claim about a figure in ``pending`` (a manifest spec whose CSV is not there yet)
+    gets the verdict "not run yet"; any other figure or method missing from the results
+    is an error."""
     lines = ["| paper | figure | claim | verdict | evidence | note |", "|---|---|---|---|---|---|"]
     for i, c in enumerate(claims):
         where = f"reproduction.toml, claim {i} ({c.get('claim', '?')!r})"
@@ -402,6 +415,10 @@ def render_claims(claims: Sequence[Mapping[str, Any]], results: Results) -> str:
             if key not in c:
                 raise ManifestError(f"{where}: missing {key!r}")
         check: Callable = CHECKS[c["check"]]
+        if c["figure"] in pending and c["figure"] not in results.rows:
+            lines.append(f"| {c['paper']} | {c['figure']} | {c['claim']} | **not run yet** | "
+                         f"`make reproduction` runs its spec | {c.get('note', '')} |")
+            continue
         try:
             verdict, evidence = check(c, results, where)
         except KeyError as e:
@@ -416,14 +433,37 @@ def render_claims(claims: Sequence[Mapping[str, Any]], results: Results) -> str:
 
 def render(manifest: Mapping[str, Any], results: Results) -> dict[tuple[str, str], str]:
     """Every generated block: ``{("table", name): markdown, ("claims", "all"): markdown}``."""
+    pending = frozenset(f for f in spec_figures(manifest) if f not in results.rows)
     blocks = {}
     for t in manifest.get("tables", []):
         if "name" not in t:
             raise ManifestError("reproduction.toml: every [[tables]] entry needs a 'name'")
+        figures = ({t["source"]} if "source" in t else
+                   {c.get("figure") for c in t.get("columns", []) if isinstance(c, Mapping)})
+        waiting = sorted(f for f in figures if f in pending)
+        if waiting:
+            blocks[("table", t["name"])] = (f"*Not run yet: {', '.join(waiting)} (`make reproduction` runs "
+                                           "its spec and fills this table).*")
+            continue
         blocks[("table", t["name"])] = (render_rows_table if "source" in t else render_table)(t, results)
     if manifest.get("claims"):
-        blocks[("claims", "all")] = render_claims(manifest["claims"], results)
+        blocks[("claims", "all")] = render_claims(manifest["claims"], results, pending)
     return blocks
+
+
+def spec_figures(manifest: Mapping[str, Any], root: str | Path = ".") -> list[str]:
+    """The figure names of the manifest's specs (each spec's ``figure``) and its scripts'
+    outputs: what ``make reproduction`` produces."""
+    from .config import load_toml
+
+    out = []
+    for p in manifest.get("specs", []):
+        path = Path(p) if Path(p).is_absolute() else Path(root) / p
+        if not path.exists():
+            path = Path(__file__).resolve().parents[1] / p
+        out.append(str(load_toml(path)["figure"]))
+    out += [Path(sc["output"]).stem for sc in manifest.get("scripts", [])]
+    return out
 
 
 def update_document(text: str, blocks: Mapping[tuple[str, str], str]) -> str:

@@ -67,7 +67,7 @@ def claim(**kw):
 
 @pytest.mark.parametrize("b_final, expected", [
     ([0.5, 0.51, 0.52], "holds"),
-    ([0.9, 0.91, 0.92], "does not hold: worse than B@a"),
+    ([0.9, 0.91, 0.92], "does not hold: worse than B (a)"),
     ([0.80, 0.82, 0.81], "does not hold: not separated"),
 ])
 def test_better_verdicts(b_final, expected):
@@ -80,7 +80,7 @@ def test_better_mixed_names_the_pairs():
     res = results(fig=[rows("fig", "a", "A", [0.80, 0.81, 0.82]), rows("fig", "a", "B", [0.5, 0.5, 0.51]),
                        rows("fig", "a", "C", [0.80, 0.82, 0.81])])
     md = render_claims([claim(check="better", method="A", others=["B", "C"], panels=["a"])], res)
-    assert "**holds only against B@a; not separated from C@a**" in md
+    assert "**holds only against B (a); not separated from C (a)**" in md
 
 
 def test_threshold_checks_use_the_whole_interval():
@@ -149,3 +149,20 @@ def test_rows_table_shows_a_summary_csv_with_its_intervals():
         render_rows_table({**t, "where": {"q": 7}}, res)
     with pytest.raises(ManifestError, match="no column"):
         render_rows_table({**t, "columns": ["nope"]}, res)
+
+
+def test_a_figure_the_manifest_will_run_is_pending_and_an_unknown_one_an_error(tmp_path):
+    from byzsim.reproduction import render
+
+    spec = tmp_path / "later.toml"
+    spec.write_text('figure = "later"\n')
+    res = results(fig=[rows("fig", "a", "A", [0.8, 0.81]), rows("fig", "a", "B", [0.5, 0.5])])
+    manifest = {"specs": [str(spec)],
+                "tables": [{"name": "t", "rows": ["A"], "columns": [{"figure": "later"}]}],
+                "claims": [claim(figure="later", check="better", method="A", others=["B"])]}
+    blocks = render(manifest, res)
+    assert blocks[("table", "t")].startswith("*Not run yet: later")
+    assert "**not run yet**" in blocks[("claims", "all")]
+    manifest["claims"][0]["figure"] = "typo"
+    with pytest.raises(ManifestError, match="figure 'typo' is not in the results"):
+        render(manifest, res)
