@@ -329,7 +329,7 @@ def _threshold(claim, results: Results, where: str, below: bool) -> tuple[str, s
             (ok if good else bad).append(f"{m}@{panel}" if panel else m)
             ev.append((f"({panel}) " if panel else "") + _fmt_s(m, s))
     rel = "≤" if below else "≥"
-    verdict = "holds" if not bad else ("does not hold" if not ok else f"holds only for {', '.join(ok)}")
+    verdict = "holds" if not bad else ("does not hold" if not ok else f"holds except for {_tags(bad)}")
     return verdict, f"{metric} {rel} {thr:g}: " + "; ".join(ev)
 
 
@@ -359,7 +359,7 @@ def _decreasing(claim, results, where):
         steps = [np.mean(a) > np.mean(b) and welch_p(a, b) < ALPHA for a, b in zip(series, series[1:])]
         (ok if all(steps) else bad).append(m)
         ev.append(f"{m}: " + " → ".join(summary(s).format(3) for s in series))
-    verdict = "holds" if not bad else ("does not hold" if not ok else f"holds only for {', '.join(ok)}")
+    verdict = "holds" if not bad else ("does not hold" if not ok else f"holds except for {', '.join(bad)}")
     return verdict, "; ".join(ev)
 
 
