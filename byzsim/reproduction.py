@@ -283,8 +283,9 @@ def _tags(tags: Sequence[str]) -> str:
 
 @CHECKS.register("better")
 def _better(claim, results: Results, where: str) -> tuple[str, str]:
-    """``method`` is better (``higher = true``, default) than each of ``others`` in every
-    panel: holds when every pair differs in that direction (Welch p < ALPHA)."""
+    """``method`` is better (``higher = true``, default; ``false``: lower) than each of
+    ``others`` in every panel: holds when every pair differs in that direction (Welch
+    p < ALPHA); "reversed against X" names the others that differ the other way."""
     method, others = claim["method"], list(claim["others"])
     metric = claim.get("metric", "test_accuracy")
     sign = 1 if claim.get("higher", True) else -1
@@ -304,13 +305,13 @@ def _better(claim, results: Results, where: str) -> tuple[str, str]:
     if not losses and not ties:
         verdict = "holds"
     elif not wins:
-        verdict = "does not hold" + (f": worse than {_tags(losses)}" if losses else ": not separated")
+        verdict = "does not hold" + (f": reversed against {_tags(losses)}" if losses else ": not separated")
     else:
         verdict = f"holds only against {_tags(wins)}"
         if ties:
             verdict += f"; not separated from {_tags(ties)}"
         if losses:
-            verdict += f"; worse than {_tags(losses)}"
+            verdict += f"; reversed against {_tags(losses)}"
     return verdict, " — ".join(ev)
 
 

@@ -67,7 +67,7 @@ def claim(**kw):
 
 @pytest.mark.parametrize("b_final, expected", [
     ([0.5, 0.51, 0.52], "holds"),
-    ([0.9, 0.91, 0.92], "does not hold: worse than B (a)"),
+    ([0.9, 0.91, 0.92], "does not hold: reversed against B (a)"),
     ([0.80, 0.82, 0.81], "does not hold: not separated"),
 ])
 def test_better_verdicts(b_final, expected):
