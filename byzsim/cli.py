@@ -167,7 +167,8 @@ def cmd_sweep(a) -> int:
     store.write_sweep(name, manifest)
     prog = Progress(label=name, enabled=_progress_enabled(a))
     report = execute(entries, store, jobs=a.jobs, scheduler=a.scheduler, scheduler_timeout=a.scheduler_timeout,
-                     force=a.force, progress=prog, replicas=a.replicas, memory_bytes=a.memory_budget)
+                     force=a.force, progress=prog, replicas=a.replicas, memory_bytes=a.memory_budget,
+                     keep_models=a.keep_models or info.get("keep_models", False))
     if not a.quiet:
         print(report.summary(name), file=sys.stderr)
         for o in report.diverged:
@@ -290,7 +291,7 @@ def cmd_experiment(a) -> int:
     t0 = time.perf_counter()
     rows, report = run_spec(spec, jobs=a.jobs, results_dir=a.results, store=a.store, force=a.force,
                             quiet=a.quiet, progress=_progress_enabled(a), scheduler=a.scheduler,
-                            replicas=a.replicas, memory_bytes=a.memory_budget)
+                            replicas=a.replicas, memory_bytes=a.memory_budget, keep_models=a.keep_models)
     t_sim = time.perf_counter() - t0
     csv_path = Path(a.results) / f"{spec.figure}.csv"
     paths = plot_spec(spec, rows, Path(a.figures), csv_path=csv_path)
@@ -322,7 +323,7 @@ def cmd_matrix(a) -> int:
     t0 = time.perf_counter()
     rows, report = run_matrix(spec, jobs=a.jobs, results_dir=a.results, store=a.store, force=a.force,
                               quiet=a.quiet, progress=_progress_enabled(a), scheduler=a.scheduler,
-                              replicas=a.replicas, memory_bytes=a.memory_budget)
+                              replicas=a.replicas, memory_bytes=a.memory_budget, keep_models=a.keep_models)
     csv_path = Path(a.results) / f"{spec.name}.csv"
     fig = plot_heatmap(rows, spec.rows, spec.columns, spec.title)
     paths = save_figure(fig, Path(a.figures) / spec.name, formats=("png",), dpi=150)
@@ -577,6 +578,9 @@ def _add_batching(p) -> None:
     p.add_argument("--memory-budget", type=_memory, default=None, metavar="SIZE",
                    help="memory one replica batch may use, e.g. 2G (default: half the available memory "
                         "over the jobs); a budget below one replica is an error")
+    p.add_argument("--keep-models", action="store_true",
+                   help="store each run's final server model (model.npy; not part of the store key); "
+                        "stored runs without one are run again (also: keep_models = true in the spec)")
 
 
 def _add_spec_run(p) -> None:

@@ -54,6 +54,10 @@ class RunResult:
     ``distance`` is the mean ‖x_i − x0‖₂ over regular clients (penalty family; NaN for
     the gradient family).  ``train_loss`` is the server model's mean loss over the
     regular clients' training data (or the fixed subset ``train_eval_samples``).
+
+    ``model``: the final server model ``(d,)`` (a copy of the replica's ``x`` after the
+    last round; for a diverged run, ``x`` at the round it was stopped, which may hold
+    non-finite values).
     """
 
     config: Config
@@ -62,6 +66,7 @@ class RunResult:
     diverged_round: int | None = None
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    model: np.ndarray | None = None
 
     def rows(self) -> list[dict]:
         keys = list(self.columns)
@@ -623,10 +628,12 @@ def _run_batch(cfgs: list[Config], problem: Problem | None, callback: Callable |
     diverged_round: list[int | None] = [None] * S
     alive = np.ones(S, bool)
     x, W, _ = state.as_replicas()
+    models: list[np.ndarray | None] = [None] * S  # the server model of a stopped replica
 
     def diverge(s: int, r: int) -> None:
         diverged_round[s] = r
         alive[s] = False
+        models[s] = x[s].copy()
         _freeze_replica(state, s)
 
     def record(r: int) -> None:
@@ -669,7 +676,8 @@ def _run_batch(cfgs: list[Config], problem: Problem | None, callback: Callable |
         if gm["elements"]:
             rinfo["geomed_unconverged"] = int(gm["by_element"][s])
         results.append(RunResult(config=c, columns=columns, diverged=diverged_round[s] is not None,
-                                 diverged_round=diverged_round[s], seconds=seconds / S, info=rinfo))
+                                 diverged_round=diverged_round[s], seconds=seconds / S, info=rinfo,
+                                 model=models[s] if models[s] is not None else x[s].copy()))
     return results
 
 

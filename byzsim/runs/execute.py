@@ -22,6 +22,10 @@ per run, derived from its seed, and one BLAS thread.
 A run that raises is recorded as failed (``Store.record_failure``) and the sweep goes
 on; a run that diverges is a finished run with ``diverged = true``.
 
+``keep_models=True`` stores each run's final server model (``model.npy``) next to its
+metrics; a stored run without one then counts as not stored and is run again (its
+directory replaced atomically).  It is an output option: the store key is unchanged.
+
 :func:`run_spec` does this for a figure spec and writes ``results/<figure>.csv`` from the
 store: running a figure twice runs the simulations once, and an interrupted figure
 resumes where it stopped.
@@ -181,10 +185,13 @@ def _simulate(index: int, cfg: Config, callback: Callable | None = None,
         msg = str(e) if type(e).__name__ == "PluginError" else f"{type(e).__name__}: {e}"
         return index, {"ok": False, "error": (f"in plugin {where!r}: " if where else "") + msg,
                        "traceback": traceback.format_exc(), "wall": time.perf_counter() - t}
-    return index, {
-        "ok": True, "columns": res.columns, "diverged": res.diverged, "diverged_round": res.diverged_round,
-        "seconds": res.seconds, "wall": time.perf_counter() - t, "info": res.info,
-    }
+    return index, _payload(res, time.perf_counter() - t)
+
+
+def _payload(res, wall: float) -> dict:
+    """What a worker returns for a finished run (:class:`byzsim.simulate.RunResult`)."""
+    return {"ok": True, "columns": res.columns, "diverged": res.diverged, "diverged_round": res.diverged_round,
+            "seconds": res.seconds, "wall": wall, "info": res.info, "model": res.model}
 
 
 def _simulate_batch(indices: Sequence[int], cfgs: Sequence[Config], callback: Callable | None = None,
@@ -205,8 +212,7 @@ def _simulate_batch(indices: Sequence[int], cfgs: Sequence[Config], callback: Ca
     except Exception:  # noqa: BLE001 - isolate the failing run(s)
         return [_simulate(i, c, plugins=plugins) for i, c in zip(indices, cfgs)]
     wall = (time.perf_counter() - t) / len(cfgs)
-    return [(i, {"ok": True, "columns": r.columns, "diverged": r.diverged, "diverged_round": r.diverged_round,
-                 "seconds": r.seconds, "wall": wall, "info": r.info}) for i, r in zip(indices, results)]
+    return [(i, _payload(r, wall)) for i, r in zip(indices, results)]
 
 
 #: Runs per replica batch when ``replicas`` is not given: small problems gain most from
@@ -316,9 +322,11 @@ def execute(
     on_outcome: Callable[[RunOutcome], None] | None = None,
     replicas: int | None = None,
     memory_bytes: int | None = None,
+    keep_models: bool = False,
 ) -> SweepReport:
     """Run the entries that are not stored yet (all of them with ``force``) and store
-    each as it finishes.
+    each as it finishes.  ``keep_models``: store each run's final server model too; a
+    stored run without it counts as not stored (it is run again and replaced).
 
     Raises :class:`SweepInterrupted` on Ctrl-C, :class:`WorkerDied` when a worker
     process dies, :class:`SweepError` when the executor or the scheduler fails; their
@@ -341,8 +349,11 @@ def execute(
     todo: list[RunEntry] = []
     from .. import __version__
 
+    def done(key: str) -> bool:
+        return store.complete(key, model=keep_models)
+
     for e in entries:
-        if not force and store.has(e.key):
+        if not force and done(e.key):
             report.outcomes.append(RunOutcome(e, "stored"))
             stored = store.get(e.key)
             if stored is not None and stored.meta.get("byzsim_version") != __version__:
@@ -362,7 +373,8 @@ def execute(
             store.put(e.config, payload["columns"], diverged=payload["diverged"],
                       diverged_round=payload["diverged_round"], seconds=payload["seconds"],
                       extra={"wall_seconds": payload["wall"], "info": payload.get("info", {})},
-                      force=force, plugins=[p.ref() for p in e.plugins])
+                      force=force, plugins=[p.ref() for p in e.plugins],
+                      model=payload.get("model") if keep_models else None)
             out = RunOutcome(e, "ran", diverged=bool(payload["diverged"]), seconds=payload["seconds"])
         else:
             store.record_failure(e.config, payload["error"], payload.get("traceback", ""),
@@ -392,7 +404,7 @@ def execute(
                 others.append(e)  # another live sweep is simulating it
                 continue
             claimed.add(e.key)
-            if not force and store.has(e.key):  # stored by another sweep since we looked
+            if not force and done(e.key):  # stored by another sweep since we looked
                 store.release(e.key)
                 claimed.discard(e.key)
                 settled_elsewhere(e, "stored")
@@ -417,7 +429,7 @@ def execute(
             else:
                 _run_parallel(mine, batches, handle, take=take, jobs=jobs, scheduler=scheduler,
                               timeout=scheduler_timeout, report=report)
-            pending = _wait_for_others(list(others), store, since, settled_elsewhere)
+            pending = _wait_for_others(list(others), store, since, settled_elsewhere, done)
     except KeyboardInterrupt:
         _account_stored(report, todo, store)
         report.wall = time.perf_counter() - t0
@@ -446,16 +458,19 @@ WAIT_POLL = 0.5
 
 
 def _wait_for_others(others: Sequence[RunEntry], store: Store, since: str,
-                     settle: Callable[[RunEntry, str, str | None], None]) -> list[RunEntry]:
+                     settle: Callable[[RunEntry, str, str | None], None],
+                     done: Callable[[str], bool] | None = None) -> list[RunEntry]:
     """Wait for the runs that other live sweeps have claimed.  A run they store is
     ``settle``d as ``"stored"``; a run they record as failed (after ``since``) as
     ``"failed"``.  Returns, as soon as there are any, the runs whose claim was released
-    without either (the other sweep died or was interrupted): this sweep claims them."""
+    without either (the other sweep died or was interrupted, or stored it without
+    what ``done(key)`` asks, e.g. its model): this sweep claims them."""
+    done = done or store.has
     left = list(others)
     while left:
         still, free = [], []
         for e in left:
-            if store.has(e.key):
+            if done(e.key):
                 settle(e, "stored")
             elif store.claim_owner(e.key) is not None:
                 still.append(e)
@@ -535,10 +550,12 @@ def _run_parallel(todo, batches, handle, *, take=list, jobs, scheduler, timeout,
 def _run_named(name: str, entries: Sequence[RunEntry], manifest: dict, store: Store | str | Path | None = None,
                *, jobs: int = 1, force: bool = False, quiet: bool = False, progress: bool | None = None,
                scheduler: str | None = None, replicas: int | None = None,
-               memory_bytes: int | None = None) -> tuple[Store, list[RunEntry], SweepReport]:
+               memory_bytes: int | None = None, keep_models: bool = False,
+               ) -> tuple[Store, list[RunEntry], SweepReport]:
     """Record the manifest ``name`` in the store and run its entries not stored yet
-    (``jobs``, ``force``, ``scheduler`` as for :func:`execute`; ``quiet``: no lines for
-    failed or diverged runs; ``progress``: the progress line, default on a terminal)."""
+    (``jobs``, ``force``, ``scheduler``, ``keep_models`` as for :func:`execute`;
+    ``quiet``: no lines for failed or diverged runs; ``progress``: the progress line,
+    default on a terminal)."""
     store = store if isinstance(store, Store) else Store(store)
     store.clean_stale()
     entries = list({e.key: e for e in entries}.values())
@@ -547,7 +564,7 @@ def _run_named(name: str, entries: Sequence[RunEntry], manifest: dict, store: St
     runs = [{"key": e.key, "panel": e.panel, "line": e.line} for e in entries]
     store.write_sweep(name, {**manifest, **_with_plugins(entries), "runs": runs})
     report = execute(entries, store, jobs=jobs, scheduler=scheduler, force=force, progress=prog,
-                     replicas=replicas, memory_bytes=memory_bytes,
+                     replicas=replicas, memory_bytes=memory_bytes, keep_models=keep_models,
                      on_outcome=None if quiet else _print_outcome(name))
     return store, entries, report
 
@@ -557,11 +574,13 @@ def run_spec(spec: Spec, *, results_dir: str | Path = "results", store: Store | 
     """Run the spec's runs that are not stored yet, then write ``<figure>.csv`` from the
     store.  Returns ``(rows, report)``; failed runs are in ``report.failures`` (the CSV
     holds the others).  ``options``: ``jobs``, ``force``, ``quiet``, ``progress``,
-    ``scheduler`` (:func:`_run_named`)."""
+    ``scheduler``, ``keep_models`` (:func:`_run_named`); the spec's own ``keep_models``
+    keeps the models whatever the option says."""
     manifest = {
         "figure": spec.figure, "title": spec.title, "metric": spec.metric,
         "panels": [[str(p.get("name", "")), str(p.get("title", p.get("name", "")))] for p in spec.panels],
     }
+    options["keep_models"] = bool(options.get("keep_models")) or spec.keep_models
     store, entries, report = _run_named(spec.figure, spec_entries(spec), manifest, store, **options)
     rows, _ = rows_from_store(entries, store, spec.figure)
     write_csv(Path(results_dir) / f"{spec.figure}.csv", rows)
@@ -576,6 +595,7 @@ def run_matrix(spec: MatrixSpec, *, results_dir: str | Path = "results", store: 
     ``options`` as for :func:`run_spec`."""
     manifest = {"title": spec.title, "metric": "test_accuracy", "rows": list(spec.rows),
                 "columns": list(spec.columns)}
+    options["keep_models"] = bool(options.get("keep_models")) or spec.keep_models
     store, _, report = _run_named(spec.name, spec.entries, manifest, store, **options)
     rows = matrix_rows(spec, store)
     write_csv(Path(results_dir) / f"{spec.name}.csv", rows, MATRIX_COLUMNS)

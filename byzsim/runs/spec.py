@@ -18,6 +18,7 @@ figure spec (data, in ``experiments/``)::
     title  = "..."
     metric = "test_accuracy"             # what the figure plots against round
     seeds  = [0]
+    keep_models = true                   # optional: store each run's final server model
     [base]                               # Config fields shared by every run
     dataset = "mnist"
     ...
@@ -31,6 +32,10 @@ figure spec (data, in ``experiments/``)::
 Every run's config is ``base | panel | line | {seed} | overrides``; all are validated
 (:func:`byzsim.config.make_config`, and :func:`byzsim.config.check_memory` against this
 machine's memory) before any simulation starts.
+
+``keep_models`` (top level of a figure spec, a matrix spec or a flat config file; a
+boolean, default false) asks the store to keep each run's final server model
+(``model.npy``).  It is an output option, not part of any run's config or store key.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ __all__ = [
     "parse_value", "parse_override", "parse_overrides", "expand_grid", "set_path",
     "component_parameters", "check_component_params", "entries_from_dicts",
     "load_entries", "is_figure_spec", "default_sweep_name",
-    "parse_spec", "load_spec", "spec_entries",
+    "parse_spec", "load_spec", "spec_entries", "keep_models_field",
     "MatrixSpec", "MATRIX_KEYS", "TINY", "is_matrix_spec", "parse_matrix", "load_matrix",
 ]
 
@@ -284,17 +289,20 @@ def load_entries(files: Sequence[str | os.PathLike], overrides: Sequence[str | O
     :func:`parse_spec`, :func:`parse_matrix`).  ``overrides`` apply last (a grid key on the command line
     replaces the file's).  Returns ``(entries, info)`` with ``info`` holding ``title``,
     ``metric``, ``figure`` (for a figure spec), ``panels`` (ordered ``(name, title)``) and
-    ``lines`` (ordered labels) when known.
+    ``lines`` (ordered labels) when known, and ``keep_models`` (:func:`keep_models_field`
+    of any file).
     """
     ovs = parse_overrides(overrides)
     raws = [(str(f), load_toml(f)) for f in files]
+    keep = any(keep_models_field(r, f) for f, r in raws)
+    raws = [(f, {k: v for k, v in r.items() if k != "keep_models"}) for f, r in raws]
     matrices = [(f, r) for f, r in raws if is_matrix_spec(r)]
     if matrices:
         if len(raws) != 1:
             raise ValueError(f"a matrix spec ({matrices[0][0]}) must be the only config file")
         m = parse_matrix(matrices[0][1], matrices[0][0], ovs)
         entries = list({e.key: e for e in m.entries}.values())
-        return entries, {"title": m.title, "lines": list(m.columns)}
+        return entries, {"title": m.title, "lines": list(m.columns), "keep_models": keep}
     specs = [(f, r) for f, r in raws if is_figure_spec(r)]
     if specs:
         if len(raws) != 1:
@@ -304,7 +312,7 @@ def load_entries(files: Sequence[str | os.PathLike], overrides: Sequence[str | O
         entries = list({e.key: e for e in entries}.values())
         info = {"figure": spec.figure, "title": spec.title, "metric": spec.metric,
                 "panels": [(str(p.get("name", "")), str(p.get("title", p.get("name", "")))) for p in spec.panels],
-                "lines": list(dict.fromkeys(e.line for e in entries))}
+                "lines": list(dict.fromkeys(e.line for e in entries)), "keep_models": keep}
         return entries, info
     base: dict[str, Any] = {}
     grid: dict[tuple[str, ...], Override] = {}
@@ -323,7 +331,7 @@ def load_entries(files: Sequence[str | os.PathLike], overrides: Sequence[str | O
         grid.pop(o.path, None)
         grid[o.path] = o
     entries = entries_from_dicts(expand_grid(base, list(grid.values())))
-    return entries, {}
+    return entries, {"keep_models": keep}
 
 
 def default_sweep_name(files: Sequence[str | os.PathLike], entries: Sequence[RunEntry]) -> str:
@@ -336,7 +344,17 @@ def default_sweep_name(files: Sequence[str | os.PathLike], entries: Sequence[Run
 # --------------------------------------------------------------------------- figure specs
 
 
-SPEC_KEYS = {"figure", "title", "metric", "seeds", "base", "panels", "lines", "notes"}
+SPEC_KEYS = {"figure", "title", "metric", "seeds", "base", "panels", "lines", "notes", "keep_models"}
+
+
+def keep_models_field(raw: Mapping[str, Any], source: str = "<spec>") -> bool:
+    """The optional top-level ``keep_models`` of a spec or config file (default false):
+    keep each run's final server model in the store.  An output option, never part of
+    a config or its store key."""
+    v = raw.get("keep_models", False)
+    if not isinstance(v, bool):
+        raise ValueError(f"{source}: invalid spec field 'keep_models' = {v!r}: expected true or false")
+    return v
 
 
 @dataclass(frozen=True)
@@ -355,6 +373,7 @@ class Spec:
     panels: tuple[dict, ...]
     lines: tuple[dict, ...]
     runs: tuple[RunSpec, ...]
+    keep_models: bool = False  # store each run's final server model (not part of the key)
 
 
 
@@ -414,6 +433,7 @@ def parse_spec(raw: dict[str, Any], source: str = "<spec>", overrides: Sequence 
         panels=panels,
         lines=lines,
         runs=tuple(runs),
+        keep_models=keep_models_field(raw, source),
     )
 
 
@@ -434,7 +454,7 @@ def spec_entries(spec: Spec) -> list[RunEntry]:
 
 # --------------------------------------------------------------------------- matrix specs
 
-MATRIX_KEYS = {"name", "title", "seeds", "base", "rows", "columns", "notes"}
+MATRIX_KEYS = {"name", "title", "seeds", "base", "rows", "columns", "notes", "keep_models"}
 #: ``--tiny``: scikit-learn's digits, 10 clients (2 Byzantine), 10 rounds; a smoke test.
 TINY = dict(
     dataset="digits", dataset_params={}, n_clients=10, n_byzantine=2, byzantine_indices=[0, 5],
@@ -452,6 +472,7 @@ class MatrixSpec:
     rows: tuple[str, ...]
     columns: tuple[str, ...]
     entries: tuple[RunEntry, ...]
+    keep_models: bool = False  # store each run's final server model (not part of the key)
 
 
 def is_matrix_spec(raw: Mapping[str, Any]) -> bool:
@@ -519,7 +540,8 @@ def parse_matrix(raw: Mapping[str, Any], source: str = "<matrix>", overrides: Se
     if rounds is not None:
         title += f" [rounds={rounds}]"
     return MatrixSpec(name, title, tuple(str(r["label"]) for r in sel_rows),
-                      tuple(str(c["label"]) for c in sel_cols), tuple(entries))
+                      tuple(str(c["label"]) for c in sel_cols), tuple(entries),
+                      keep_models=keep_models_field(raw, source))
 
 
 def load_matrix(path: str | Path, overrides: Sequence = (), **kw) -> MatrixSpec:

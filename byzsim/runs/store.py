@@ -5,8 +5,10 @@ Layout (``root`` defaults to ``results/store``)::
     root/STORE.json                   {"byzsim_store_format": 1}  (checked on open)
     root/runs/<key>/config.json       resolved config + provenance (version, numpy, timing, diverged)
     root/runs/<key>/metrics.csv       round,test_accuracy,train_loss,distance (floats as repr)
+    root/runs/<key>/model.npy         the final server model (d,), only when models were kept
     root/runs/<key>/COMPLETE          completion marker, written last: the key, then
-                                      "sha256 <hex> <file>" of metrics.csv and config.json
+                                      "sha256 <hex> <file>" of metrics.csv, config.json
+                                      (and model.npy when there is one)
     root/failed/<key>.json            the last failure of a run (error + traceback); not a result
     root/quarantine/<key>-<time>/     a run that failed its check, moved aside (never read)
     root/claims/<key>                 a run being simulated by a live sweep: {pid, host, started}
@@ -27,9 +29,9 @@ Guarantees (see ``docs/reliability.md``):
   ``failed/`` and never replaces a stored result.
 * A store written by another format version is refused with :class:`StoreFormatError`.
 * Every read of a finished run checks it (:meth:`Store.problem`): the sha256 of
-  ``metrics.csv`` and ``config.json`` against those in ``COMPLETE`` (runs stored before
-  the checksums existed: both files must parse), the key in ``config.json``, and the
-  metrics table.  A run that fails is reported in one line and moved to
+  ``metrics.csv``, ``config.json`` and ``model.npy`` (if any) against those in
+  ``COMPLETE`` (runs stored before the checksums existed: both files must parse), the
+  key in ``config.json``, the metrics table, and that ``model.npy`` is a 1-D array.  A run that fails is reported in one line and moved to
   ``quarantine/``; it then counts as not run, so the next sweep simulates it again.
 """
 
@@ -75,6 +77,8 @@ __all__ = [
     "config_from_dict",
     "atomic_write_text",
     "format_metrics_csv",
+    "model_bytes",
+    "parse_model",
     "parse_metrics_csv",
 ]
 
@@ -84,6 +88,7 @@ FORMAT_VERSION = 1
 DEFAULT_STORE = "results/store"
 _MARKER = "COMPLETE"
 _CHECKED = ("metrics.csv", "config.json")  # files whose sha256 COMPLETE records
+_MODEL = "model.npy"  # the final server model: optional, its sha256 in COMPLETE when present
 _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
 
@@ -270,8 +275,33 @@ def _sha256(data: bytes) -> str:
 
 
 def _marker_text(key: str, files: Mapping[str, bytes]) -> str:
-    """``COMPLETE``: the key, then ``sha256 <hex> <name>`` per checked file."""
-    return f"{key}\n" + "".join(f"sha256 {_sha256(files[n])} {n}\n" for n in _CHECKED)
+    """``COMPLETE``: the key, then ``sha256 <hex> <name>`` per checked file (and the
+    model, when the run has one)."""
+    names = _CHECKED + ((_MODEL,) if _MODEL in files else ())
+    return f"{key}\n" + "".join(f"sha256 {_sha256(files[n])} {n}\n" for n in names)
+
+
+def model_bytes(model: Any) -> bytes:
+    """A final server model ``(d,)`` as the bytes of ``model.npy`` (``np.save``, no
+    pickle: equal arrays give equal bytes)."""
+    a = np.asarray(model)
+    if a.ndim != 1:
+        raise ValueError(f"invalid model of shape {a.shape}: expected the server model (d,)")
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def parse_model(data: bytes) -> np.ndarray:
+    """The bytes of ``model.npy`` -> the model ``(d,)``; :class:`StoreError` when they are
+    not a 1-D ``.npy`` array."""
+    try:
+        a = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise StoreError(f"{_MODEL} does not parse ({e})") from None
+    if not isinstance(a, np.ndarray) or a.ndim != 1:
+        raise StoreError(f"{_MODEL} holds shape {getattr(a, 'shape', None)}, expected a model (d,)")
+    return a
 
 
 def _marker_sums(text: str) -> dict[str, str]:
@@ -321,6 +351,20 @@ class StoredRun:
 
     def columns(self) -> dict[str, np.ndarray]:
         return parse_metrics_csv(self.metrics_text())
+
+    @property
+    def has_model(self) -> bool:
+        """True iff the run was stored with its final server model (``model.npy``)."""
+        return (self.path / _MODEL).is_file()
+
+    def model(self) -> np.ndarray | None:
+        """The final server model ``(d,)`` (:attr:`byzsim.simulate.RunResult.model`), or
+        ``None`` when the run was stored without it."""
+        try:
+            data = (self.path / _MODEL).read_bytes()
+        except FileNotFoundError:
+            return None
+        return parse_model(data)
 
 
 class Store:
@@ -398,11 +442,15 @@ class Store:
         try:
             sums = _marker_sums((d / _MARKER).read_text(encoding="utf-8", errors="replace"))
             data = {n: (d / n).read_bytes() for n in _CHECKED}
+            if _MODEL in sums or (d / _MODEL).exists():
+                data[_MODEL] = (d / _MODEL).read_bytes()
         except OSError as e:
             return f"unreadable ({e.strerror or e}: {Path(e.filename or d).name})"
         for n, want in sums.items():
             if n in data and _sha256(data[n]) != want:
                 return f"{n} does not match its sha256 in {_MARKER} (changed or truncated)"
+        if _MODEL in data and _MODEL not in sums:
+            return f"{_MODEL} has no sha256 in {_MARKER} (not written with this run)"
         try:
             meta = json.loads(data["config.json"].decode("utf-8"))
             if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
@@ -417,7 +465,22 @@ class Store:
             parse_metrics_csv(data["metrics.csv"].decode("utf-8"))
         except (StoreError, UnicodeDecodeError) as e:
             return str(e)
+        if _MODEL in data:
+            try:
+                parse_model(data[_MODEL])
+            except StoreError as e:
+                return str(e)
         return None
+
+    def has_model(self, key: str) -> bool:
+        """True iff the run ``key`` is finished, passes its check and has its final
+        server model (``model.npy``)."""
+        return self.has(key) and (self.runs_dir / key / _MODEL).is_file()
+
+    def complete(self, key: str, *, model: bool = False) -> bool:
+        """True iff the run ``key`` is stored with what is asked: finished (:meth:`has`)
+        and, with ``model``, with its final server model (:meth:`has_model`)."""
+        return self.has_model(key) if model else self.has(key)
 
     def quarantine(self, key: str, reason: str) -> Path | None:
         """Move the run ``key`` to ``quarantine/<key>-<time>`` (kept for inspection, never
@@ -482,6 +545,7 @@ class Store:
         extra: Mapping[str, Any] | None = None,
         force: bool = False,
         plugins: Sequence[Mapping[str, Any]] = (),
+        model: Any = None,
     ) -> Path:
         """Store a *successful* run atomically and return its directory.
 
@@ -489,9 +553,13 @@ class Store:
         config and the simulator is deterministic) unless ``force``, in which case the
         new directory atomically takes its place.  ``plugins``: the ``Plugin.ref()`` of
         the plugins the run uses (part of the key, recorded in ``config.json``).
+        ``model``: the final server model ``(d,)``, written as ``model.npy`` (checksummed
+        in ``COMPLETE``; not part of the key); a stored run without a model is then
+        replaced as with ``force``.
         """
         key = config_key(cfg, plugins)
         final = self.runs_dir / key
+        force = force or (model is not None and not self.has_model(key))
         if self.has(key) and not force:
             return final
         self.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -513,10 +581,12 @@ class Store:
         }
         files = {"metrics.csv": format_metrics_csv(columns).encode("utf-8"),
                  "config.json": (json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")}
+        if model is not None:
+            files[_MODEL] = model_bytes(model)
         tmp = self.runs_dir / f"{_TMP_PREFIX}{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            for name in _CHECKED:
+            for name in files:
                 _write_file(tmp / name, files[name])
             _write_file(tmp / _MARKER, _marker_text(key, files))
             _fsync_dir(tmp)
