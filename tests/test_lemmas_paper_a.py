@@ -34,7 +34,8 @@ import pytest
 from scipy.optimize import minimize
 
 import broken_variants as bv
-import byzsim.algorithms as alg
+import byzsim.algorithms._penalty as penalty_round
+import byzsim.algorithms._subgradients as subgradients
 from byzsim.algorithms import PenaltyMethod, Problem, SagaEstimator
 from byzsim.attacks import get_attack
 from byzsim.models import SoftmaxRegression
@@ -321,8 +322,8 @@ def test_ball_check_catches_a_wrongly_normalised_l1_subgradient(monkeypatch):
     x_star = exact_solution(P)
     G = P.model.grad(x_star, P.X[P.regular], P.y[P.regular])
     assert lam < lemma1_lambda_threshold(G, 2)  # between the l∞ and the l2 thresholds
-    monkeypatch.setattr(alg, "lp_subgradient", bv.lp_subgradient_l2_normalised)
+    monkeypatch.setattr(subgradients, "lp_subgradient", bv.lp_subgradient_l2_normalised)
     # the round's own row-wise subgradients (the p = 1 fast path)
-    monkeypatch.setattr(alg, "subgradients_of_difference", bv.subgradients_of_difference_l2_normalised)
+    monkeypatch.setattr(penalty_round, "subgradients_of_difference", bv.subgradients_of_difference_l2_normalised)
     ok, (e1, e4) = ball_shrinks_with_the_step(P, lam)
     assert not ok and e4 > 0.5 * e1
