@@ -43,7 +43,6 @@ Usage: ``python experiments/paper_b/bounds_vs_runs.py [--store DIR] [--specs NAM
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import math
 import sys
@@ -256,13 +255,11 @@ def plot(rows: Sequence[dict], path: Path) -> Path | None:
 
 
 def write_csv(rows: Sequence[dict], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return path
+    """The rows as :data:`FIELDS`, floats to 6 significant digits (written atomically)."""
+    from byzsim.runs.tables import write_csv as write
+
+    return write(path, [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
+                 FIELDS)
 
 
 def without_model(specs: Sequence[str | Path], store: Store) -> list[str]:
