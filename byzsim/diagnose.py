@@ -33,6 +33,15 @@ deterministically and without simulating a round:
   the config's ``λ``, and Theorem 1's rate and ``Δ1`` (:func:`byzsim.theory.asynrsa_theorem1`);
 - gradient family: paper B's Table I learning errors (:func:`byzsim.theory.paper_b_bounds`).
 
+Ragged clients (the padded layout of :class:`byzsim.partition.ClientData`: worker i
+holds ``J_i`` samples, the first rows of its block; ``Problem.counts``): every quantity is
+over the real rows only, with ``f_i`` the mean over worker i's own ``J_i`` samples (so
+``J`` above is ``J_i``, and ``σ_b²`` is the mean over workers of
+``σ_i² (J_i − b)/(b (J_i − 1))``); the padding is never read (NaN allowed).  ``J`` in the
+bounds' step conditions is then ``J_max``, the strictest.  Equal-size clients are computed
+exactly as without counts.  Paper A's problem (3) (:func:`penalised_objective`,
+:func:`penalised_optimum`) is for equal-size clients only.
+
 Only convex models with a computable optimum are supported (:data:`CONVEX_MODELS`:
 softmax regression); anything else is a ``ValueError``.
 
@@ -70,16 +79,36 @@ CONVEX_MODELS = ("softmax",)
 # the smooth objective on stacked data (softmax regression)
 # --------------------------------------------------------------------------------------
 class _SoftmaxObjective:
-    """``F(w) = c · Σ_{i∈R} (1/J) Σ_j ℓ(w; x_ij, y_ij) + (κ/2)‖w‖²`` on the stacked
-    regular data ``X (R, J, p')`` (float64, viewed as ``(N, p')``), with its gradient and
-    Hessian-vector product; ``w`` is ``(d,) = (C·p',)`` class-major like the model."""
+    """``F(w) = c · Σ_{i∈R} (1/J_i) Σ_{j<J_i} ℓ(w; x_ij, y_ij) + (κ/2)‖w‖²`` on the
+    stacked regular data ``X (R, J, p')`` (float64, viewed as ``(N, p')``), with its
+    gradient and Hessian-vector product; ``w`` is ``(d,) = (C·p',)`` class-major like the
+    model.
+
+    ``counts (R,)``: ragged clients, client i holding ``J_i`` samples, the first ``J_i``
+    rows of ``X[i]`` (the rest is padding, never read: NaN allowed).  Only the real rows
+    are kept (``X2 (N, p')``, ``N = Σ_i J_i``, client by client), each sample weighted
+    ``ω_j = c/J_i`` (:attr:`wts`).  Without counts, or with every ``J_i = J``, it is the
+    equal-size objective, computed exactly as before (one scalar weight ``c/J``)."""
 
     def __init__(self, model, X: np.ndarray, y: np.ndarray, c: float, kappa: float,
-                 sparse: bool | None = None):
+                 sparse: bool | None = None, counts: np.ndarray | None = None):
         self.model, self.c, self.kappa = model, float(c), float(kappa)
         self.R, self.J, self.p = X.shape
-        self.X2 = np.ascontiguousarray(X.reshape(-1, self.p), dtype=np.float64)
-        self.y = np.asarray(y).reshape(-1)
+        self.counts = self.starts = self.wts = None
+        if counts is not None and (np.asarray(counts) != self.J).any():
+            counts = np.asarray(counts, dtype=np.int64)
+            if counts.shape != (self.R,) or counts.min() < 1 or counts.max() > self.J:
+                raise ValueError(f"counts must be (R,) = ({self.R},) integers in [1, J_max = {self.J}], "
+                                 f"got shape {counts.shape}, range [{counts.min()}, {counts.max()}]")
+            mask = np.arange(self.J) < counts[:, None]
+            self.counts = counts
+            self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            self.wts = np.repeat(self.c / counts, counts)  # (N,) weight of each real sample
+            self.X2 = np.ascontiguousarray(X[mask], dtype=np.float64)
+            self.y = np.asarray(y)[mask]
+        else:
+            self.X2 = np.ascontiguousarray(X.reshape(-1, self.p), dtype=np.float64)
+            self.y = np.asarray(y).reshape(-1)
         # sparse features (MNIST: 19% nonzero) make the two products per evaluation
         # ~1.5-2x cheaper as CSR (X and Xᵀ); dense otherwise
         self._Xs = self._XsT = None
@@ -91,7 +120,22 @@ class _SoftmaxObjective:
             self._Xs = sp.csr_matrix(self.X2)
             self._XsT = self._Xs.T.tocsr()
         self.C = model.n_classes
-        self.scale = self.c / self.J  # weight of one sample's loss
+        self.scale = self.c / self.J  # weight of one sample's loss (equal sizes)
+
+    @property
+    def ragged(self) -> bool:
+        return self.counts is not None
+
+    def _segments(self):
+        """``(i, slice of client i's rows in X2, J_i)`` per client (ragged)."""
+        for i, (a, n) in enumerate(zip(self.starts.tolist(), self.counts.tolist())):
+            yield i, slice(a, a + n), n
+
+    def _weighted_t_times(self, P: np.ndarray) -> np.ndarray:
+        """``Σ_j ω_j P_j ⊗ x_j`` as ``(C, p')``: the data term's gradient-like sums."""
+        if self.wts is None:
+            return self.scale * self._t_times(P)
+        return self._t_times(P * self.wts[:, None])
 
     def _times(self, V: np.ndarray) -> np.ndarray:
         """``X V`` for ``V (p', C)``: ``(N, C)``."""
@@ -107,11 +151,12 @@ class _SoftmaxObjective:
         W = w.reshape(self.C, self.p)
         logp = log_softmax(self._times(W.T), axis=1)  # (N, C)
         N = logp.shape[0]
-        nll = -logp[np.arange(N), self.y].sum()
+        picked = logp[np.arange(N), self.y]
+        nll = self.scale * -picked.sum() if self.wts is None else -(self.wts @ picked)
         P = np.exp(logp, out=logp)
         P[np.arange(N), self.y] -= 1.0  # residual softmax − onehot
-        g = self.scale * self._t_times(P).ravel() + self.kappa * w
-        return float(self.scale * nll + 0.5 * self.kappa * w @ w), g
+        g = self._weighted_t_times(P).ravel() + self.kappa * w
+        return float(nll + 0.5 * self.kappa * w @ w), g
 
     def hessp_at(self, w: np.ndarray):
         """``v ↦ ∇²F(w) v``: per sample ``(diag(p) − ppᵀ) V x ⊗ x``, vectorised as two GEMMs."""
@@ -122,18 +167,25 @@ class _SoftmaxObjective:
             Z = self._times(v.reshape(self.C, self.p).T)  # (N, C)
             PZ = P * Z
             S = PZ - P * PZ.sum(axis=1, keepdims=True)
-            return self.scale * self._t_times(S).ravel() + self.kappa * v
+            return self._weighted_t_times(S).ravel() + self.kappa * v
 
         return hv
 
     def client_stats(self, w: np.ndarray):
         """Per-client data gradients ``G (R, d)`` and inner variations ``σ_i² (R,)`` at w.
 
-        ``‖r_j ⊗ x_j‖² = ‖r_j‖² ‖x_j‖²``, so ``σ_i² = (1/J) Σ_j ‖r_j‖²‖x_j‖² − ‖G_i‖²``
-        needs no per-sample gradient."""
+        ``‖r_j ⊗ x_j‖² = ‖r_j‖² ‖x_j‖²``, so ``σ_i² = (1/J_i) Σ_j ‖r_j‖²‖x_j‖² − ‖G_i‖²``
+        needs no per-sample gradient (``G_i = (1/J_i) Σ_{j<J_i} r_j ⊗ x_j``)."""
         W = w.reshape(self.C, self.p)
         Rs = np.exp(log_softmax(self._times(W.T), axis=1))
         Rs[np.arange(Rs.shape[0]), self.y] -= 1.0
+        if self.ragged:
+            G = np.empty((self.R, self.C * self.p))
+            for i, rows, n in self._segments():
+                G[i] = (Rs[rows].T @ self.X2[rows]).ravel() / n
+            per = np.einsum("nc,nc->n", Rs, Rs) * np.einsum("np,np->n", self.X2, self.X2)
+            sq = np.add.reduceat(per, self.starts) / self.counts
+            return G, np.maximum(sq - np.einsum("rd,rd->r", G, G), 0.0)
         R3 = Rs.reshape(self.R, self.J, self.C)
         X3 = self.X2.reshape(self.R, self.J, self.p)
         G = (np.swapaxes(R3, 1, 2) @ X3).reshape(self.R, -1) / self.J
@@ -141,8 +193,11 @@ class _SoftmaxObjective:
         return G, np.maximum(sq - np.einsum("rd,rd->r", G, G), 0.0)
 
     def client_smoothness(self) -> np.ndarray:
-        """Certified smoothness of each client's data term ``(1/J) Σ_j ℓ``:
-        ``½ λ_max(X_iᵀX_i/J)`` (Lanczos), ``(R,)``."""
+        """Certified smoothness of each client's data term ``(1/J_i) Σ_j ℓ``:
+        ``½ λ_max(X_iᵀX_i/J_i)`` (Lanczos), ``(R,)``."""
+        if self.ragged:
+            return np.array([0.5 * _lanczos_max(lambda v, A=self.X2[rows], n=n: A.T @ (A @ v) / n, self.p)
+                             for _, rows, n in self._segments()])
         X3 = self.X2.reshape(self.R, self.J, self.p)
         return np.array([
             0.5 * _lanczos_max(lambda v, A=X3[i]: A.T @ (A @ v) / self.J, self.p) for i in range(self.R)
@@ -150,10 +205,15 @@ class _SoftmaxObjective:
 
     def smoothness_bounds(self) -> tuple[float, float]:
         """Certified global bounds of the data term's curvature: ``(½ max_j ‖x_j‖²,
-        ½ λ_max(XᵀX/N))`` (per sample; mean over all samples)."""
+        ½ λ_max(Σ_j ω'_j x_j x_jᵀ))`` (per real sample; the mean over the clients of each
+        client's mean, ``ω'_j = 1/(R J_i)``, which is ``XᵀX/N`` for equal sizes)."""
         per_sample = 0.5 * float(np.einsum("np,np->n", self.X2, self.X2).max())
-        N = self.X2.shape[0]
-        gram = _lanczos_max(lambda v: self._t_times(self._times(v.reshape(-1, 1))).ravel() / N, self.p)
+        if self.wts is None:
+            N = self.X2.shape[0]
+            gram = _lanczos_max(lambda v: self._t_times(self._times(v.reshape(-1, 1))).ravel() / N, self.p)
+        else:
+            om = (self.wts / (self.c * self.R))[:, None]
+            gram = _lanczos_max(lambda v: self._t_times(om * self._times(v.reshape(-1, 1))).ravel(), self.p)
         return per_sample, 0.5 * gram
 
 
@@ -242,7 +302,7 @@ def _objective_of(cfg: Config, problem, ridge: float) -> _SoftmaxObjective:
             "need not exist (a class absent from the regular workers' data drives its logits "
             "to −∞); pass ridge > 0 (adds ridge/2·‖x‖² for the diagnostic only)"
         )
-    return _SoftmaxObjective(model, problem.X[reg], problem.y[reg], c, kappa)
+    return _SoftmaxObjective(model, problem.X[reg], problem.y[reg], c, kappa, counts=problem.counts[reg])
 
 
 def _problem64(cfg: Config):
@@ -313,7 +373,7 @@ class Diagnosis:
     train_loss: float
     sigma2: float  # mean over regular workers of the per-sample inner variation
     sigma2_max: float
-    sigma2_batch: float  # of a minibatch of cfg.batch_size distinct samples
+    sigma2_batch: float  # of a minibatch of cfg.batch_size distinct samples (mean over workers)
     delta2: float
     mu: float  # strong convexity of F (= κ for softmax)
     L_bound: float  # certified global smoothness of F
@@ -328,6 +388,7 @@ class Diagnosis:
     paper_b: dict | None = None
     config_bound: theory.Bound | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    counts: np.ndarray | None = None  # (R,) J_i of the regular workers when ragged (J is J_max)
 
     @property
     def lemma1_holds(self) -> bool | None:
@@ -342,7 +403,10 @@ class Diagnosis:
             f"# diagnose: {c.method} ({c.family}) on {c.dataset}/{c.partition}, model {c.model}, "
             f"n = {c.n_clients}, B = {c.n_byzantine}, seed {c.seed}",
             f"problem       {self.objective}",
-            f"sizes         d = {self.d}, R = {self.R} regular workers, J = {self.J} samples each",
+            f"sizes         d = {self.d}, R = {self.R} regular workers, " + (
+                f"J = {self.J} samples each" if self.counts is None else
+                f"J_i = {int(self.counts.min())}..{int(self.counts.max())} samples "
+                f"(mean {self.counts.mean():.1f}; ragged)"),
             f"x*            ‖∇F(x*)‖ = {o.grad_norm:.3g} ≤ tol {o.tol:.3g}  "
             f"(‖x − x*‖ ≤ {o.dist_bound:.3g}, F − F* ≤ {o.gap_bound:.3g}); "
             f"{o.iterations} L-BFGS iterations, {o.seconds:.1f} s",
@@ -385,6 +449,8 @@ def _lanczos_max(hv, d: int) -> float:
     from scipy.sparse.linalg import LinearOperator, eigsh
     from threadpoolctl import threadpool_limits
 
+    if d < 3:  # too small for ARPACK (k = 1 < ncv ≤ d): the dense matrix, column by column
+        return float(np.linalg.eigvalsh(np.column_stack([hv(e) for e in np.eye(d)]))[-1])
     op = LinearOperator((d, d), matvec=hv, dtype=np.float64)
     v0 = np.ones(d) / np.sqrt(d)
     with threadpool_limits(limits=1, user_api="blas"):
@@ -392,7 +458,7 @@ def _lanczos_max(hv, d: int) -> float:
 
 
 def diagnose(cfg: Config, *, ridge: float = 0.0, tol: float | None = None,
-             optimum: Optimum | None = None) -> Diagnosis:
+             optimum: Optimum | None = None, problem=None) -> Diagnosis:
     """Measure ``cfg``'s problem: ``x*``, ``σ²``, ``δ²``, ``μ``, ``L`` and the bounds.
 
     Parameters
@@ -407,6 +473,13 @@ def diagnose(cfg: Config, *, ridge: float = 0.0, tol: float | None = None,
     optimum : Optimum, optional
         ``x*`` computed before for the same data, family, l2 and ridge (configs that
         differ only in the method share it); its gradient norm is re-checked.
+    problem : Problem, optional
+        Diagnose this problem's data instead of the config's own (computed in float64).
+
+    Ragged clients (``problem.counts``): every quantity is over the real rows only,
+    ``f_i`` the mean over client i's own ``J_i`` samples; ``σ_b²`` is the mean over
+    workers of ``σ_i² (J_i − b)/(b (J_i − 1))``, and ``J`` in the bounds' step conditions
+    is ``J_max`` (the strictest of the clients' conditions).
 
     Raises
     ------
@@ -416,7 +489,7 @@ def diagnose(cfg: Config, *, ridge: float = 0.0, tol: float | None = None,
     _check_model(cfg)
     if not (np.isfinite(ridge) and ridge >= 0):
         raise ValueError(f"diagnose: ridge must be a finite number >= 0, got {ridge!r}")
-    problem = _problem64(cfg)
+    problem = _problem64(cfg) if problem is None else _as_float64(problem)
     model = problem.model
     obj = _objective_of(cfg, problem, ridge)
     if optimum is None:
@@ -431,7 +504,11 @@ def diagnose(cfg: Config, *, ridge: float = 0.0, tol: float | None = None,
     delta2 = float(np.mean(np.sum((G - G.mean(axis=0)) ** 2, axis=1)))
     sigma2 = float(s2.mean())
     b = cfg.batch_size
-    sigma2_b = sigma2 * (J - b) / (b * (J - 1)) if J > 1 else 0.0
+    if obj.ragged:  # each worker's minibatch of b distinct samples out of its own J_i
+        Ji = obj.counts
+        sigma2_b = float(np.mean(np.where(Ji > 1, s2 * (Ji - b) / (b * np.maximum(Ji - 1, 1)), 0.0)))
+    else:
+        sigma2_b = sigma2 * (J - b) / (b * (J - 1)) if J > 1 else 0.0
     per_sample, gram = obj.smoothness_bounds()
     L_bound = (obj.c * R) * gram + obj.kappa  # c·Σ_i f_i = c·R·(mean over all samples)
     L_local = _lanczos_max(obj.hessp_at(x), d)
@@ -443,6 +520,9 @@ def diagnose(cfg: Config, *, ridge: float = 0.0, tol: float | None = None,
         objective = (f"(1/R) Σ_(i∈R) f_i(x) + f0(x), f_i with l2 = {l2m:g}, "
                      f"f0 = {f0_l2:g}/2‖x‖² (server_l2 {cfg.server_l2:g} + ridge {ridge:g})")
     notes = []
+    if obj.ragged:
+        notes.append(f"ragged workers (J_i from {int(obj.counts.min())} to {int(obj.counts.max())}): "
+                     f"f_i is the mean over worker i's own samples; J = J_max = {J} in the step conditions")
     if ridge:
         notes.append(f"ridge {ridge:g} is not in the config: x* and the bounds are of the ridge problem")
     kw: dict = {}
@@ -475,7 +555,7 @@ def diagnose(cfg: Config, *, ridge: float = 0.0, tol: float | None = None,
         config=cfg, objective=objective, d=d, R=R, J=J, ridge=float(ridge), optimum=opt,
         test_accuracy=test_acc, train_loss=train_loss, sigma2=sigma2, sigma2_max=float(s2.max()),
         sigma2_batch=float(sigma2_b), delta2=delta2, mu=obj.kappa, L_bound=float(L_bound),
-        L_local=L_local, notes=tuple(notes), **kw,
+        L_local=L_local, notes=tuple(notes), counts=obj.counts, **kw,
     )
     _warn_outside(diag)
     return diag
@@ -536,6 +616,7 @@ def penalised_objective(problem, x0: np.ndarray, X: np.ndarray, lam: float, p: f
     server_l2 : float
         ``f0(x0) = server_l2/2 ‖x0‖²``; ``f_i`` includes the model's own l2.
     """
+    _refuse_ragged(problem, "penalised_objective")
     reg = problem.regular
     R = int(reg.sum())
     x0 = np.asarray(x0, dtype=np.float64)
@@ -548,6 +629,16 @@ def penalised_objective(problem, x0: np.ndarray, X: np.ndarray, lam: float, p: f
     pen = np.sum(np.linalg.norm(X - x0[..., None, :], ord=p, axis=-1), axis=-1)
     F = fi + 0.5 * server_l2 * np.sum(x0 * x0, axis=-1) + lam * pen
     return float(F) if x0.ndim == 1 else F
+
+
+def _refuse_ragged(problem, what: str) -> None:
+    """Problem (3) is evaluated on equal-size clients only (its ``f_i`` are the model's
+    losses over whole client blocks)."""
+    if getattr(problem, "ragged", False):
+        c = problem.counts[problem.regular]
+        raise ValueError(f"{what}: the clients are ragged (J_w from {int(c.min())} to {int(c.max())}); "
+                         "problem (3) is computed for equal-size clients only (use a partition with "
+                         "equal sizes, e.g. by_class with truncate = true)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -602,6 +693,7 @@ def penalised_optimum(cfg: Config, *, tol: float | None = None, max_iter: int = 
                          f"{cfg.method!r} is in the {cfg.family!r} family")
     _check_model(cfg)
     problem = _problem64(cfg) if problem is None else _as_float64(problem)
+    _refuse_ragged(problem, "penalised_optimum")
     obj = _objective_of(cfg, problem, 0.0)
     opt = _minimise(obj, None)
     G, _ = obj.client_stats(opt.x)
