@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..registry import STATEFUL, Meta, Registry, keyword_parameters, optional_callable
+from ..registry import REPLICA_PARAMS, STATEFUL, Meta, Registry, keyword_parameters, optional_callable
 
 __all__ = ["AGGREGATORS", "get_aggregator"]
 
@@ -30,6 +30,7 @@ AGGREGATORS: Registry = Registry("aggregator", schema={
     "per_call": Meta("keyword parameters supplied per call, not configurable", default=(),
                      check=_per_call_check),
     "stateful": STATEFUL,
+    "replica_params": REPLICA_PARAMS,
 })
 
 
@@ -227,6 +228,17 @@ def _flatten(z: np.ndarray, wts: np.ndarray, m: np.ndarray):
         np.asarray(m).reshape(-1),
         lead,
     )
+
+
+def _per_element(p: Any, lead: tuple, dtype=np.float64) -> np.ndarray:
+    """A parameter declared ``replica_params`` (a number, or an array broadcasting
+    against ``lead + (1, 1)``) as ``(B,)`` values of the flattened batch elements
+    (:func:`_flatten`), in ``dtype``: element ``b`` holds the number a call on that
+    element alone would use (cast like ``np.full(B, float(p), dtype)``)."""
+    a = np.asarray(p, dtype=np.float64)
+    if a.ndim == 0:
+        return np.full(int(np.prod(lead, dtype=np.int64)), float(a), dtype=dtype)
+    return np.broadcast_to(a, lead + (1, 1)).reshape(-1).astype(dtype)
 
 
 def _average(w: np.ndarray, z: np.ndarray) -> np.ndarray:
