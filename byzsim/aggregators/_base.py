@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import re
+import textwrap
 from typing import Any, Callable
 
 import numpy as np
@@ -62,6 +64,36 @@ def get_aggregator(name: str, **params: Any) -> Callable:
         if params.get(key) is not None:
             _check_int(key, params[key], name)
     return bound
+
+
+# --------------------------------------------------------------------------------------
+# numpydoc entries shared by the rules
+
+#: Entries of the rules' numpydoc docstrings that are the same for every rule (the
+#: contract of the module docstring): a line ``{name}`` in a docstring decorated with
+#: :func:`_shared_doc` becomes the entry, indented like that line.
+_DOC_ENTRIES = {
+    "z_mask": (
+        "z : array_like, shape ``(..., n, d)``\n"
+        "mask : None or bool array ``(n,)`` / ``(..., n)``\n"
+        "    Participating rows; elements with none return zeros."
+    ),
+    "returns": "Returns\n-------\nndarray, shape ``(..., d)``",
+}
+
+
+def _shared_doc(fn: Callable) -> Callable:
+    """Decorator: the lines ``{name}`` of ``fn``'s docstring replaced by the shared
+    entries :data:`_DOC_ENTRIES` (an unknown name fails at import)."""
+
+    def entry(match: re.Match) -> str:
+        name = match.group(2)
+        if name not in _DOC_ENTRIES:
+            raise ValueError(f"{fn.__name__}: no shared docstring entry {name!r}; known: {sorted(_DOC_ENTRIES)}")
+        return textwrap.indent(_DOC_ENTRIES[name], match.group(1))
+
+    fn.__doc__ = re.sub(r"^( *)\{(\w+)\}$", entry, fn.__doc__ or "", flags=re.M)
+    return fn
 
 
 # --------------------------------------------------------------------------------------
@@ -216,6 +248,24 @@ def _resolve_f(
             f"{who} needs 0 <= f <= {max_f(n)} ({rule}) for n = {n} rows; got f = {f}"
         )
     return np.minimum(f, cap).astype(np.int64)
+
+
+def _rows_and_f(z: Any, mask: Any, f: Any, who: str, default_f: Callable | None = None):
+    """The start of every rule with a Byzantine count ``f`` tolerating ``2f < n``:
+    :func:`_prepare`, :func:`_resolve_f` (``None`` -> ``default_f(m_p)``, default
+    ``(m_p − 1) // 2``) and :func:`_flatten`.
+
+    Returns ``(z2 (B, n, d), present (B, n), m_p (B,), f (B,), finish)`` with
+    ``finish(out (B, d)) -> (..., d)`` the rule's output (:func:`_finish`: zeros where no
+    row participates, the input's leading axes and dtype)."""
+    z, wts, m = _prepare(z, mask)
+    fe = _resolve_f(f, m, z.shape[-2], who, _majority_max_f, "2f < n", default_f=default_f)
+    z2, present, m2, lead = _flatten(z, wts, m)
+
+    def finish(out: np.ndarray) -> np.ndarray:
+        return _finish(out, m2, lead, z.dtype)
+
+    return z2, present, m2, fe.reshape(-1), finish
 
 
 def _flatten(z: np.ndarray, wts: np.ndarray, m: np.ndarray):

@@ -17,6 +17,7 @@ from ._base import (
     _matvec,
     _per_element,
     _prepare,
+    _shared_doc,
     _vecdot,
     _vecmat,
 )
@@ -29,6 +30,7 @@ __all__ = ["CenteredClippingState", "centered_clipping", "centered_clipping_mome
 
 
 @AGGREGATORS.register("centered_clipping", "cc", replica_params=("tau",))
+@_shared_doc
 def centered_clipping(
     z: Any, mask: Any = None, *, tau: float | None = None, iterations: int = 3, init: str = "medoid"
 ) -> np.ndarray:
@@ -52,9 +54,7 @@ def centered_clipping(
 
     Parameters
     ----------
-    z : array_like, shape ``(..., n, d)``
-    mask : None or bool array ``(n,)`` / ``(..., n)``
-        Participating rows; elements with none return zeros.
+    {z_mask}
     tau : float, array or None, default None
         Clipping radius (absolute, units of the messages).  ``None``: the median over
         participants of ``‖z_i − v_0‖`` (data-driven; makes the rule scale equivariant).
@@ -66,9 +66,7 @@ def centered_clipping(
         Starting point ``v_0``: the medoid (rotation equivariant, robust), the coordinate
         median, or the mean (not robust).
 
-    Returns
-    -------
-    ndarray, shape ``(..., d)``
+    {returns}
 
     References
     ----------
