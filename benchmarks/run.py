@@ -92,6 +92,21 @@ REPLICA_WORKLOADS = {
 }
 REPLICA_S = (1, 4, 8, 16)
 
+#: sweeps over a component's per-replica parameter (declared ``replica_params``) on a
+#: digits workload: name -> (config, path of the swept parameter, values)
+SCALE_SWEEPS = {
+    "digits Byrd-SAGA, sign-flipping c (8 values)": (
+        dict(_DIGITS, method="byrd-saga", lr=0.05, attack="sign_flipping", attack_params={"c": -5.0}),
+        ("attack_params", "c"), (-8.0, -5.0, -3.0, -2.0, -1.0, -0.5, 2.0, 4.0)),
+    "digits Byrd-SGD, Gaussian std (8 values; drawn replica by replica)": (
+        dict(_DIGITS, method="byrd-sgd", lr=0.05, attack="gaussian", attack_params={"std": 1.0}),
+        ("attack_params", "std"), (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)),
+    "digits SGD + centered clipping, tau (8 values), same-value c = 100": (
+        dict(_DIGITS, method="sgd", aggregator="centered_clipping", aggregator_params={"tau": 1.0}, lr=0.05,
+             attack="same_value", attack_params={"c": 100.0}),
+        ("aggregator_params", "tau"), (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)),
+}
+
 #: workloads timed against the naive per-client loop (benchmarks/naive.py; float64)
 NAIVE_PAIRS = {"A": A, "A-full": A_FULL, "B": FIG7}
 
@@ -249,6 +264,68 @@ def time_replicas(cfg_kw: dict, S_values=REPLICA_S, rounds: int = 20, blocks: in
     return out
 
 
+def time_scale_sweep(cfg_kw: dict, path: tuple, values, rounds: int = 40, blocks: int = 5, warmup: int = 3) -> dict:
+    """A sweep over one per-replica parameter: ms per run-round of the S = len(values)
+    runs stacked in one batch (one ``step`` / S) against the same runs stepped one by
+    one, in interleaved blocks in one process (so that load from other processes hits
+    both alike); also ``run_batch`` vs ``run`` end to end (setup and 6 evaluations
+    included, ``5 · rounds`` rounds each)."""
+    from byzsim.simulate import _with_params, group_replicas, prepare_batch, run, run_batch
+
+    base = make_config(rounds=rounds, **cfg_kw)
+    cfgs = []
+    for v in values:
+        a, g, p = _with_params(base, {path: v})
+        cfgs.append(base.replace(attack_params=a, aggregator_params=g, preaggregators=p))
+    assert len(group_replicas(cfgs)) == 1, "the swept parameter must be declared replica_params"
+    stacked = prepare_batch(cfgs)
+    alone = [prepare_batch([c]) for c in cfgs]
+    for b in [stacked, *alone]:
+        for _ in range(warmup):
+            b.method.step(b.state, b.rng)
+    S = len(cfgs)
+    ts = {"stacked": [], "run_by_run": []}
+    for _ in range(blocks):
+        t = time.perf_counter()
+        for _ in range(rounds):
+            stacked.method.step(stacked.state, stacked.rng)
+        ts["stacked"].append((time.perf_counter() - t) / rounds / S * 1e3)
+        t = time.perf_counter()
+        for b in alone:
+            for _ in range(rounds):
+                b.method.step(b.state, b.rng)
+        ts["run_by_run"].append((time.perf_counter() - t) / rounds / S * 1e3)
+    out = {k: _stats(v) for k, v in ts.items()}
+    out["speedup"] = out["run_by_run"]["ms_per_round"] / out["stacked"]["ms_per_round"]
+    end = {"run_batch": [], "run": []}
+    long = [c.replace(rounds=5 * rounds, eval_every=rounds) for c in cfgs]
+    for _ in range(max(1, blocks // 2)):
+        t = time.perf_counter()
+        run_batch(long)
+        end["run_batch"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        for c in long:
+            run(c)
+        end["run"].append(time.perf_counter() - t)
+    out["end_to_end_s"] = {k: float(np.median(v)) for k, v in end.items()}
+    out["end_to_end_speedup"] = out["end_to_end_s"]["run"] / out["end_to_end_s"]["run_batch"]
+    out["S"], out["rounds"], out["end_to_end_rounds"] = S, rounds, 5 * rounds
+    return out
+
+
+def run_scale_sweeps(quick: bool) -> dict:
+    """The per-replica parameter sweeps; ``"_load"`` as :func:`run_replicas`."""
+    out = {"_load": [os.getloadavg()[0]]}
+    for name, (kw, path, values) in SCALE_SWEEPS.items():
+        r = time_scale_sweep(kw, path, values, rounds=10 if quick else 40, blocks=2 if quick else 5)
+        out[name] = r
+        print(f"{name}: stacked {r['stacked']['ms_per_round']:.3f} ms/run-round, run by run "
+              f"{r['run_by_run']['ms_per_round']:.3f} ({r['speedup']:.1f}x); end to end "
+              f"{r['end_to_end_s']['run_batch']:.2f} s vs {r['end_to_end_s']['run']:.2f} s ({r['end_to_end_speedup']:.1f}x)")
+    out["_load"].append(os.getloadavg()[0])
+    return out
+
+
 def replica_memory(cfg_kw: dict, S: int = 8, rounds: int = 2) -> dict:
     """Peak traced memory (tracemalloc) of building S replicas and running a few rounds,
     the data set excluded (shared): per replica, from S and 1 replicas; plus
@@ -389,13 +466,15 @@ def main() -> int:
     if "--ragged" in sys.argv:  # only the ragged-clients section, printed (not stored)
         run_ragged(quick)
         return 0
-    if "--replicas" in sys.argv:  # only the replica section, merged into the last results
-        path = ROOT / "benchmarks" / "results.json"
-        res = json.loads(path.read_text())
-        res["replicas"] = run_replicas(quick)
-        path.write_text(json.dumps(res, indent=2, default=float))
-        write_markdown(res)
-        return 0
+    for flag, key, section in (("--replicas", "replicas", run_replicas),
+                               ("--scale-sweeps", "scale_sweeps", run_scale_sweeps)):
+        if flag in sys.argv:  # only this section, merged into the last results
+            path = ROOT / "benchmarks" / "results.json"
+            res = json.loads(path.read_text())
+            res[key] = section(quick)
+            path.write_text(json.dumps(res, indent=2, default=float))
+            write_markdown(res)
+            return 0
     rounds, blocks = (20, 3) if quick else (100, 5)
     res = {"machine": machine(), "workloads": {}, "naive": {}, "aggregators": {}, "scaling": {}}
     res["settings"] = {"rounds_per_block": rounds, "blocks": blocks}
@@ -426,6 +505,7 @@ def main() -> int:
     print("scaling in d (byrd-saga, synthetic, n=30, C=10, J=20):")
     res["scaling"]["n_features"] = time_scaling(lambda p: _synthetic(30, p, 20), [10, 100, 1000, 10000])
     res["replicas"] = run_replicas(quick)
+    res["scale_sweeps"] = run_scale_sweeps(quick)
     (ROOT / "benchmarks" / "results.json").write_text(json.dumps(res, indent=2, default=float))
     write_markdown(res)
     return 0
@@ -464,6 +544,36 @@ def replica_table(res: dict) -> list[str]:
         m = r["memory"]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {tgt} | {status} | "
                      f"{m['per_replica_state_MB']:.2f} | {m['data_MB']:.0f} | {m['replica_bytes_estimate_MB']:.0f} |")
+    return lines
+
+
+def scale_sweep_table(res: dict) -> list[str]:
+    """Sweeps over a per-replica parameter, stacked vs run by run (generated)."""
+    rep = dict(res.get("scale_sweeps") or {})
+    load = rep.pop("_load", None)
+    if not rep:
+        return []
+    lines = [
+        "## Sweeps over an attack scale or a clipping radius: stacked vs run by run", "",
+        "The runs of a sweep differ only in a parameter the component declares "
+        "`replica_params`, so they form one replica batch (`simulate.replica_key`); before "
+        "that declaration each value had its own key and the sweep ran run by run. ms per "
+        "run-round of the S runs stepped as one batch (one step / S) and stepped one by one, "
+        "in interleaved blocks of the same process (medians, IQR), and the whole sweep end to "
+        "end (`run_batch` vs `run` per config: setup, 200 rounds, 6 evaluations). The ratios are "
+        "the numbers to read: the machine was shared with long evidence runs"
+        + (f" (load average of the {res['machine']['cpus']}-core machine before/after: "
+           f"{load[0]:.1f} / {load[-1]:.1f})" if load else "") + ", which inflates the absolute times.", "",
+        "| sweep | S | stacked ms / run-round (IQR) | run by run ms / run-round (IQR) | ratio | "
+        "end to end: run_batch s | runs s | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rep.items():
+        a, b, e = r["stacked"], r["run_by_run"], r["end_to_end_s"]
+        lines.append(
+            f"| {name} | {r['S']} | {a['ms_per_round']:.3f} ({a['iqr'][0]:.3f}–{a['iqr'][1]:.3f}) | "
+            f"{b['ms_per_round']:.3f} ({b['iqr'][0]:.3f}–{b['iqr'][1]:.3f}) | {r['speedup']:.1f}× | "
+            f"{e['run_batch']:.2f} | {e['run']:.2f} | {r['end_to_end_speedup']:.1f}× |")
     return lines
 
 
@@ -515,6 +625,9 @@ def write_markdown(res: dict) -> None:
         lines.append(f"| {name} | {r['ms_per_round']:.3f} | {r['iqr'][0]:.3f}–{r['iqr'][1]:.3f} | {r['eval_ms']:.1f} |")
     lines += ["", *target_table(res)]
     lines += ["", *replica_table(res)]
+    sweeps = scale_sweep_table(res)
+    if sweeps:
+        lines += ["", *sweeps]
     lines += [
         "", "## Vectorized round vs a naive per-client Python loop (`benchmarks/naive.py`)", "",
         "Same problem, same random draws (the naive loop follows the same trajectory; "

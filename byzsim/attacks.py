@@ -17,6 +17,12 @@ is :class:`byzsim.protocols.Attack`; check it with :func:`byzsim.testing.check_a
 
 Declared at registration:
 
+``replica_params`` (tuple of names)
+    The numeric parameters that may differ between the replicas of one batch (the
+    scales ``c``, ``std``, ``mean``, ``z``, ``eps``, ``value``): the attack accepts each
+    as an array broadcasting against ``v.shape[:-2] + (1, 1)`` (``(S, 1, 1)`` for
+    ``v (S, n, d)``) and gives replica ``s`` what the number ``p[s]`` gives alone.
+
 ``needs_aggregate`` (bool)
     The attack needs the server's aggregation (``alie_opt``, ``ipm_opt``): it takes a
     keyword ``aggregator`` and the simulate layer binds the run's
@@ -35,7 +41,7 @@ from typing import NamedTuple, Callable
 import numpy as np
 
 from .protocols import Stateful
-from .registry import STATEFUL, Meta, Range, Registry, bool_, keyword_parameters, optional_callable
+from .registry import REPLICA_PARAMS, STATEFUL, Meta, Range, Registry, bool_, keyword_parameters, optional_callable
 
 __all__ = [
     "ATTACKS",
@@ -75,7 +81,23 @@ ATTACKS: Registry = Registry("attack", schema={
     "data_attack": Meta("(y, byzantine, n_classes) -> y', the label transform of a data attack",
                         default=None, check=optional_callable),
     "stateful": STATEFUL,
+    "replica_params": REPLICA_PARAMS,
 })
+
+
+def _scale(p, like: np.ndarray) -> np.ndarray:
+    """A numeric parameter (a number, or per replica an array broadcasting against
+    ``like.shape[:-2] + (1, 1)``) in the floating dtype of ``like``: multiplying by it
+    rounds exactly as multiplying by the Python number does (NumPy casts a Python
+    number to the array's dtype first)."""
+    dt = like.dtype if np.issubdtype(like.dtype, np.floating) else np.float64
+    return np.asarray(p, dtype=dt)
+
+
+def _filled(shape: tuple, value) -> np.ndarray:
+    """``np.full(shape, float(value))`` for a number, or per replica an array
+    broadcasting against ``shape[:-2] + (1, 1)`` (float64, as the number)."""
+    return np.full(shape, np.asarray(value, dtype=np.float64))
 
 
 @ATTACKS.register("none")
@@ -84,30 +106,31 @@ def no_attack(v, byzantine, rng):
     return v[..., byzantine, :]
 
 
-@ATTACKS.register("same_value", "same-value", ranges={"c": Range()})
+@ATTACKS.register("same_value", "same-value", ranges={"c": Range()}, replica_params=("c",))
 def same_value(v, byzantine, rng, *, c: float = 10000.0):
     """Every Byzantine message is ``c · 1`` (paper A, c = 10000)."""
     q = int(byzantine.sum())
-    return np.full(v.shape[:-2] + (q, v.shape[-1]), float(c))
+    return _filled(v.shape[:-2] + (q, v.shape[-1]), c)
 
 
-@ATTACKS.register("gaussian", ranges={"std": Range(lo=0), "mean": Range()})
+@ATTACKS.register("gaussian", ranges={"std": Range(lo=0), "mean": Range()}, replica_params=("std", "mean"))
 def gaussian(v, byzantine, rng, *, std: float, mean: float = 0.0):
     """Every Byzantine message is drawn i.i.d. ``N(mean, std²)`` per coordinate.
 
     ``std`` is the standard deviation (explicit: paper A prints ``N(0, 100²)``, i.e.
     std 100; paper B prints ``N(0, 10000)``, ambiguous between variance and std).
     """
-    if not std >= 0:
+    if not np.all(np.asarray(std) >= 0):
         raise ValueError(f"gaussian attack: std must be >= 0, got {std!r}")
     q = int(byzantine.sum())
     return rng.normal(mean, std, size=v.shape[:-2] + (q, v.shape[-1]))
 
 
-@ATTACKS.register("sign_flipping", "sign-flipping", ranges={"c": Range()})
+@ATTACKS.register("sign_flipping", "sign-flipping", ranges={"c": Range()}, replica_params=("c",))
 def sign_flipping(v, byzantine, rng, *, c: float = -5.0):
     """Each Byzantine client sends ``c ×`` its own honest message (paper B, c = −5)."""
-    return c * v[..., byzantine, :]
+    own = v[..., byzantine, :]
+    return _scale(c, own) * own
 
 
 @ATTACKS.register("sample_duplicating", "sample-duplicating")
@@ -164,7 +187,7 @@ def alie_z(n: int, q: int) -> float:
     return float(norm.ppf(min(max(p, 0.5), 0.9999)))
 
 
-@ATTACKS.register("alie", "a_little_is_enough", ranges={"z": Range(optional=True)})
+@ATTACKS.register("alie", "a_little_is_enough", ranges={"z": Range(optional=True)}, replica_params=("z",))
 def alie(v, byzantine, rng, *, z: float | None = None):
     """A little is enough (ALIE; Baruch, Baruch & Goldberg, 2019).
 
@@ -186,10 +209,10 @@ def alie(v, byzantine, rng, *, z: float | None = None):
     mu, sd = _honest_stats(v, byzantine)
     if z is None:
         z = alie_z(byzantine.shape[0], int(byzantine.sum()))
-    return _rows(mu - float(z) * sd, v, byzantine)
+    return _rows(mu - _scale(z, sd) * sd, v, byzantine)
 
 
-@ATTACKS.register("ipm", "inner_product_manipulation", ranges={"eps": Range()})
+@ATTACKS.register("ipm", "inner_product_manipulation", ranges={"eps": Range()}, replica_params=("eps",))
 def ipm(v, byzantine, rng, *, eps: float = 0.1):
     """Inner-product manipulation (IPM; Xie, Koyejo & Gupta, 2019).
 
@@ -208,7 +231,7 @@ def ipm(v, byzantine, rng, *, eps: float = 0.1):
     Inner Product Manipulation", UAI 2019.
     """
     mu, _ = _honest_stats(v, byzantine)
-    return _rows(-float(eps) * mu, v, byzantine)
+    return _rows(-_scale(eps, mu) * mu, v, byzantine)
 
 
 #: Default grid of attack scales searched by the optimized attacks.
@@ -347,12 +370,12 @@ def mimic(v, byzantine, rng, *, target: int | None = None):
     return _rows(row, v, byzantine)
 
 
-@ATTACKS.register("inf", ranges={"value": Range(finite=False)})
+@ATTACKS.register("inf", ranges={"value": Range(finite=False)}, replica_params=("value",))
 def inf_attack(v, byzantine, rng, *, value: float = math.inf):
     """Every Byzantine message is ``value`` in every coordinate (default ``+inf``): tests
     that an aggregator does not let non-finite messages through."""
     q = int(byzantine.sum())
-    return np.full(v.shape[:-2] + (q, v.shape[-1]), float(value))
+    return _filled(v.shape[:-2] + (q, v.shape[-1]), value)
 
 
 def flip_labels(y: np.ndarray, byzantine: np.ndarray, n_classes: int) -> np.ndarray:

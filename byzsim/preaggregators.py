@@ -57,10 +57,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .aggregators import AGGREGATORS, get_aggregator
-from .aggregators._base import _check_int, _flatten, _majority_max_f, _prepare, _resolve_f, _vecdot
+from .aggregators._base import _check_int, _flatten, _majority_max_f, _per_element, _prepare, _resolve_f, _vecdot
 from .aggregators._gram import _dists, _robust_gram
 from .aggregators._order import _masked_median_1d
-from .registry import STATEFUL, Meta, Range, Registry, keyword_parameters, optional_callable
+from .registry import REPLICA_PARAMS, STATEFUL, Meta, Range, Registry, keyword_parameters, optional_callable
 from .pipeline import Pipeline
 from .resampling import resample as _resample
 from .resampling import resample_indices, resampled
@@ -93,6 +93,7 @@ PREAGGREGATORS: Registry = Registry("pre-aggregator", schema={
     "max_f": Meta("n -> the largest f the step tolerates with n rows", default=None,
                   check=optional_callable, required_if=lambda fn: "f" in keyword_parameters(fn)),
     "stateful": STATEFUL,
+    "replica_params": REPLICA_PARAMS,
 })
 
 
@@ -333,7 +334,7 @@ def _clip_rows(z2: np.ndarray, thr: np.ndarray, nrm: np.ndarray | None = None) -
 
 
 @PREAGGREGATORS.register("clipping", "static_clipping", chain=_identity_chain,
-                         ranges={"c": Range(lo=0, lo_open=True)})
+                         ranges={"c": Range(lo=0, lo_open=True)}, replica_params=("c",))
 def clipping(z: Any, mask: Any, rng: Any, *, c: float = 2.0) -> tuple:
     """Static clipping: scale every row to Euclidean norm at most ``c``.
 
@@ -347,18 +348,20 @@ def clipping(z: Any, mask: Any, rng: Any, *, c: float = 2.0) -> tuple:
     ----------
     z, mask, rng
         See the module contract (``rng`` unused).
-    c : float, default 2.0
-        Clipping threshold, ``c >= 0`` (ByzFL's default).
+    c : float or array, default 2.0
+        Clipping threshold, ``c >= 0`` (ByzFL's default); per replica (declared
+        ``replica_params``), an array broadcasting against ``z.shape[:-2] + (1, 1)``.
 
     Returns
     -------
     (z', mask') : ``(..., n, d)``, the input mask
     """
-    if not (np.isfinite(c) and c >= 0):
+    if not np.all(np.isfinite(c) & (np.asarray(c) >= 0)):
         raise ValueError(f"clipping: c must be a finite number >= 0, got c = {c!r}")
     z, wts, m = _prepare(z, mask)
     z2, present, m2, lead = _flatten(z, wts, m)
-    out = _clip_rows(z2, np.full(present.shape, float(c), dtype=z2.dtype))
+    thr = np.broadcast_to(_per_element(c, lead, z2.dtype)[:, None], present.shape)
+    out = _clip_rows(z2, thr)
     return _out(out, lead, None, z.dtype)[0], mask
 
 

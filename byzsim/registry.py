@@ -35,11 +35,14 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
 
+import numpy as np
+
 __all__ = [
     "Entry",
     "Meta",
     "ParameterValueError",
     "Range",
+    "REPLICA_PARAMS",
     "REQUIRED",
     "Registry",
     "STATEFUL",
@@ -120,6 +123,26 @@ STATEFUL = Meta("True if the registered object is a factory (**params) -> Statef
                 "with state carried across rounds)", default=False, check=bool_)
 
 
+def _names(v: Any) -> str | None:
+    ok = isinstance(v, tuple) and all(isinstance(k, str) for k in v)
+    return None if ok else "a tuple of parameter names"
+
+
+#: The ``replica_params`` declaration shared by the component registries (attacks,
+#: aggregators, pre-aggregators): the numeric parameters that may differ between the
+#: replicas of one batch.  The component accepts each of them as an array that
+#: broadcasts against the leading batch axes of its input followed by two unit axes
+#: (``(S, 1, 1)`` for messages ``(S, n, d)``), computes with element ``s`` exactly what
+#: it computes with the number alone, and never lets it change a shape or the control
+#: flow.  Runs that differ only in these parameters share a replica batch
+#: (:func:`byzsim.simulate.replica_key`); every other parameter is structure.  A
+#: component that declares none (the default, e.g. a plugin's) keeps all its parameters
+#: in the key.
+REPLICA_PARAMS = Meta("numeric parameters that may differ between the replicas of a batch, given as "
+                      "arrays broadcasting against the input's leading axes + (1, 1)", default=(),
+                      check=_names)
+
+
 @dataclass(frozen=True)
 class Entry(Generic[T]):
     """A registered component: its registered ``name``, ``aliases``, the component
@@ -186,9 +209,13 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r}: ranges must map parameters to Range, check be callable")
 
         def deco(obj: T) -> T:
-            unknown = sorted(set(ranges) - set(parameters_of(obj, meta.get("per_call", ())))) if ranges else []
-            if unknown:
-                raise ValueError(f"{self.kind} {name!r}: ranges for unknown parameter(s) {unknown}")
+            stackable = meta.get("replica_params", ())
+            stackable = set(stackable) if isinstance(stackable, tuple) else set()  # else: _check_meta fails
+            accepted = set(parameters_of(obj, meta.get("per_call", ()))) if ranges or stackable else set()
+            for what, names in (("ranges", ranges), ("replica_params", stackable)):
+                unknown = sorted(set(names) - accepted)
+                if unknown:
+                    raise ValueError(f"{self.kind} {name!r}: {what} for unknown parameter(s) {unknown}")
             entry = Entry(name, obj, self._check_meta(name, obj, meta), tuple(aliases),
                           types.MappingProxyType(ranges), check)
             keys = (name, *aliases)
@@ -287,7 +314,8 @@ class Registry(Generic[T]):
         accepted = self.parameters(name)
         check_parameters(self.kind, key, accepted, params, field=field, filled=filled)
         e = self.entry(name)
-        check_values(self.kind, key, accepted, params, e.ranges, field=field)
+        check_values(self.kind, key, accepted, params, e.ranges, field=field,
+                     per_replica=e.meta.get("replica_params", ()))
         if e.check is not None and context is not None:
             try:
                 e.check(params, context)
@@ -483,10 +511,12 @@ def _default_type_problem(default: Any, v: Any) -> str | None:
 
 def check_values(kind: str, name: str, accepted: Mapping[str, Any], params: Mapping[str, Any],
                  ranges: Mapping[str, Range] = types.MappingProxyType({}), *,
-                 field: str | None = None) -> None:
+                 field: str | None = None, per_replica: Iterable[str] = ()) -> None:
     """Raise ``ValueError`` naming the field, the value and what is valid when a value
     in ``params`` has the wrong type for its parameter's default or is outside the
-    parameter's declared :class:`Range`.
+    parameter's declared :class:`Range`.  A parameter in ``per_replica`` (declared
+    :data:`REPLICA_PARAMS`) may be a NumPy array of values, one per replica: each
+    element is checked.
 
     >>> check_values("attack", "gaussian", {"std": 1.0}, {"std": -1}, {"std": Range(lo=0)},
     ...              field="attack_params")
@@ -494,11 +524,14 @@ def check_values(kind: str, name: str, accepted: Mapping[str, Any], params: Mapp
     ...
     ValueError: invalid config field 'attack_params.std' = -1: expected a finite number >= 0
     """
+    stackable = set(per_replica)
     for k, v in params.items():
         r = ranges.get(k)
-        problem = r.problem(v) if r is not None else _default_type_problem(accepted.get(k), v)
-        if problem:
-            raise ParameterValueError(k, v, problem).at(kind, name, field)
+        values = v.ravel().tolist() if k in stackable and isinstance(v, np.ndarray) else [v]
+        for x in values:
+            problem = r.problem(x) if r is not None else _default_type_problem(accepted.get(k), x)
+            if problem:
+                raise ParameterValueError(k, x, problem).at(kind, name, field)
 
 
 def bind_parameters(kind: str, name: str, fn: Callable, params: Mapping[str, Any],

@@ -8,7 +8,11 @@ same config and seed give bit-identical metrics.
 Replica batches: :func:`run_batch` advances runs that share their structure
 (:func:`replica_key`) together, with a leading replica axis on every array
 (:mod:`byzsim.algorithms`); each replica keeps its own two streams, so its metrics are
-those of the same run made alone.  :func:`run` is the batch of one.
+those of the same run made alone.  :func:`run` is the batch of one.  Runs may differ
+in the numeric settings :data:`REPLICA_FIELDS` and in the numeric parameters of their
+attack, aggregator and pre-aggregators that the components declare ``replica_params``
+when registered (:func:`replica_params`: e.g. the sign-flipping scale, the Gaussian
+std, a clipping radius).
 
 A run whose server model becomes non-finite (checked every round) or whose client
 models do (checked at evaluations) is stopped and recorded as diverged
@@ -19,6 +23,7 @@ batch the other replicas carry on.
 from __future__ import annotations
 
 import collections
+import copy
 import functools
 import threading
 import time
@@ -31,6 +36,7 @@ from .algorithms import (
     LR_SCHEDULES,
     GradientMethod,
     PenaltyMethod,
+    PerReplica,
     Problem,
     State,
     make_estimator,
@@ -250,7 +256,20 @@ def _eval_subset(Xc: np.ndarray, yc: np.ndarray, counts: np.ndarray | None, regu
     return Xc[reg[r], j], yc[reg[r], j]
 
 
-def make_aggregate(cfg: Config, problem: Problem) -> Callable:
+def _with_params(cfg: Config, params: dict | None) -> tuple[dict, dict, list]:
+    """``(attack_params, aggregator_params, preaggregators)`` of ``cfg`` (copies), with
+    the values ``params`` (``{path: value}``, paths as :func:`replica_params`) put in."""
+    tables = {"attack_params": dict(cfg.attack_params), "aggregator_params": dict(cfg.aggregator_params),
+              "preaggregators": [dict(p) for p in cfg.preaggregators]}
+    for path, value in (params or {}).items():
+        node = tables[path[0]]
+        for key in path[1:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    return tables["attack_params"], tables["aggregator_params"], tables["preaggregators"]
+
+
+def make_aggregate(cfg: Config, problem: Problem, params: dict | None = None) -> Callable:
     """The gradient family's ``aggregate(v, mask, rng) -> (d,)``: s-replacement resampling
     (``cfg.resample = s > 1``), then ``cfg.preaggregators`` in order, then the aggregator
     (:func:`byzsim.preaggregators.build_aggregate`).
@@ -260,14 +279,16 @@ def make_aggregate(cfg: Config, problem: Problem) -> Callable:
     (``s · n_byzantine`` after resampling; at most ``n_byzantine`` of the ``⌈n/s⌉``
     buckets after bucketing), capped to the rule's ``max_f`` (e.g. ``n − 3`` for Krum,
     ``(n − 1) // 2`` for trimmed mean).  Without pre-aggregators this is exactly
-    ``resampled(get_aggregator(aggregator, f=...), s)``.
+    ``resampled(get_aggregator(aggregator, f=...), s)``.  ``params``: values replacing
+    the config's at paths of :func:`replica_params` (a batch's ``(S, 1, 1)`` arrays).
     """
     from .preaggregators import build_aggregate
 
     if dict(cfg.aggregator_params).get("weighted"):
         return _weighted_mean(cfg, problem)
+    _, aggregator_params, preaggregators = _with_params(cfg, params)
     return build_aggregate(
-        cfg.aggregator, cfg.aggregator_params, cfg.preaggregators,
+        cfg.aggregator, aggregator_params, preaggregators,
         n=cfg.n_clients, n_byzantine=cfg.n_byzantine, resample=cfg.resample,
     )
 
@@ -293,11 +314,12 @@ def _weighted_mean(cfg: Config, problem: Problem) -> Callable:
     return aggregate
 
 
-def make_method(cfg: Config, problem: Problem):
-    """The configured :class:`GradientMethod` or :class:`PenaltyMethod`."""
-    estimator = make_estimator(cfg.estimator, problem, cfg.saga_table)
-    aggregate = make_aggregate(cfg, problem) if cfg.family == "gradient" else None
-    attack_params = dict(cfg.attack_params)
+def make_components(cfg: Config, problem: Problem, params: dict | None = None) -> tuple[Callable, Callable | None]:
+    """``(attack, aggregate)`` of the run (``aggregate`` ``None`` in the penalty family).
+    ``params``: values replacing the config's at paths of :func:`replica_params` (a
+    batch's ``(S, 1, 1)`` arrays; the registries check every element)."""
+    aggregate = make_aggregate(cfg, problem, params) if cfg.family == "gradient" else None
+    attack_params = _with_params(cfg, params)[0]
     # attacks tuned against the server's aggregation (alie_opt, ipm_opt) get the run's own
     if (aggregate is not None and ATTACKS.entry(cfg.attack).meta["needs_aggregate"]
             and attack_params.get("aggregator") is None):
@@ -309,7 +331,14 @@ def make_method(cfg: Config, problem: Problem):
             f"{[p['name'] for p in cfg.preaggregators]}): its state cannot be carried inside the "
             "attack's trial aggregations; use a stateless aggregator or another attack"
         )
-    attack = get_attack(cfg.attack, **attack_params)
+    return get_attack(cfg.attack, **attack_params), aggregate
+
+
+def make_method(cfg: Config, problem: Problem, components: tuple | None = None):
+    """The configured :class:`GradientMethod` or :class:`PenaltyMethod`;
+    ``components``: its ``(attack, aggregate)`` (default :func:`make_components`)."""
+    estimator = make_estimator(cfg.estimator, problem, cfg.saga_table)
+    attack, aggregate = make_components(cfg, problem) if components is None else components
     schedule = None
     if cfg.lr_schedule != "constant":  # constant: no schedule at all (bit-identical)
         schedule = functools.partial(LR_SCHEDULES[cfg.lr_schedule], **cfg.lr_schedule_params)
@@ -325,17 +354,59 @@ def make_method(cfg: Config, problem: Problem):
 
 #: config fields that may differ between the replicas of one batch: one ``(S,)`` array
 #: each in the round (``seed`` and ``byzantine_indices`` select the replica's data and
-#: random streams).  Every other field is structure and must be equal.
+#: random streams).  Every other field is structure and must be equal, except the
+#: component parameters of :func:`replica_params`.
 REPLICA_FIELDS = ("seed", "lr", "penalty", "server_l2", "participation", "byzantine_indices")
+
+_PER_REPLICA = "<per replica>"  # stands for a replica_params value in the structure
+
+
+def replica_params(cfg: Config) -> dict[tuple, float]:
+    """The component parameters of ``cfg`` that may differ between the replicas of one
+    batch: ``{path: value}`` for every parameter that the registry entry of the run's
+    attack, aggregator or pre-aggregator declares ``replica_params``
+    (:data:`byzsim.registry.REPLICA_PARAMS`) and that the config sets to a number.
+    Paths: ``("attack_params", name)``, ``("aggregator_params", name)``,
+    ``("preaggregators", i, name)``.  A value left to its default, or ``None``, stays
+    structure (it may select another computation, e.g. a data-driven radius)."""
+    from .aggregators import AGGREGATORS
+    from .preaggregators import PREAGGREGATORS
+
+    out: dict[tuple, float] = {}
+
+    def take(path: tuple, registry, name: str, params) -> None:
+        for k in registry.entry(name).meta["replica_params"]:
+            v = params.get(k)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[path + (k,)] = v
+
+    take(("attack_params",), ATTACKS, cfg.attack, cfg.attack_params)
+    if cfg.family == "gradient" and cfg.aggregator is not None:
+        take(("aggregator_params",), AGGREGATORS, cfg.aggregator, cfg.aggregator_params)
+        for i, spec in enumerate(cfg.preaggregators):
+            take(("preaggregators", i), PREAGGREGATORS, spec["name"], spec)
+    return out
+
+
+def _structure(cfg: Config) -> dict:
+    """The config as a dict without :data:`REPLICA_FIELDS` and with every
+    :func:`replica_params` value replaced by one marker: what replicas must share."""
+    d = {k: v for k, v in copy.deepcopy(cfg.to_dict()).items() if k not in REPLICA_FIELDS}
+    for path in replica_params(cfg):
+        node = d
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = _PER_REPLICA
+    return d
 
 
 def replica_key(cfg: Config) -> tuple:
     """What must be equal for runs to share a replica batch: every config field except
     :data:`REPLICA_FIELDS` (method, family, estimator, aggregator and its parameters,
     pre-aggregators, resampling, attack and its parameters, sizes, data, partition,
-    model, batch size, dtype, rounds, evaluation schedule, SAGA table kind)."""
-    d = cfg.to_dict()
-    return _freeze({k: v for k, v in d.items() if k not in REPLICA_FIELDS})
+    model, batch size, dtype, rounds, evaluation schedule, SAGA table kind), where the
+    numeric component parameters of :func:`replica_params` count as one value."""
+    return _freeze(_structure(cfg))
 
 
 def group_replicas(cfgs: Sequence[Config]) -> list[list[int]]:
@@ -354,17 +425,35 @@ def _check_batch(cfgs: Sequence[Config]) -> list[Config]:
     for i, c in enumerate(cfgs):
         if not isinstance(c, Config):
             raise ValueError(f"run_batch: item {i} is a {type(c).__name__}, not a Config")
-    ref = cfgs[0].to_dict()
+    ref = _structure(cfgs[0])
     for i, c in enumerate(cfgs[1:], 1):
-        d = c.to_dict()
+        d = _structure(c)
         for k in ref:
-            if k not in REPLICA_FIELDS and _freeze(d[k]) != _freeze(ref[k]):
+            if _freeze(d[k]) != _freeze(ref[k]):
+                name, a, b = _first_difference(k, c.to_dict()[k], cfgs[0].to_dict()[k])
+                stackable = ", ".join(".".join(map(str, p)) for p in replica_params(cfgs[0])) or "none here"
                 raise ValueError(
-                    f"run_batch: config {i} differs from config 0 in the structural field {k!r} "
-                    f"({d[k]!r} != {ref[k]!r}); only {', '.join(REPLICA_FIELDS)} may differ within "
-                    "a replica batch (group configs with byzsim.simulate.group_replicas)"
+                    f"run_batch: config {i} differs from config 0 in the structural field {name!r} "
+                    f"({a!r} != {b!r}), which may change shapes or control flow; only "
+                    f"{', '.join(REPLICA_FIELDS)} and the numeric component parameters declared "
+                    f"replica_params ({stackable}) may differ within a replica batch (group configs "
+                    "with byzsim.simulate.group_replicas)"
                 )
     return cfgs
+
+
+def _first_difference(name: str, a, b) -> tuple[str, object, object]:
+    """The dotted name and values of the first difference of two config values (into
+    tables, e.g. ``aggregator_params.f``, and lists of tables)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if _freeze(a.get(k)) != _freeze(b.get(k)):
+                return _first_difference(f"{name}.{k}", a.get(k), b.get(k))
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for j, (x, y) in enumerate(zip(a, b)):
+            if _freeze(x) != _freeze(y):
+                return _first_difference(f"{name}[{j}]", x, y)
+    return name, a, b
 
 
 def _nbytes(*arrays) -> int:
@@ -555,6 +644,23 @@ def _replica_problem(cfgs: list[Config], problem: Problem | None):
     return problems, slot, stack_problems(problems, slot)
 
 
+def _replica_components(cfgs: list[Config], problem: Problem) -> tuple | None:
+    """``(attack, aggregate)`` of a batch whose :func:`replica_params` differ between
+    replicas: each a :class:`byzsim.algorithms.PerReplica` (batched with the values as
+    ``(S, 1, 1)`` arrays, and every replica's own component), or ``None`` (the plain
+    components of ``cfgs[0]``) when they do not differ."""
+    vals = [replica_params(c) for c in cfgs]
+    differ = [p for p in vals[0] if any(v[p] != vals[0][p] for v in vals)]
+    if not differ:
+        return None
+    arrays = {p: np.array([v[p] for v in vals], dtype=np.float64).reshape(-1, 1, 1) for p in differ}
+    batched = make_components(cfgs[0], problem, arrays)
+    own = [make_components(c, problem) for c in cfgs]
+    attack = PerReplica(batched[0], tuple(a for a, _ in own))
+    aggregate = None if batched[1] is None else PerReplica(batched[1], tuple(g for _, g in own))
+    return attack, aggregate
+
+
 def _set_replica_settings(method, cfgs: list[Config]) -> None:
     """The per-replica numeric settings as ``(S,)`` arrays on the method."""
     if len(cfgs) == 1:
@@ -595,7 +701,7 @@ def prepare_batch(cfgs: Sequence[Config], problem: Problem | None = None) -> Bat
     cfgs = _check_batch(cfgs)
     problems, slot, P = _replica_problem(cfgs, problem)
     gens = [np.random.default_rng(np.random.SeedSequence(c.seed).spawn(2)[1]) for c in cfgs]
-    method = make_method(cfgs[0], P)
+    method = make_method(cfgs[0], P, _replica_components(cfgs, P))
     _set_replica_settings(method, cfgs)
     x0 = np.stack([P.model.init(g).astype(P.X.dtype) for g in gens])
     state = method.init(x0)

@@ -11,7 +11,7 @@ import pytest
 from byzsim.aggregators import AGGREGATORS, get_aggregator
 from byzsim.attacks import ATTACKS
 from byzsim.preaggregators import PREAGGREGATORS
-from byzsim.registry import Meta, Registry, UnknownNameError, bool_, check_parameters
+from byzsim.registry import Meta, Range, Registry, UnknownNameError, bool_, check_parameters
 
 
 def fresh(registry: Registry) -> Registry:
@@ -32,7 +32,7 @@ def test_an_aggregator_with_f_must_declare_max_f():
     reg.register("mine", max_f=lambda n: (n - 1) // 2)(mine)
     assert reg.entry("mine").meta["max_f"](9) == 4
     reg.register("plain")(lambda z, mask=None: z[..., 0, :])  # no f: nothing to declare
-    assert reg.entry("plain").meta == {"max_f": None, "per_call": (), "stateful": False}
+    assert reg.entry("plain").meta == {"max_f": None, "per_call": (), "stateful": False, "replica_params": ()}
 
 
 def test_unknown_or_invalid_metadata_fails_at_registration():
@@ -113,3 +113,30 @@ def test_names_removed_from_the_items_are_gone_everywhere():
         reg["dark_red"]
     reg.register("dark_red")(other := lambda: "o")
     assert reg["dark-red"] is other and reg.entry("dark-red").obj is other
+
+
+def test_replica_params_are_declared_parameters_and_checked_element_by_element():
+    reg = fresh(ATTACKS)
+
+    def scaled(v, byzantine, rng, *, c: float = 1.0, k: int = 2):
+        return c * v[..., byzantine, :]
+
+    with pytest.raises(ValueError, match=r"replica_params for unknown parameter\(s\) \['d'\]"):
+        reg.register("scaled", replica_params=("d",))(scaled)
+    with pytest.raises(ValueError, match=r"replica_params = 'c' is invalid; expected a tuple of parameter names"):
+        reg.register("scaled", replica_params="c")(scaled)
+    reg.register("scaled", ranges={"c": Range(lo=0)}, replica_params=("c",))(scaled)
+    reg.check("scaled", {"c": np.array([0.5, 2.0]).reshape(-1, 1, 1)})  # one value per replica
+    with pytest.raises(ValueError, match=r"invalid config field 'attack_params.c' = -1.0: expected a finite number >= 0"):
+        reg.check("scaled", {"c": np.array([0.5, -1.0])}, field="attack_params")
+    with pytest.raises(ValueError, match=r"parameter .k. of attack .scaled. = array.*expected an integer"):  # not declared
+        reg.check("scaled", {"k": np.array([1, 2])})
+    # the library's scales, radii and thresholds are declared; counts and strings are not
+    assert ATTACKS.entry("sign_flipping").meta["replica_params"] == ("c",)
+    assert ATTACKS.entry("gaussian").meta["replica_params"] == ("std", "mean")
+    assert AGGREGATORS.entry("centered_clipping").meta["replica_params"] == ("tau",)
+    assert PREAGGREGATORS.entry("clipping").meta["replica_params"] == ("c",)
+    for reg_ in (ATTACKS, AGGREGATORS, PREAGGREGATORS):
+        for name, _, _ in reg_.groups():
+            assert not {"f", "m", "s", "iterations", "max_iter", "target", "warmup"} & set(
+                reg_.entry(name).meta["replica_params"]), name

@@ -4,19 +4,22 @@
 Each replica draws from its own seed's streams, and every operation of a round acts on
 each replica's slice alone, so a replica's metrics must not depend on which other runs
 share its array.  The property test draws small configs (both families, SGD and SAGA,
-softmax and MLP, float64 and float32, random and deterministic attacks, a resampled and
-a bucketed aggregator, partial participation) and batch compositions (the same
-structure with other seeds, step sizes, penalties, server l2 and participation, in
+softmax and MLP, float64 and float32, random and deterministic attacks, a resampled, a
+bucketed and a clipped aggregator, partial participation) and batch compositions (the
+same structure with other seeds, step sizes, penalties, server l2, participation, and
+attack scales and aggregator radii (the components' declared ``replica_params``), in
 random order) and compares every replica with the same run made alone: its metrics to
 1e-10 relative in float64 and 1e-5 relative in float32, and every array of its state
 bit for bit (which holds: each replica's slice sees the same kernels as alone).  The
-checks are shown to catch replicas sharing one random stream and an update rounded
-differently in the batch.
+checks are shown to catch replicas sharing one random stream, an update rounded
+differently in the batch, and a batch applying replica 0's attack scale and clipping
+radius to every replica.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import warnings
 
@@ -29,6 +32,7 @@ import byzsim.algorithms as alg
 import byzsim.algorithms._gradient as gradient_round
 import byzsim.algorithms._kernels as kernels
 import byzsim.algorithms._penalty as penalty_round
+import byzsim.algorithms._replicas as replicas_module
 import byzsim.simulate as sim
 from byzsim.config import make_config
 from byzsim.simulate import DataSpec, batch_bytes, group_replicas, replica_bytes, replica_key, run, run_batch
@@ -45,13 +49,24 @@ STRUCTURES = {
     "krum": dict(method="krum", lr=0.05),
     "bucketing-gm": dict(method="sgd", aggregator="geometric_median",
                          preaggregators=[{"name": "bucketing", "s": 2}], lr=0.05),
+    "clipped-cc": dict(method="sgd", aggregator="centered_clipping", aggregator_params={"tau": 1.0},
+                       preaggregators=[{"name": "clipping", "c": 2.0}], lr=0.05),
 }
 ATTACKS = {
     "none": dict(attack="none"),
     "gaussian": dict(attack="gaussian", attack_params={"std": 50.0}),
-    "sign_flipping": dict(attack="sign_flipping"),
+    "sign_flipping": dict(attack="sign_flipping", attack_params={"c": -5.0}),
     "same_value": dict(attack="same_value", attack_params={"c": 100.0}),
+    "alie": dict(attack="alie", attack_params={"z": 1.0}),
 }
+
+
+def with_replica_params(cfg, values: dict):
+    """``cfg`` with the :func:`byzsim.simulate.replica_params` at the paths of
+    ``values`` set to them."""
+    attack_params, aggregator_params, preaggregators = sim._with_params(cfg, values)
+    return cfg.replace(attack_params=attack_params, aggregator_params=aggregator_params,
+                       preaggregators=preaggregators)
 
 
 def worst_relative_gap(cfgs, batch=None) -> float:
@@ -100,9 +115,11 @@ def batches(draw):
         if base.family == "penalty":
             change["penalty"] = draw(st.sampled_from([0.02, 0.05]))
         change["server_l2"] = draw(st.sampled_from([0.0, 0.01]))
+        # attack scales, std, clipping radii: each replica its own
+        scaled = {path: v * draw(st.sampled_from([0.5, 1.0, 3.0])) for path, v in sim.replica_params(base).items()}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cfgs.append(base.replace(**change))
+            cfgs.append(with_replica_params(base.replace(**change), scaled))
     order = draw(st.permutations(range(S)))
     return [cfgs[i] for i in order]
 
@@ -124,6 +141,28 @@ def test_the_check_catches_replicas_sharing_one_random_stream(monkeypatch):
     for family in (gradient_round, penalty_round):
         monkeypatch.setattr(family, "replica_generators", lambda rng, S=None: [real(rng)[0]] * (S or 1))
     assert worst_relative_gap(cfgs) > 1e-3
+
+
+def test_the_check_catches_a_batch_applying_replica_0s_parameters_to_all(monkeypatch):
+    """Broken variant: the batched attack and aggregate are replica 0's own (its
+    sign-flipping scale and clipping radius for every replica)."""
+    base = make_config(method="sgd", aggregator="centered_clipping", aggregator_params={"tau": 0.5},
+                       n_clients=6, n_byzantine=1, rounds=6, eval_every=3, attack="sign_flipping",
+                       attack_params={"c": -5.0}, lr=0.05, **DIGITS)
+    cfgs = [with_replica_params(base, {("attack_params", "c"): c, ("aggregator_params", "tau"): t})
+            for c, t in ((-5.0, 0.5), (-1.0, 0.05), (3.0, 2.0))]
+    assert len({replica_key(c) for c in cfgs}) == 1
+    assert worst_relative_gap(cfgs) == 0.0 and _states_equal_alone(cfgs, 4)
+
+    def first_replicas(component, s):
+        if isinstance(component, alg.PerReplica):
+            return component.replicas[0 if s is None else s]
+        return component
+
+    for module in (replicas_module, gradient_round):
+        monkeypatch.setattr(module, "component_at", first_replicas)
+    assert worst_relative_gap(cfgs) > 1e-3
+    assert not _states_equal_alone(cfgs, 4)
 
 
 def test_a_diverging_replica_is_recorded_and_the_others_carry_on():
@@ -155,15 +194,33 @@ def test_empty_batch_is_refused():
         run_batch([])
 
 
-@pytest.mark.parametrize("field,value", [("aggregator", "coordinate_median"), ("batch_size", 2),
-                                         ("n_clients", 7), ("attack_params", {"std": 2.0}),
-                                         ("rounds", 11), ("dtype", "float32")])
-def test_mixing_structures_is_refused_naming_the_field(field, value, monkeypatch):
+@pytest.mark.parametrize("field,value,named", [
+    ("aggregator", "coordinate_median", "aggregator"), ("batch_size", 2, "batch_size"),
+    ("n_clients", 7, "n_clients"), ("aggregator_params", {"tol": 1e-6}, "aggregator_params.tol"),
+    ("attack_params", {"std": 2.0, "mean": None}, "attack_params.mean"), ("rounds", 11, "rounds"),
+    ("dtype", "float32", "dtype")])
+def test_mixing_structures_is_refused_naming_the_field(field, value, named, monkeypatch):
     base = make_config(method="byrd-sgd", n_clients=6, n_byzantine=1, attack="gaussian",
                        attack_params={"std": 1.0}, rounds=10, **DIGITS)
     monkeypatch.setattr(sim, "_run_batch", lambda *a: pytest.fail("work started"))
-    with pytest.raises(ValueError, match=repr(field)):
+    with pytest.raises(ValueError, match=repr(named)):
         run_batch([base, base.replace(seed=1), base.replace(**{field: value})])
+
+
+def test_a_per_replica_parameter_that_changes_shapes_is_refused_naming_it(monkeypatch):
+    """Asking for one batch of runs that differ in a count (trimmed mean's f, the rows
+    it drops) or a bucket size is bad input: a clear error before any work."""
+    monkeypatch.setattr(sim, "_run_batch", lambda *a: pytest.fail("work started"))
+    base = make_config(method="trimmed-mean", n_clients=9, n_byzantine=2, aggregator_params={"f": 1},
+                       preaggregators=[{"name": "bucketing", "s": 2}, {"name": "clipping", "c": 1.0}],
+                       attack="sign_flipping", attack_params={"c": -2.0}, **DIGITS)
+    ok = with_replica_params(base, {("preaggregators", 1, "c"): 3.0, ("attack_params", "c"): 4.0})
+    for change, named in ((dict(aggregator_params={"f": 2}), "aggregator_params.f"),
+                          (dict(preaggregators=[{"name": "bucketing", "s": 3}, {"name": "clipping", "c": 1.0}]),
+                           "preaggregators[0].s")):
+        with pytest.raises(ValueError, match=rf"'{re.escape(named)}' .* may change shapes or control flow.*"
+                                             r"attack_params\.c, preaggregators\.1\.c"):
+            run_batch([base, ok, base.replace(**change)])
 
 
 def test_replica_fields_do_not_change_the_key_and_groups_follow_it():
@@ -174,6 +231,86 @@ def test_replica_fields_do_not_change_the_key_and_groups_follow_it():
     other = base.replace(method="rsa")
     assert replica_key(other) != replica_key(base)
     assert group_replicas([base, other, *same, other]) == [[0, *range(2, 7)], [1, 7]]
+
+
+@pytest.mark.parametrize("base,stackable,structural", [
+    (dict(attack="sign_flipping", attack_params={"c": -5.0}), dict(attack_params={"c": 2}),
+     dict(attack="same_value", attack_params={"c": -5.0})),
+    (dict(attack="gaussian", attack_params={"std": 5.0, "mean": 0.0}), dict(attack_params={"std": 50.0, "mean": 1.0}),
+     dict(attack_params={"std": 5.0})),  # mean left to its default: another key
+    (dict(attack="alie", attack_params={"z": 1.0}), dict(attack_params={"z": 0.3}), dict(attack_params={"z": None})),
+    (dict(attack="mimic", attack_params={"target": 0}), None, dict(attack_params={"target": 1})),
+    (dict(aggregator="centered_clipping", aggregator_params={"tau": 1.0}), dict(aggregator_params={"tau": 0.1}),
+     dict(aggregator_params={"tau": 1.0, "iterations": 2})),
+    (dict(aggregator="centered_clipping", aggregator_params={"tau": 1.0}), None, dict(aggregator_params={"tau": None})),
+    (dict(aggregator="trimmed_mean", aggregator_params={"f": 1}), None, dict(aggregator_params={"f": 2})),
+    (dict(aggregator="geometric_median", aggregator_params={"tol": 1e-5}), None,
+     dict(aggregator_params={"tol": 1e-6})),  # the Weiszfeld loop's stopping rule: not per replica
+    (dict(preaggregators=[{"name": "clipping", "c": 1.0}]), dict(preaggregators=[{"name": "clipping", "c": 4.0}]),
+     dict(preaggregators=[{"name": "bucketing", "s": 2}])),
+])
+def test_runs_differing_only_in_declared_replica_params_share_a_key(base, stackable, structural):
+    cfg = make_config(method="sgd", n_clients=7, n_byzantine=1, **{"attack": "none", **base}, **DIGITS)
+    if stackable is not None:
+        assert replica_key(cfg.replace(**stackable)) == replica_key(cfg)
+    assert replica_key(cfg.replace(**structural)) != replica_key(cfg)
+
+
+def test_a_plugin_component_without_declared_replica_params_keeps_them_in_the_key(monkeypatch):
+    from byzsim.attacks import ATTACKS as REG
+
+    for attr in ("_items", "_entries"):  # register into copies: nothing leaks
+        monkeypatch.setattr(REG, attr, dict(getattr(REG, attr)))
+
+    def plugin_scaled(v, byzantine, rng, *, c: float = 1.0):
+        return c * v[..., byzantine, :]
+
+    REG.register("plugin_scaled")(plugin_scaled)
+    REG.register("plugin_scaled_stackable", replica_params=("c",))(plugin_scaled)
+    for name, shared in (("plugin_scaled", False), ("plugin_scaled_stackable", True)):
+        a = make_config(method="sgd", n_clients=6, n_byzantine=1, attack=name, attack_params={"c": 2.0}, **DIGITS)
+        b = a.replace(attack_params={"c": -3.0})
+        assert (replica_key(a) == replica_key(b)) is shared, name
+    a = a.replace(rounds=4, eval_every=2)
+    cfgs = [a, a.replace(attack_params={"c": -3.0}, seed=1)]
+    assert worst_relative_gap(cfgs) == 0.0 and _states_equal_alone(cfgs, 3)
+
+
+def _declared(registry):
+    return [(name, registry.entry(name).meta["replica_params"]) for name, _, _ in registry.groups()
+            if registry.entry(name).meta["replica_params"] and not registry.entry(name).meta["stateful"]]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_component_given_per_replica_arrays_computes_each_replica_as_alone(dtype):
+    """Every component declaring ``replica_params``, called on ``(S, n, d)`` messages
+    with ``(S, 1, 1)`` parameter arrays, gives replica s bit for bit what it gives alone
+    with the numbers (random ones: the same draws in the same order)."""
+    from byzsim.aggregators import AGGREGATORS
+    from byzsim.attacks import ATTACKS as ATT
+    from byzsim.preaggregators import PREAGGREGATORS
+
+    S, n, d = 3, 7, 5
+    v = np.random.default_rng(1).normal(size=(S, n, d)).astype(dtype)
+    v[1] *= 30.0  # another scale, so that radii bite differently
+    byz = np.zeros(n, bool)
+    byz[[2, 5]] = True
+    vals = np.array([0.3, 2.5, 1.7])
+    checked = 0
+    for registry, call in ((ATT, lambda fn, x, p, rng: fn(x, byz, rng, **p)),
+                           (AGGREGATORS, lambda fn, x, p, rng: fn(x, None, **p)),
+                           (PREAGGREGATORS, lambda fn, x, p, rng: fn(x, None, rng, **p)[0])):
+        for name, params in _declared(registry):
+            fn = registry[name]
+            arrays = {k: (vals * (1 + i)).reshape(S, 1, 1) for i, k in enumerate(params)}
+            both = np.asarray(call(fn, v, arrays, np.random.default_rng(5)))
+            rng = np.random.default_rng(5)
+            alone = [np.asarray(call(fn, v[s], {k: float(a[s, 0, 0]) for k, a in arrays.items()}, rng))
+                     for s in range(S)]
+            for s in range(S):
+                assert both[s].dtype == alone[s].dtype and np.array_equal(both[s], alone[s]), (name, s)
+            checked += 1
+    assert checked >= 8
 
 
 # --------------------------------------------------------------------------------------

@@ -85,7 +85,8 @@ Registration without ``max_f`` for a rule with an ``f`` parameter fails at once.
 Layout
 ------
 One private module per concept, re-exported here: ``_base`` (the registry, input
-preparation, ``f`` helpers), ``_gram`` (Gram matrices and distances), ``_order`` (order
+preparation, ``f`` helpers and the start shared by the rules with an ``f``, the numpydoc
+entries every rule shares), ``_gram`` (Gram matrices and distances), ``_order`` (order
 statistics), and one module per family of rules: ``_mean``, ``_geomed``, ``_median``
 (coordinate-wise rules and median of means), ``_krum`` (Krum, multi-Krum, Bulyan, MoNNA),
 ``_clipping``, ``_mda``, ``_spectral`` (CAF, SMEA, DnC).

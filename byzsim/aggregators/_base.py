@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import re
+import textwrap
 from typing import Any, Callable
 
 import numpy as np
 
-from ..registry import STATEFUL, Meta, Registry, keyword_parameters, optional_callable
+from ..registry import REPLICA_PARAMS, STATEFUL, Meta, Registry, keyword_parameters, optional_callable
 
 __all__ = ["AGGREGATORS", "get_aggregator"]
 
@@ -30,6 +32,7 @@ AGGREGATORS: Registry = Registry("aggregator", schema={
     "per_call": Meta("keyword parameters supplied per call, not configurable", default=(),
                      check=_per_call_check),
     "stateful": STATEFUL,
+    "replica_params": REPLICA_PARAMS,
 })
 
 
@@ -61,6 +64,36 @@ def get_aggregator(name: str, **params: Any) -> Callable:
         if params.get(key) is not None:
             _check_int(key, params[key], name)
     return bound
+
+
+# --------------------------------------------------------------------------------------
+# numpydoc entries shared by the rules
+
+#: Entries of the rules' numpydoc docstrings that are the same for every rule (the
+#: contract of the module docstring): a line ``{name}`` in a docstring decorated with
+#: :func:`_shared_doc` becomes the entry, indented like that line.
+_DOC_ENTRIES = {
+    "z_mask": (
+        "z : array_like, shape ``(..., n, d)``\n"
+        "mask : None or bool array ``(n,)`` / ``(..., n)``\n"
+        "    Participating rows; elements with none return zeros."
+    ),
+    "returns": "Returns\n-------\nndarray, shape ``(..., d)``",
+}
+
+
+def _shared_doc(fn: Callable) -> Callable:
+    """Decorator: the lines ``{name}`` of ``fn``'s docstring replaced by the shared
+    entries :data:`_DOC_ENTRIES` (an unknown name fails at import)."""
+
+    def entry(match: re.Match) -> str:
+        name = match.group(2)
+        if name not in _DOC_ENTRIES:
+            raise ValueError(f"{fn.__name__}: no shared docstring entry {name!r}; known: {sorted(_DOC_ENTRIES)}")
+        return textwrap.indent(_DOC_ENTRIES[name], match.group(1))
+
+    fn.__doc__ = re.sub(r"^( *)\{(\w+)\}$", entry, fn.__doc__ or "", flags=re.M)
+    return fn
 
 
 # --------------------------------------------------------------------------------------
@@ -217,6 +250,24 @@ def _resolve_f(
     return np.minimum(f, cap).astype(np.int64)
 
 
+def _rows_and_f(z: Any, mask: Any, f: Any, who: str, default_f: Callable | None = None):
+    """The start of every rule with a Byzantine count ``f`` tolerating ``2f < n``:
+    :func:`_prepare`, :func:`_resolve_f` (``None`` -> ``default_f(m_p)``, default
+    ``(m_p − 1) // 2``) and :func:`_flatten`.
+
+    Returns ``(z2 (B, n, d), present (B, n), m_p (B,), f (B,), finish)`` with
+    ``finish(out (B, d)) -> (..., d)`` the rule's output (:func:`_finish`: zeros where no
+    row participates, the input's leading axes and dtype)."""
+    z, wts, m = _prepare(z, mask)
+    fe = _resolve_f(f, m, z.shape[-2], who, _majority_max_f, "2f < n", default_f=default_f)
+    z2, present, m2, lead = _flatten(z, wts, m)
+
+    def finish(out: np.ndarray) -> np.ndarray:
+        return _finish(out, m2, lead, z.dtype)
+
+    return z2, present, m2, fe.reshape(-1), finish
+
+
 def _flatten(z: np.ndarray, wts: np.ndarray, m: np.ndarray):
     """``(..., n, d)`` -> ``(B, n, d)``; returns ``z2, present (B, n), m (B,), lead``."""
     lead = z.shape[:-2]
@@ -227,6 +278,17 @@ def _flatten(z: np.ndarray, wts: np.ndarray, m: np.ndarray):
         np.asarray(m).reshape(-1),
         lead,
     )
+
+
+def _per_element(p: Any, lead: tuple, dtype=np.float64) -> np.ndarray:
+    """A parameter declared ``replica_params`` (a number, or an array broadcasting
+    against ``lead + (1, 1)``) as ``(B,)`` values of the flattened batch elements
+    (:func:`_flatten`), in ``dtype``: element ``b`` holds the number a call on that
+    element alone would use (cast like ``np.full(B, float(p), dtype)``)."""
+    a = np.asarray(p, dtype=np.float64)
+    if a.ndim == 0:
+        return np.full(int(np.prod(lead, dtype=np.int64)), float(a), dtype=dtype)
+    return np.broadcast_to(a, lead + (1, 1)).reshape(-1).astype(dtype)
 
 
 def _average(w: np.ndarray, z: np.ndarray) -> np.ndarray:

@@ -15,7 +15,9 @@ from ._base import (
     _finish,
     _flatten,
     _matvec,
+    _per_element,
     _prepare,
+    _shared_doc,
     _vecdot,
     _vecmat,
 )
@@ -27,7 +29,8 @@ from ._median import coordinate_median
 __all__ = ["CenteredClippingState", "centered_clipping", "centered_clipping_momentum"]
 
 
-@AGGREGATORS.register("centered_clipping", "cc")
+@AGGREGATORS.register("centered_clipping", "cc", replica_params=("tau",))
+@_shared_doc
 def centered_clipping(
     z: Any, mask: Any = None, *, tau: float | None = None, iterations: int = 3, init: str = "medoid"
 ) -> np.ndarray:
@@ -51,21 +54,19 @@ def centered_clipping(
 
     Parameters
     ----------
-    z : array_like, shape ``(..., n, d)``
-    mask : None or bool array ``(n,)`` / ``(..., n)``
-        Participating rows; elements with none return zeros.
-    tau : float or None, default None
+    {z_mask}
+    tau : float, array or None, default None
         Clipping radius (absolute, units of the messages).  ``None``: the median over
         participants of ``‖z_i − v_0‖`` (data-driven; makes the rule scale equivariant).
+        Per replica (declared ``replica_params``): an array broadcasting against
+        ``z.shape[:-2] + (1, 1)``.
     iterations : int, default 3
         Number of clipping iterations ``L`` (``0`` returns ``v_0``).
     init : {"medoid", "median", "mean"}, default "medoid"
         Starting point ``v_0``: the medoid (rotation equivariant, robust), the coordinate
         median, or the mean (not robust).
 
-    Returns
-    -------
-    ndarray, shape ``(..., d)``
+    {returns}
 
     References
     ----------
@@ -75,12 +76,13 @@ def centered_clipping(
     iterations = _check_clipping("centered_clipping", tau, iterations, "init", init, ("medoid", "median", "mean"))
     z, wts, m = _prepare(z, mask)
     z2, present, m2, lead = _flatten(z, wts, m)
-    return _finish(_clip_from(z2, present, m2, init, tau, iterations, mask is not None), m2, lead, z.dtype)
+    t = None if tau is None else _per_element(tau, lead)
+    return _finish(_clip_from(z2, present, m2, init, t, iterations, mask is not None), m2, lead, z.dtype)
 
 
 def _check_clipping(name: str, tau, iterations, key: str, start: str, choices: tuple) -> int:
     """Check the parameters of a centered-clipping rule; returns ``iterations``."""
-    if tau is not None and not (np.isfinite(tau) and tau >= 0):
+    if tau is not None and not np.all(np.isfinite(tau) & (np.asarray(tau) >= 0)):
         raise ValueError(f"{name}: tau must be >= 0 or None, got tau = {tau!r}")
     iterations = _check_int("iterations", iterations, name)
     if start not in choices:
@@ -94,7 +96,8 @@ def _clip_from(z2: np.ndarray, present: np.ndarray, m2: np.ndarray, start, tau, 
     """``(B, d)`` centered clipping of the flattened ``z2 (B, n, d)`` from ``start``: a
     rule name (``"medoid"``, ``"median"``, ``"mean"``) or the start points ``(B, d)``
     themselves (:func:`centered_clipping_momentum`: the previous round's output);
-    ``masked``: a participation mask was given."""
+    ``tau``: ``(B,)`` float64 radii or ``None`` (data-driven); ``masked``: a
+    participation mask was given."""
     E = _safe_exp(z2.dtype)
     # messages of tiny scale (max |z_ij| < 2^-E, e.g. 1e-160): their Gram entries and
     # squared distances underflow.  Work on 2^-s z (a power of two: exact, so the rule
@@ -139,7 +142,7 @@ def _clip_from(z2: np.ndarray, present: np.ndarray, m2: np.ndarray, start, tau, 
         if tau is None:
             t = _masked_median_1d(np.where(use, np.sqrt(rn2), np.inf), present, m2)
         else:
-            t = np.full(z2.shape[0], float(tau), dtype=z2.dtype)
+            t = tau.astype(z2.dtype)
             shift = (0 if s is None else s) + (0 if k is None else k)
             t = np.ldexp(t, -np.asarray(shift)).astype(z2.dtype, copy=False)
         for _ in range(iterations):
@@ -178,7 +181,7 @@ class CenteredClippingState(NamedTuple):
     started: np.ndarray
 
 
-@AGGREGATORS.register("centered_clipping_momentum", "cc_momentum", stateful=True)
+@AGGREGATORS.register("centered_clipping_momentum", "cc_momentum", stateful=True, replica_params=("tau",))
 def centered_clipping_momentum(*, tau: float | None = None, iterations: int = 1, first: str = "zero") -> Stateful:
     """Centered clipping with its centre carried across rounds (Karimireddy, He & Jaggi,
     2021, Algorithm 2).
@@ -203,9 +206,10 @@ def centered_clipping_momentum(*, tau: float | None = None, iterations: int = 1,
 
     Parameters
     ----------
-    tau : float or None, default None
+    tau : float, array or None, default None
         Clipping radius ``τ`` (units of the messages); ``None``: the median over the
-        participants of ``‖m_i − v^{(0)}‖`` each round.
+        participants of ``‖m_i − v^{(0)}‖`` each round.  Per replica: an array
+        broadcasting against ``z.shape[:-2] + (1, 1)``, as :func:`centered_clipping`.
     iterations : int, default 1
         ``L`` (the paper's default is 1).
     first : {"zero", "medoid", "median", "mean"}, default "zero"
@@ -239,7 +243,8 @@ def centered_clipping_momentum(*, tau: float | None = None, iterations: int = 1,
         if first != "zero" and not started.all():
             rule = _clip_from(z2, present, m2, first, None, 0, mask is not None)  # the pure start
             start = np.where(started[:, None], center, rule)
-        out = _clip_from(z2, present, m2, start, tau, iterations, mask is not None)
+        t = None if tau is None else _per_element(tau, lead)
+        out = _clip_from(z2, present, m2, start, t, iterations, mask is not None)
         res = _finish(out, m2, lead, z.dtype)
         keep = np.where((m2 > 0)[:, None], out, center)  # nobody took part: the centre stays
         new = CenteredClippingState(keep.reshape(np.shape(state.center)).astype(state.center.dtype, copy=False),

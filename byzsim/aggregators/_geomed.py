@@ -16,6 +16,7 @@ from ._base import (
     _matvec,
     _prepare,
     _prepare_mixed,
+    _shared_doc,
     _vecdot,
     _vecmat,
 )
@@ -284,6 +285,7 @@ def _weiszfeld_start(g, wts, mf, eps):
 
 
 @AGGREGATORS.register("geometric_median", "geomed", per_call=("mix",))
+@_shared_doc
 def geometric_median(
     z: Any,
     mask: Any = None,
@@ -410,9 +412,7 @@ def geometric_median(
         :func:`byzsim.resampling.resampled`), not a configurable parameter
         (declared ``per_call`` at registration).
 
-    Returns
-    -------
-    ndarray, shape ``(..., d)``
+    {returns}
 
     References
     ----------

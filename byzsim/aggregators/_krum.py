@@ -12,11 +12,10 @@ from ._base import (
     AGGREGATORS,
     _average,
     _check_int,
-    _finish,
-    _flatten,
     _majority_max_f,
     _prepare,
-    _resolve_f,
+    _rows_and_f,
+    _shared_doc,
     _subset_mean,
     _vecdot,
 )
@@ -89,6 +88,7 @@ def _krum_scores(z: np.ndarray, wts: np.ndarray, m: np.ndarray, f: int):
 
 
 @AGGREGATORS.register("krum", max_f=_krum_max_f)
+@_shared_doc
 def krum(z: Any, mask: Any = None, *, f: int) -> np.ndarray:
     """Krum (Blanchard et al., 2017): the row closest to its nearest neighbours.
 
@@ -109,15 +109,11 @@ def krum(z: Any, mask: Any = None, *, f: int) -> np.ndarray:
 
     Parameters
     ----------
-    z : array_like, shape ``(..., n, d)``
-    mask : None or bool array ``(n,)`` / ``(..., n)``
-        Participating rows; elements with none return zeros.
+    {z_mask}
     f : int
         Assumed number of Byzantine rows; requires ``0 <= f <= n − 3``.
 
-    Returns
-    -------
-    ndarray, shape ``(..., d)``
+    {returns}
         A copy of the selected row.
 
     Raises
@@ -143,6 +139,7 @@ def krum(z: Any, mask: Any = None, *, f: int) -> np.ndarray:
 
 
 @AGGREGATORS.register("multi_krum", max_f=_krum_max_f)
+@_shared_doc
 def multi_krum(z: Any, mask: Any = None, *, f: int, m: int | None = None) -> np.ndarray:
     """Multi-Krum: the mean of the ``m`` rows with the lowest Krum scores.
 
@@ -156,17 +153,13 @@ def multi_krum(z: Any, mask: Any = None, *, f: int, m: int | None = None) -> np.
 
     Parameters
     ----------
-    z : array_like, shape ``(..., n, d)``
-    mask : None or bool array ``(n,)`` / ``(..., n)``
-        Participating rows; elements with none return zeros.
+    {z_mask}
     f : int
         Assumed number of Byzantine rows; requires ``0 <= f <= n − 3``.
     m : int or None
         Number of rows averaged, ``1 <= m <= n``; ``None`` means ``n − f``.
 
-    Returns
-    -------
-    ndarray, shape ``(..., d)``
+    {returns}
 
     Raises
     ------
@@ -201,6 +194,7 @@ def _bulyan_max_f(n: int) -> int:
 
 
 @AGGREGATORS.register("bulyan", max_f=_bulyan_max_f)
+@_shared_doc
 def bulyan(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
     """Bulyan (El Mhamdi, Guerraoui & Rouault, 2018): iterated Krum, then a coordinate-wise
     trimmed mean around the median.
@@ -229,27 +223,19 @@ def bulyan(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
 
     Parameters
     ----------
-    z : array_like, shape ``(..., n, d)``
-    mask : None or bool array ``(n,)`` / ``(..., n)``
-        Participating rows; elements with none return zeros.
+    {z_mask}
     f : int or None, default None
         Assumed Byzantine rows, ``0 <= f <= (n − 1) // 2`` (robust for
         ``f <= (n − 3) // 4``); ``None``: ``(m_p − 3) // 4``.
 
-    Returns
-    -------
-    ndarray, shape ``(..., d)``
+    {returns}
 
     References
     ----------
     E. M. El Mhamdi, R. Guerraoui, S. Rouault, "The Hidden Vulnerability of Distributed
     Learning in Byzantium", ICML 2018.
     """
-    z, wts, m = _prepare(z, mask)
-    n = z.shape[-2]
-    fe = _resolve_f(f, m, n, "bulyan", _majority_max_f, "2f < n", default_f=_bulyan_max_f)
-    z2, present, m2, lead = _flatten(z, wts, m)
-    fe = fe.reshape(-1)
+    z2, present, m2, fe, finish = _rows_and_f(z, mask, f, "bulyan", default_f=_bulyan_max_f)
     B = z2.shape[0]
     zc, g, ok = _robust_gram(z2, present)
     d2 = _dists(g, ok)
@@ -282,7 +268,7 @@ def bulyan(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
     sel.sort(axis=1)
     med = _median_sorted(sel, theta)
     out = _mean_around_center(sel, np.maximum(theta, 1), np.minimum(beta, np.maximum(theta, 1)), med)
-    return _finish(out, m2, lead, z.dtype)
+    return finish(out)
 
 
 
@@ -292,6 +278,7 @@ def bulyan(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
 
 
 @AGGREGATORS.register("monna", max_f=_majority_max_f)
+@_shared_doc
 def monna(z: Any, mask: Any = None, *, f: int | None = None, idx: int | None = None) -> np.ndarray:
     """MoNNA: the mean of the ``m_p − f`` nearest neighbours of a reference row
     (Farhadkhani et al., 2023).
@@ -314,34 +301,28 @@ def monna(z: Any, mask: Any = None, *, f: int | None = None, idx: int | None = N
 
     Parameters
     ----------
-    z : array_like, shape ``(..., n, d)``
-    mask : None or bool array ``(n,)`` / ``(..., n)``
-        Participating rows; elements with none return zeros.
+    {z_mask}
     f : int or None, default None
         ``0 <= f <= (n − 1) // 2``; ``None``: ``(m_p − 1) // 2``.
     idx : int or None, default None
         Index of a trusted row, ``0 <= idx < n``; ``None``: the tightest row (above).
 
-    Returns
-    -------
-    ndarray, shape ``(..., d)``
+    {returns}
 
     References
     ----------
     S. Farhadkhani, R. Guerraoui, N. Gupta, L.-N. Hoang, R. Pinot, J. Stephan, "Robust
     Collaborative Learning with Linear Gradient Overhead", ICML 2023.
     """
-    z, wts, m = _prepare(z, mask)
-    n = z.shape[-2]
-    fe = _resolve_f(f, m, n, "monna", _majority_max_f, "2f < n")
+    z2, present, m2, fe, finish = _rows_and_f(z, mask, f, "monna")
+    n = z2.shape[-2]
     if idx is not None:
         idx = _check_int("idx", idx, "monna")
         if idx >= n:
             raise ValueError(f"monna needs 0 <= idx < n = {n}; got idx = {idx}")
-    z2, present, m2, lead = _flatten(z, wts, m)
     B = z2.shape[0]
     rows = np.arange(B)
-    size = np.maximum(m2 - fe.reshape(-1), 1)
+    size = np.maximum(m2 - fe, 1)
     dr = None
     if idx is not None and present[:, idx].all():
         dr = _sq_dists_to_row(z2, idx)
@@ -359,7 +340,7 @@ def monna(z: Any, mask: Any = None, *, f: int | None = None, idx: int | None = N
     order = np.argsort(key, axis=-1, kind="stable")
     np.put_along_axis(rank, order, np.broadcast_to(np.arange(n), order.shape), axis=-1)
     sel = present & (rank < size[:, None])
-    return _finish(_subset_mean(sel, z2), m2, lead, z.dtype)
+    return finish(_subset_mean(sel, z2))
 
 
 def _sq_dists_to_row(z2: np.ndarray, r: int) -> np.ndarray | None:

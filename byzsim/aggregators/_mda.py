@@ -11,11 +11,9 @@ import numpy as np
 from ._base import (
     AGGREGATORS,
     _check_int,
-    _finish,
-    _flatten,
     _majority_max_f,
-    _prepare,
-    _resolve_f,
+    _rows_and_f,
+    _shared_doc,
     _subset_mean,
 )
 from ._gram import _dists, _robust_gram
@@ -103,6 +101,7 @@ def _mda_removed(d2: np.ndarray, present: np.ndarray, fe: np.ndarray, o: np.ndar
 
 
 @AGGREGATORS.register("mda", max_f=_majority_max_f)
+@_shared_doc
 def mda(z: Any, mask: Any = None, *, f: int | None = None, max_branches: int = 2**16) -> np.ndarray:
     """Minimum-diameter averaging (El Mhamdi, Guerraoui & Rouault, 2018), exact.
 
@@ -127,18 +126,14 @@ def mda(z: Any, mask: Any = None, *, f: int | None = None, max_branches: int = 2
 
     Parameters
     ----------
-    z : array_like, shape ``(..., n, d)``
-    mask : None or bool array ``(n,)`` / ``(..., n)``
-        Participating rows; elements with none return zeros.
+    {z_mask}
     f : int or None, default None
         Rows discarded, ``0 <= f <= (n − 1) // 2``; ``None``: ``(m_p − 1) // 2``.
     max_branches : int, default 65536
         Refuse (``ValueError`` naming n, f, the subset count and the tree size) when
         ``2^f`` exceeds this.
 
-    Returns
-    -------
-    ndarray, shape ``(..., d)``
+    {returns}
 
     References
     ----------
@@ -146,10 +141,9 @@ def mda(z: Any, mask: Any = None, *, f: int | None = None, max_branches: int = 2
     Learning in Byzantium", ICML 2018 (MDA); P. J. Rousseeuw, "Multivariate estimation
     with high breakdown point", 1985 (minimum-volume ideas).
     """
-    z, wts, m = _prepare(z, mask)
-    n = z.shape[-2]
     max_branches = _check_int("max_branches", max_branches, "mda")
-    fe = _resolve_f(f, m, n, "mda", _majority_max_f, "2f < n")
+    z2, present, m2, fe, finish = _rows_and_f(z, mask, f, "mda")
+    n = z2.shape[-2]
     fmax = int(np.max(fe)) if fe.size else 0
     if 2**fmax > max_branches:
         raise ValueError(
@@ -158,14 +152,12 @@ def mda(z: Any, mask: Any = None, *, f: int | None = None, max_branches: int = 2
             f"{_math.comb(n, fmax)} subsets), more than max_branches = {max_branches}; "
             "lower f or raise max_branches"
         )
-    z2, present, m2, lead = _flatten(z, wts, m)
     zc, g, ok = _robust_gram(z2, present)
     d2 = _dists(g, ok)
     d2 = np.where(present[:, :, None] & present[:, None, :], d2, 0.0)  # absent: no pairs
     finite_d = np.where(np.isfinite(d2), d2, 0.0)
     o = np.where(ok, finite_d.sum(-1), np.inf)
-    removed = _mda_removed(d2, present, fe.reshape(-1), o, max_branches)
-    out = _subset_mean(present & ~removed, z2)
-    return _finish(out, m2, lead, z.dtype)
+    removed = _mda_removed(d2, present, fe, o, max_branches)
+    return finish(_subset_mean(present & ~removed, z2))
 
 

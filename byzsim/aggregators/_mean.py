@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import AGGREGATORS, _prepare
+from ._base import AGGREGATORS, _prepare, _shared_doc
 from ._gram import _center
 
 __all__ = ["mean"]
@@ -19,6 +19,7 @@ __all__ = ["mean"]
 
 
 @AGGREGATORS.register("mean", per_call=("weights",))
+@_shared_doc
 def mean(z: Any, mask: Any = None, *, weighted: bool = False, weights: Any = None) -> np.ndarray:
     """Average of the participating rows, plain (both papers) or weighted.
 
@@ -37,9 +38,7 @@ def mean(z: Any, mask: Any = None, *, weighted: bool = False, weights: Any = Non
 
     Parameters
     ----------
-    z : array_like, shape ``(..., n, d)``
-    mask : None or bool array ``(n,)`` / ``(..., n)``
-        Participating rows; elements with none return zeros.
+    {z_mask}
     weighted : bool
         The configurable switch (``aggregator_params = { weighted = true }``): weight
         row i by ``weights[i]``; the simulator passes the clients' sample counts
@@ -50,9 +49,7 @@ def mean(z: Any, mask: Any = None, *, weighted: bool = False, weights: Any = Non
         Supplied per call (not a config parameter); required when ``weighted``.
         Elements whose participating weights sum to 0 return zeros.
 
-    Returns
-    -------
-    ndarray, shape ``(..., d)``
+    {returns}
 
     Examples
     --------

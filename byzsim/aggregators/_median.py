@@ -11,11 +11,10 @@ import numpy as np
 from ._base import (
     AGGREGATORS,
     _check_int,
-    _finish,
-    _flatten,
     _majority_max_f,
     _prepare,
-    _resolve_f,
+    _rows_and_f,
+    _shared_doc,
 )
 from ._gram import _dists, _robust_gram
 from ._order import (
@@ -31,6 +30,7 @@ __all__ = ["coordinate_median", "meamed", "median_of_means", "trimmed_mean"]
 
 
 @AGGREGATORS.register("coordinate_median", "median")
+@_shared_doc
 def coordinate_median(z: Any, mask: Any = None) -> np.ndarray:
     """Coordinate-wise median of the participating rows.
 
@@ -43,13 +43,9 @@ def coordinate_median(z: Any, mask: Any = None) -> np.ndarray:
 
     Parameters
     ----------
-    z : array_like, shape ``(..., n, d)``
-    mask : None or bool array ``(n,)`` / ``(..., n)``
-        Participating rows; elements with none return zeros.
+    {z_mask}
 
-    Returns
-    -------
-    ndarray, shape ``(..., d)``
+    {returns}
 
     Examples
     --------
@@ -71,6 +67,7 @@ def coordinate_median(z: Any, mask: Any = None) -> np.ndarray:
 
 
 @AGGREGATORS.register("trimmed_mean", max_f=_majority_max_f)
+@_shared_doc
 def trimmed_mean(z: Any, mask: Any = None, *, f: int) -> np.ndarray:
     """Coordinate-wise trimmed mean: drop the ``f`` smallest and ``f`` largest values.
 
@@ -83,15 +80,11 @@ def trimmed_mean(z: Any, mask: Any = None, *, f: int) -> np.ndarray:
 
     Parameters
     ----------
-    z : array_like, shape ``(..., n, d)``
-    mask : None or bool array ``(n,)`` / ``(..., n)``
-        Participating rows; elements with none return zeros.
+    {z_mask}
     f : int
         Values trimmed per side per coordinate; requires ``0 <= f`` and ``2f < n``.
 
-    Returns
-    -------
-    ndarray, shape ``(..., d)``
+    {returns}
 
     Raises
     ------
@@ -123,6 +116,7 @@ def trimmed_mean(z: Any, mask: Any = None, *, f: int) -> np.ndarray:
 
 
 @AGGREGATORS.register("meamed", max_f=_majority_max_f)
+@_shared_doc
 def meamed(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
     """Mean around the median (Meamed; Xie, Koyejo & Gupta, 2018).
 
@@ -145,32 +139,25 @@ def meamed(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
 
     Parameters
     ----------
-    z : array_like, shape ``(..., n, d)``
-    mask : None or bool array ``(n,)`` / ``(..., n)``
-        Participating rows; elements with none return zeros.
+    {z_mask}
     f : int or None, default None
         Values discarded per coordinate, ``0 <= f <= (n − 1) // 2``; ``None``: the maximum
         ``(m_p − 1) // 2`` (then Meamed averages the ``⌈(m_p+1)/2⌉`` central values).
 
-    Returns
-    -------
-    ndarray, shape ``(..., d)``
+    {returns}
 
     References
     ----------
     C. Xie, O. Koyejo, I. Gupta, "Generalized Byzantine-tolerant SGD", arXiv:1802.10116, 2018.
     """
-    z, wts, m = _prepare(z, mask)
-    n = z.shape[-2]
-    fe = _resolve_f(f, m, n, "meamed", _majority_max_f, "2f < n")
-    z2, present, m2, lead = _flatten(z, wts, m)
+    z2, present, m2, fe, finish = _rows_and_f(z, mask, f, "meamed")
     srt = _sort_present(z2, present)
     cnt = np.maximum(m2, 1)  # an element with no participant: computed on NaN, zeroed by _finish
-    k = np.maximum(cnt - fe.reshape(-1), 1)
+    k = np.maximum(cnt - fe, 1)
     med = _median_sorted(srt, cnt)
     with np.errstate(invalid="ignore"):
         out = _mean_around_center(srt, cnt, k, med)
-    return _finish(out, m2, lead, z.dtype)
+    return finish(out)
 
 
 
@@ -180,6 +167,7 @@ def meamed(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
 
 
 @AGGREGATORS.register("median_of_means", "mom", max_f=_majority_max_f)
+@_shared_doc
 def median_of_means(
     z: Any,
     mask: Any = None,
@@ -211,9 +199,7 @@ def median_of_means(
 
     Parameters
     ----------
-    z : array_like, shape ``(..., n, d)``
-    mask : None or bool array ``(n,)`` / ``(..., n)``
-        Participating rows; elements with none return zeros.
+    {z_mask}
     f : int or None, default None
         Assumed Byzantine rows, sets the default ``groups = 2f + 1``;
         ``0 <= f <= (n − 1) // 2``; ``None``: ``(m_p − 1) // 2`` (then every group has one
@@ -225,9 +211,7 @@ def median_of_means(
     seed : int, default 0
         Seed of ``π``.
 
-    Returns
-    -------
-    ndarray, shape ``(..., d)``
+    {returns}
 
     References
     ----------
@@ -243,12 +227,10 @@ def median_of_means(
         groups = _check_int("groups", groups, "median_of_means")
         if groups < 1:
             raise ValueError(f"median_of_means needs groups >= 1, got groups = {groups}")
-    z, wts, m = _prepare(z, mask)
-    n, d = z.shape[-2:]
-    fe = _resolve_f(f, m, n, "median_of_means", _majority_max_f, "2f < n")
-    z2, present, m2, lead = _flatten(z, wts, m)
+    z2, present, m2, fe, finish = _rows_and_f(z, mask, f, "median_of_means")
+    n = z2.shape[-2]
     B = z2.shape[0]
-    G = np.minimum(groups if groups is not None else 2 * fe.reshape(-1) + 1, np.maximum(m2, 1))
+    G = np.minimum(groups if groups is not None else 2 * fe + 1, np.maximum(m2, 1))
     finite = np.isfinite(z2).all(-1)
     zf = z2 if finite.all() else np.where(finite[:, :, None], z2, 0)
     _, g, ok = _robust_gram(z2, present)
@@ -279,6 +261,6 @@ def median_of_means(
     gmask = cnt > 0
     inner = coordinate_median if median == "coordinate" else geometric_median
     out = inner(means, gmask)
-    return _finish(out, m2, lead, z.dtype)
+    return finish(out)
 
 

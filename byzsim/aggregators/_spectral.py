@@ -14,12 +14,10 @@ from ._base import (
     AGGREGATORS,
     _average,
     _check_int,
-    _finish,
-    _flatten,
     _majority_max_f,
     _matvec,
-    _prepare,
-    _resolve_f,
+    _rows_and_f,
+    _shared_doc,
     _subset_mean,
 )
 from ..protocols import EmptyState, Stateful
@@ -29,6 +27,7 @@ __all__ = ["caf", "dnc", "dnc_fresh", "smea"]
 
 
 @AGGREGATORS.register("caf", max_f=_majority_max_f)
+@_shared_doc
 def caf(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
     """Covariance-bound agnostic filter (CAF; Allouah et al., as implemented in ByzFL).
 
@@ -59,15 +58,11 @@ def caf(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
 
     Parameters
     ----------
-    z : array_like, shape ``(..., n, d)``
-    mask : None or bool array ``(n,)`` / ``(..., n)``
-        Participating rows; elements with none return zeros.
+    {z_mask}
     f : int or None, default None
         ``0 <= f <= (n − 1) // 2`` (``f = 0``: the mean); ``None``: ``(m_p − 1) // 2``.
 
-    Returns
-    -------
-    ndarray, shape ``(..., d)``
+    {returns}
 
     References
     ----------
@@ -77,14 +72,12 @@ def caf(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
     filter follows I. Diakonikolas, G. Kamath, D. Kane, J. Li, A. Moitra, A. Stewart,
     "Being Robust (in High Dimensions) Can Be Practical", ICML 2017.
     """
-    z, wts, m = _prepare(z, mask)
-    n = z.shape[-2]
-    fe = _resolve_f(f, m, n, "caf", _majority_max_f, "2f < n")
-    z2, present, m2, lead = _flatten(z, wts, m)
+    z2, present, m2, fe, finish = _rows_and_f(z, mask, f, "caf")
+    n = z2.shape[-2]
     zc, g, ok = _robust_gram(z2, present)
     dt = z2.dtype
     c = ok.astype(dt)
-    thr = (m2 - 2 * fe.reshape(-1)).astype(dt)
+    thr = (m2 - 2 * fe).astype(dt)
     best_lam = np.full(z2.shape[0], np.inf, dtype=dt)
     best_w = c / np.maximum(c.sum(-1), 1)[:, None]
     active = c.sum(-1) > 0
@@ -111,7 +104,7 @@ def caf(z: Any, mask: Any = None, *, f: int | None = None) -> np.ndarray:
             if not active.any():
                 break
             c = np.where(active[:, None], np.maximum(c * (1.0 - tau / tmax[:, None]), 0.0), c)
-    return _finish(_average(best_w.astype(dt), z2), m2, lead, z.dtype)
+    return finish(_average(best_w.astype(dt), z2))
 
 
 
@@ -210,6 +203,7 @@ def _combination_chunks(V: np.ndarray, D: np.ndarray | None, f: int, chunk: int 
 
 
 @AGGREGATORS.register("smea", max_f=_majority_max_f)
+@_shared_doc
 def smea(
     z: Any, mask: Any = None, *, f: int | None = None, max_subsets: int = 10**6
 ) -> np.ndarray:
@@ -234,29 +228,23 @@ def smea(
 
     Parameters
     ----------
-    z : array_like, shape ``(..., n, d)``
-    mask : None or bool array ``(n,)`` / ``(..., n)``
-        Participating rows; elements with none return zeros.
+    {z_mask}
     f : int or None, default None
         ``0 <= f <= (n − 1) // 2``; ``None``: ``(m_p − 1) // 2``.
     max_subsets : int, default 1_000_000
         Refuse (``ValueError`` naming n, f and ``C(m_p, f)``) beyond this many subsets.
         (``C(30, 6) = 593,775``: about 0.2–0.5 s per call on a 2-core machine.)
 
-    Returns
-    -------
-    ndarray, shape ``(..., d)``
+    {returns}
 
     References
     ----------
     Y. Allouah, R. Guerraoui, N. Gupta, R. Pinot, J. Stephan, "On the Privacy-Robustness-
     Utility Trilemma in Distributed Learning", ICML 2023 (SMEA).
     """
-    z, wts, m = _prepare(z, mask)
-    n = z.shape[-2]
-    fe = _resolve_f(f, m, n, "smea", _majority_max_f, "2f < n").reshape(-1)
+    z2, present, m2, fe, finish = _rows_and_f(z, mask, f, "smea")
+    n = z2.shape[-2]
     max_subsets = _check_int("max_subsets", max_subsets, "smea")
-    z2, present, m2, lead = _flatten(z, wts, m)
     for mp, fb in set(zip(m2.tolist(), fe.tolist())):
         count = _math.comb(mp, fb)
         if count > max_subsets:
@@ -326,7 +314,7 @@ def smea(
                     best, best_i = lam[j], int(rows[j])
             keep = keep_of(np.array([best_i]))[0]
         keep_all[b, P[keep]] = True
-    return _finish(_subset_mean(keep_all, z2), m2, lead, z.dtype)
+    return finish(_subset_mean(keep_all, z2))
 
 
 
@@ -336,6 +324,7 @@ def smea(
 
 
 @AGGREGATORS.register("dnc", max_f=_majority_max_f)
+@_shared_doc
 def dnc(
     z: Any,
     mask: Any = None,
@@ -373,9 +362,7 @@ def dnc(
 
     Parameters
     ----------
-    z : array_like, shape ``(..., n, d)``
-    mask : None or bool array ``(n,)`` / ``(..., n)``
-        Participating rows; elements with none return zeros.
+    {z_mask}
     f : int or None, default None
         ``0 <= f <= (n − 1) // 2``; ``None``: ``(m_p − 1) // 2``.
     c : float, default 1.0
@@ -387,9 +374,7 @@ def dnc(
     seed : int, default 0
         Seed of the coordinate subsets.
 
-    Returns
-    -------
-    ndarray, shape ``(..., d)``
+    {returns}
 
     References
     ----------
@@ -413,10 +398,8 @@ def _check_dnc(c, niters, sub_dim, name: str) -> tuple[int, int]:
 
 def _dnc(z, mask, f, c, niters: int, sub_dim: int, rng) -> np.ndarray:
     """DnC of :func:`dnc` with the coordinate subsets drawn from ``rng``."""
-    z, wts, m = _prepare(z, mask)
-    n, d = z.shape[-2:]
-    fe = _resolve_f(f, m, n, "dnc", _majority_max_f, "2f < n").reshape(-1)
-    z2, present, m2, lead = _flatten(z, wts, m)
+    z2, present, m2, fe, finish = _rows_and_f(z, mask, f, "dnc")
+    n, d = z2.shape[-2:]
     nrem = np.minimum(np.floor(c * fe).astype(np.int64), np.maximum(m2 - 1, 0))
     flags = np.zeros(present.shape, dtype=np.int64)  # iterations that removed each row
     for _ in range(niters if sub_dim < d else 1):
@@ -436,7 +419,7 @@ def _dnc(z, mask, f, c, niters: int, sub_dim: int, rng) -> np.ndarray:
     # rows, many iterations), the rows removed least often
     flags = np.where(present, flags, np.iinfo(np.int64).max)
     good = present & (flags == flags.min(axis=-1, keepdims=True))
-    return _finish(_subset_mean(good, z2), m2, lead, z.dtype)
+    return finish(_subset_mean(good, z2))
 
 
 

@@ -86,7 +86,8 @@ concept of their own, and re-exported here (every name below is importable from
   the draws every round makes before the attack;
 - ``_estimators``: the estimator registry, minibatch SGD, SAGA and its table;
 - ``_replicas``: one random stream per replica and the calls of components (attack,
-  aggregator, stateful ones with their state) over the replicas;
+  aggregator, stateful ones with their state) over the replicas, also of components
+  whose numeric parameters differ between replicas (:class:`PerReplica`);
 - ``_settings``: per-replica numeric settings, step-size schedules and their checks;
 - ``_state``: :class:`State`, what a round carries to the next (both families);
 - ``_kernels``: the fused ``y += a · x`` updates of the hot path;
@@ -100,7 +101,15 @@ from ._gradient import Aggregate, GradientMethod
 from ._kernels import axpy, axpy_rows
 from ._penalty import PenaltyMethod
 from ._problem import Problem, stack_problems
-from ._replicas import attack_replicas, attack_step, replica_apply, replica_generators, replica_map
+from ._replicas import (
+    PerReplica,
+    attack_replicas,
+    attack_step,
+    component_at,
+    replica_apply,
+    replica_generators,
+    replica_map,
+)
 from ._rows import gather_batch, row_set
 from ._sampling import (
     participation_mask,
@@ -134,6 +143,7 @@ __all__ = [
     "GradientMethod",
     "LR_SCHEDULES",
     "PenaltyMethod",
+    "PerReplica",
     "Problem",
     "SGDEstimator",
     "SagaEstimator",
@@ -146,6 +156,7 @@ __all__ = [
     "check_momentum_local_steps",
     "check_schedule_params",
     "column_sum",
+    "component_at",
     "constant_schedule",
     "gather_batch",
     "inv_sqrt_schedule",

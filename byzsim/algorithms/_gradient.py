@@ -12,7 +12,7 @@ from ..protocols import Stateful
 from ._estimators import SGDEstimator
 from ._kernels import axpy
 from ._problem import Problem
-from ._replicas import attack_step, replica_apply, replica_generators, replica_map
+from ._replicas import attack_step, component_at, replica_apply, replica_generators, replica_map
 from ._rows import _byzantine_rows
 from ._sampling import participation_masks, sample_batches
 from ._settings import _Settings, check_momentum_local_steps, scheduled_lr
@@ -37,6 +37,9 @@ class GradientMethod:
     """Gradient aggregation: estimator × attack × aggregator × participation.
 
     ``lr``, ``participation``, ``server_l2``: a number, or ``(S,)`` one per replica.
+    ``attack``, ``aggregate``: the component, or a
+    :class:`~byzsim.algorithms._replicas.PerReplica` when its numeric parameters
+    differ between replicas.
     """
 
     problem: Problem
@@ -55,8 +58,9 @@ class GradientMethod:
         check_momentum_local_steps(self.momentum, self.local_steps)
         self._memo: dict = {}
         self._v = None
-        self._stateful = bool(getattr(self.aggregate, "stateful", False)) or isinstance(self.aggregate, Stateful)
-        self._resampled = None if self._stateful else _resampled_parts(self.aggregate)
+        agg = component_at(self.aggregate, None)
+        self._stateful = bool(getattr(agg, "stateful", False)) or isinstance(agg, Stateful)
+        self._resampled = None if self._stateful else _resampled_parts(agg)
         self._settings = _Settings(("lr", "participation", "server_l2"))
         self._sgd = SGDEstimator(self.problem) if self.local_steps > 1 else None
 
@@ -67,9 +71,9 @@ class GradientMethod:
         shape = (state.replicas, self.problem.n, state.x.shape[-1])
         dt = state.x.dtype
         if self._stateful:
-            state.aggregate_state = self.aggregate.init(shape, dt)
-        if isinstance(self.attack, Stateful):
-            state.attack_state = self.attack.init(shape, dt)
+            state.aggregate_state = component_at(self.aggregate, None).init(shape, dt)
+        if isinstance(component_at(self.attack, None), Stateful):
+            state.attack_state = component_at(self.attack, None).init(shape, dt)
         if self.momentum:
             state.momentum = np.zeros(shape, dt)
         return state
@@ -94,13 +98,13 @@ class GradientMethod:
     def _aggregate(self, v: np.ndarray, active, gens: list, state: State | None = None) -> np.ndarray:
         """``(S, d)`` aggregates of ``v (S, n, d)`` (each replica's own draws); a
         stateful aggregate reads and replaces ``state.aggregate_state``."""
+        agg = self.aggregate  # a PerReplica when its parameters differ between replicas
         if self._stateful:
-            agg = self.aggregate
 
             def sf_call(s, st, rng):
                 if s is None:
-                    return agg.apply(st, v, active, rng=rng)
-                return agg.apply(st, v[s], None if active is None else active[s], rng=rng)
+                    return component_at(agg, None).apply(st, v, active, rng=rng)
+                return component_at(agg, s).apply(st, v[s], None if active is None else active[s], rng=rng)
 
             out, state.aggregate_state = replica_apply(sf_call, state.aggregate_state, gens, self._memo, "aggregate")
             return out
@@ -110,7 +114,7 @@ class GradientMethod:
 
             s, fn, mixes = rs
             if active is not None:
-                return self.aggregate(v, active, gens[0])  # raises: resampling needs γ = 1
+                return component_at(agg, None)(v, active, gens[0])  # raises: resampling needs γ = 1
             idx = np.stack([resample_indices(g, v.shape[-2], s) for g in gens])
             if mixes:
                 return fn(v, None, mix=averaging_matrix(idx))
@@ -118,8 +122,8 @@ class GradientMethod:
 
         def call(s, rng):
             if s is None:
-                return self.aggregate(v, active, rng)
-            return self.aggregate(v[s], None if active is None else active[s], rng)
+                return component_at(agg, None)(v, active, rng)
+            return component_at(agg, s)(v[s], None if active is None else active[s], rng)
 
         return replica_map(call, gens, self._memo, "aggregate")
 

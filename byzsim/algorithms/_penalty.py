@@ -11,7 +11,7 @@ import numpy as np
 from ..protocols import Stateful
 from ._kernels import axpy_rows
 from ._problem import Problem
-from ._replicas import attack_step, replica_generators
+from ._replicas import attack_step, component_at, replica_generators
 from ._rows import _byzantine_rows, _put_rows, _take_rows, row_set
 from ._sampling import participation_masks, sample_batches
 from ._settings import _Settings, scheduled_lr
@@ -59,9 +59,10 @@ class PenaltyMethod:
     def init(self, x0: np.ndarray) -> State:
         """State at ``x0``: ``(d,)`` one run, ``(S, d)`` a replica batch."""
         state = _init_state(self, x0, per_client=True)
-        if isinstance(self.attack, Stateful):
+        attack = component_at(self.attack, None)
+        if isinstance(attack, Stateful):
             S, d = state.replicas, state.x.shape[-1]
-            state.attack_state = self.attack.init((S, self.problem.n, d), state.x.dtype)
+            state.attack_state = attack.init((S, self.problem.n, d), state.x.dtype)
         return state
 
     def _buffers(self, size: int, dt) -> dict:

@@ -1,10 +1,13 @@
 """Replicas: one random stream per run, and the components (attack, aggregator) called
 over the replicas of a batch, all at once when they draw no random numbers, else
-replica by replica with each replica's own generator."""
+replica by replica with each replica's own generator.  A component whose numeric
+parameters differ between the replicas is a :class:`PerReplica`: its batched form takes
+them as ``(S, 1, 1)`` arrays, and each replica's own form is the run's component."""
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
@@ -67,30 +70,61 @@ def replica_apply(call: Callable, state, gens: list, memo: dict, key: str, batch
     return np.stack([r[0] for r in res]), state_stack([r[1] for r in res])
 
 
+@dataclass(frozen=True)
+class PerReplica:
+    """A component (attack, aggregate) whose numeric parameters differ between the
+    replicas of a batch (those its registry entry declares ``replica_params``).
+
+    ``batched``: the component with those parameters as ``(S, 1, 1)`` arrays, called
+    on every replica at once (arrays ``(S, n, d)``); ``replicas[s]``: replica ``s``'s
+    own component, exactly the one of the run made alone, called when the component
+    goes replica by replica (it draws random numbers, or the Byzantine clients differ
+    between replicas).  A batch whose replicas share the parameters holds the plain
+    component instead."""
+
+    batched: Any
+    replicas: tuple
+
+    def __post_init__(self):
+        if isinstance(self.batched, Stateful) != all(isinstance(r, Stateful) for r in self.replicas):
+            raise ValueError("PerReplica: the batched component and the replicas' must all be "
+                             "Stateful or all pure")
+
+
+def component_at(component, s: int | None):
+    """The form of ``component`` to call on replica ``s`` (``None``: on all replicas at
+    once): a :class:`PerReplica`'s ``batched`` or ``replicas[s]``, else the component."""
+    if isinstance(component, PerReplica):
+        return component.batched if s is None else component.replicas[s]
+    return component
+
+
 def attack_step(attack, attack_state, v: np.ndarray, byz: np.ndarray, gens: list, memo: dict):
     """``((S, q, d) Byzantine messages, new attack state)``: a pure attack through
     :func:`attack_replicas` (state ``None`` passed through), a :class:`Stateful` one
-    with its state threaded (:func:`replica_apply`)."""
-    if not isinstance(attack, Stateful):
+    with its state threaded (:func:`replica_apply`); ``attack`` may be a
+    :class:`PerReplica`."""
+    if not isinstance(component_at(attack, None), Stateful):
         return attack_replicas(attack, v, byz, gens, memo), attack_state
     shared = byz.ndim == 1
 
     def call(s, st, rng):
         if s is None:
-            return attack.apply(st, v, byz, rng=rng)
-        return attack.apply(st, v[s], byz if shared else byz[s], rng=rng)
+            return component_at(attack, None).apply(st, v, byz, rng=rng)
+        return component_at(attack, s).apply(st, v[s], byz if shared else byz[s], rng=rng)
 
     return replica_apply(call, attack_state, gens, memo, "attack", batched=shared)
 
 
 def attack_replicas(attack: Callable, v: np.ndarray, byz: np.ndarray, gens: list, memo: dict) -> np.ndarray:
     """``(S, q, d)`` Byzantine messages of every replica from the honest ``v (S, n, d)``
-    and the Byzantine masks ``byz (n,)`` (shared) or ``(S, n)``."""
+    and the Byzantine masks ``byz (n,)`` (shared) or ``(S, n)``; ``attack`` may be a
+    :class:`PerReplica`."""
     shared = byz.ndim == 1
 
     def call(s, rng):
         if s is None:
-            return attack(v, byz, rng)
-        return attack(v[s], byz if shared else byz[s], rng)
+            return component_at(attack, None)(v, byz, rng)
+        return component_at(attack, s)(v[s], byz if shared else byz[s], rng)
 
     return replica_map(call, gens, memo, "attack", batched=shared)
