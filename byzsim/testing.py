@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -37,6 +37,7 @@ __all__ = [
     "check_monotone_maps",
     "check_permutation_invariance",
     "check_purity",
+    "check_replica_params",
     "check_rotation_equivariance",
     "check_scale_equivariance",
     "check_shape",
@@ -180,6 +181,43 @@ def check_bounded(agg: Callable, z: np.ndarray, honest: np.ndarray, radius: floa
     )
 
 
+def check_replica_params(call: Callable, names: Sequence[str], v: np.ndarray,
+                         values: Sequence[float] = (0.3, 2.5, 1.7)) -> None:
+    """Per-replica parameters: ``call(v, params, rng)`` on messages ``v (S, n, d)`` with
+    the parameters ``names`` given as ``(S, 1, 1)`` arrays gives, for every replica ``s``,
+    bit for bit what ``call(v[s], {numbers of s}, rng)`` gives alone (one ``rng`` seeded
+    alike, consumed replica after replica: the same draws in the same order).
+
+    ``values`` (length ``S``) are the first parameter's numbers; the ``i``-th parameter
+    gets ``values · (1 + i)``.
+    """
+    S = v.shape[0]
+    base = np.asarray(values, dtype=np.float64)
+    assert base.shape == (S,), f"need {S} values, one per replica, got {base.shape}"
+    arrays = {k: (base * (1 + i)).reshape(S, 1, 1) for i, k in enumerate(names)}
+    both = np.asarray(call(v, arrays, np.random.default_rng(5)))
+    rng = np.random.default_rng(5)
+    for s in range(S):
+        alone = np.asarray(call(v[s], {k: float(a[s, 0, 0]) for k, a in arrays.items()}, rng))
+        assert both[s].dtype == alone.dtype, f"replica {s}: dtype {both[s].dtype} != {alone.dtype} alone"
+        assert np.array_equal(both[s], alone, equal_nan=True), (
+            f"replica {s} ({', '.join(f'{k}={float(a[s, 0, 0]):g}' for k, a in arrays.items())}) "
+            f"differs from the call alone by up to {np.nanmax(np.abs(both[s] - alone)):.3g}")
+
+
+def _check_declared(who: str, call: Callable, replica_params: Sequence[str], n: int, d: int) -> None:
+    """:func:`check_replica_params` in float64 and float32 on ``(3, n, d)`` messages of
+    three scales (so that radii bite differently)."""
+    if not replica_params:
+        return
+    for dtype in (np.float64, np.float32):
+        v = rows(1, n, d, lead=(3,)) * np.array([1.0, 30.0, 0.1]).reshape(3, 1, 1)
+        with _property(who, f"per-replica parameters {tuple(replica_params)} ({np.dtype(dtype).name})",
+                       " ((S, 1, 1) arrays must give each replica what its numbers give alone;"
+                       " cast them to the messages' dtype, as a Python number is in float32)"):
+            check_replica_params(call, replica_params, v.astype(dtype))
+
+
 # --------------------------------------------------------------------------------------
 # the suites
 
@@ -201,7 +239,7 @@ def _name(fn: Callable) -> str:
 
 def check_aggregator(fn: Callable, *, n: int = 9, d: int = 3, tolerates: int | None = None,
                      translation: bool = True, scale: bool = True, atol: float = 0.0,
-                     seeds: int = 5, **params: Any) -> None:
+                     seeds: int = 5, replica_params: Sequence[str] = (), **params: Any) -> None:
     """Run the conformance properties of an aggregator ``fn(z, mask=None, **params)``.
 
     Properties (each failure names it): output shape ``(..., d)`` and finite; purity
@@ -209,7 +247,8 @@ def check_aggregator(fn: Callable, *, n: int = 9, d: int = 3, tolerates: int | N
     (batched call = loop, also with a mask per element); masks (absent rows have no
     influence whatever they hold, no participant gives zeros); identical rows return
     that row; translation equivariance (``translation``); positive-scale equivariance
-    (``scale``); bounded output when ``tolerates`` rows are moved arbitrarily far.
+    (``scale``); bounded output when ``tolerates`` rows are moved arbitrarily far;
+    per-replica parameters (``replica_params``, :func:`check_replica_params`).
 
     Parameters
     ----------
@@ -228,6 +267,10 @@ def check_aggregator(fn: Callable, *, n: int = 9, d: int = 3, tolerates: int | N
         Absolute slack of iterative rules (scaled with the data).
     seeds : int
         Random examples per property.
+    replica_params : sequence of str
+        The parameters the aggregator declares per-replica (registered with
+        ``replica_params=...``): given as ``(S, 1, 1)`` arrays they must give each
+        replica of ``(S, n, d)`` messages what its numbers give alone.
     **params
         Bound to ``fn``.
 
@@ -281,16 +324,18 @@ def check_aggregator(fn: Callable, *, n: int = 9, d: int = 3, tolerates: int | N
                 direction = rng.normal(size=d)
                 zt[moved] = 10.0 ** rng.integers(3, 13) * direction / np.linalg.norm(direction)
                 check_bounded(agg, zt, honest, default_radius(zt[honest], n, d))
+    _check_declared(who, lambda x, p, rng: fn(x, None, **{**params, **p}), replica_params, n, d)
 
 
 def check_attack(fn: Callable, *, n: int = 7, d: int = 3, q: int = 2, finite: bool = True,
-                 seeds: int = 3, **params: Any) -> None:
+                 seeds: int = 3, replica_params: Sequence[str] = (), **params: Any) -> None:
     """Run the conformance properties of an attack ``fn(v, byzantine, rng, **params)``.
 
     Properties (each failure names it): output shape ``(..., q, d)`` for inputs with and
     without batch axes; ``v`` is not modified and the output does not alias it;
     determinism (the same ``rng`` seed gives the same messages: all randomness comes
-    from ``rng``); finite messages for finite input (``finite``).
+    from ``rng``); finite messages for finite input (``finite``); per-replica parameters
+    (``replica_params``, :func:`check_replica_params`).
 
     Parameters
     ----------
@@ -302,6 +347,8 @@ def check_attack(fn: Callable, *, n: int = 7, d: int = 3, q: int = 2, finite: bo
         Whether finite input must give finite messages (False for e.g. ``inf``).
     seeds : int
         Random examples per property.
+    replica_params : sequence of str
+        The parameters the attack declares per-replica (see :func:`check_aggregator`).
     **params
         Bound to ``fn``.
 
@@ -331,3 +378,6 @@ def check_attack(fn: Callable, *, n: int = 7, d: int = 3, q: int = 2, finite: bo
             if finite:
                 with _property(who, "finite messages", " (pass finite=False if intended)"):
                     assert np.isfinite(out).all(), "non-finite messages for finite input"
+    byz = np.zeros(n, bool)
+    byz[:q] = True
+    _check_declared(who, lambda x, p, rng: fn(x, byz, rng, **{**params, **p}), replica_params, n, d)

@@ -14,9 +14,10 @@ def _v(shape=(5, 3)):
 @pytest.mark.parametrize("name", [g[0] for g in ATTACKS.groups() if not ATTACKS.entry(g[0]).meta["stateful"]])
 def test_every_attack_conforms(name):
     """Shape ``(..., q, d)`` with and without batch axes, ``v`` untouched and not aliased,
-    all randomness from ``rng``, finite messages (byzsim.testing.check_attack)."""
+    all randomness from ``rng``, finite messages, and the declared per-replica parameters
+    (byzsim.testing.check_attack)."""
     params = {"gaussian": {"std": 1.0}, "inf": {"finite": False}}.get(name, {})
-    check_attack(ATTACKS[name], **params)
+    check_attack(ATTACKS[name], replica_params=ATTACKS.entry(name).meta["replica_params"], **params)
 
 
 def test_hand_values():

@@ -285,30 +285,25 @@ def _declared(registry):
 def test_a_component_given_per_replica_arrays_computes_each_replica_as_alone(dtype):
     """Every component declaring ``replica_params``, called on ``(S, n, d)`` messages
     with ``(S, 1, 1)`` parameter arrays, gives replica s bit for bit what it gives alone
-    with the numbers (random ones: the same draws in the same order)."""
+    with the numbers (random ones: the same draws in the same order;
+    :func:`byzsim.testing.check_replica_params`)."""
     from byzsim.aggregators import AGGREGATORS
     from byzsim.attacks import ATTACKS as ATT
     from byzsim.preaggregators import PREAGGREGATORS
+    from byzsim.testing import check_replica_params
 
     S, n, d = 3, 7, 5
     v = np.random.default_rng(1).normal(size=(S, n, d)).astype(dtype)
     v[1] *= 30.0  # another scale, so that radii bite differently
     byz = np.zeros(n, bool)
     byz[[2, 5]] = True
-    vals = np.array([0.3, 2.5, 1.7])
     checked = 0
     for registry, call in ((ATT, lambda fn, x, p, rng: fn(x, byz, rng, **p)),
                            (AGGREGATORS, lambda fn, x, p, rng: fn(x, None, **p)),
                            (PREAGGREGATORS, lambda fn, x, p, rng: fn(x, None, rng, **p)[0])):
         for name, params in _declared(registry):
             fn = registry[name]
-            arrays = {k: (vals * (1 + i)).reshape(S, 1, 1) for i, k in enumerate(params)}
-            both = np.asarray(call(fn, v, arrays, np.random.default_rng(5)))
-            rng = np.random.default_rng(5)
-            alone = [np.asarray(call(fn, v[s], {k: float(a[s, 0, 0]) for k, a in arrays.items()}, rng))
-                     for s in range(S)]
-            for s in range(S):
-                assert both[s].dtype == alone[s].dtype and np.array_equal(both[s], alone[s]), (name, s)
+            check_replica_params(lambda x, p, rng, fn=fn, call=call: call(fn, x, p, rng), params, v)
             checked += 1
     assert checked >= 8
 

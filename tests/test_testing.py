@@ -22,7 +22,7 @@ def test_every_registered_rule_passes(name):
     kw = dict(PARAMS.get(name, {}))
     if "f" in AGGREGATORS.parameters(name):
         kw["f"] = 1
-    check_aggregator(AGGREGATORS[name], **kw)
+    check_aggregator(AGGREGATORS[name], replica_params=AGGREGATORS.entry(name).meta["replica_params"], **kw)
 
 
 # --------------------------------------------------------------------------------------
@@ -47,14 +47,27 @@ def test_a_correct_user_rule_passes():
 
 
 def user_attack(v, byzantine, rng, *, scale=3.0):
-    """Minus ``scale`` times the honest mean plus noise, one per Byzantine client."""
+    """Minus ``scale`` times the honest mean plus noise, one per Byzantine client
+    (``scale`` cast to the messages' dtype, so that a per-replica array rounds as a number)."""
     mu = v[..., ~byzantine, :].mean(-2, keepdims=True)
     noise = rng.normal(size=v.shape[:-2] + (int(byzantine.sum()), v.shape[-1]))
-    return -scale * mu + noise
+    return -np.asarray(scale, dtype=v.dtype) * mu + noise
 
 
 def test_a_correct_user_attack_passes():
     check_attack(user_attack, scale=2.0)
+    check_attack(user_attack, replica_params=("scale",))  # declared per-replica: (S, 1, 1) arrays work
+
+
+def first_replica_scale(v, byzantine, rng, *, scale=3.0):
+    """Declares ``scale`` per-replica but applies the first replica's number to all."""
+    return user_attack(v, byzantine, rng, scale=np.asarray(scale).flat[0])
+
+
+def test_an_attack_that_ignores_its_per_replica_parameter_fails():
+    check_attack(first_replica_scale)  # without the declaration nothing is asked of it
+    with pytest.raises(AssertionError, match=r"attack 'first_replica_scale': per-replica parameters \('scale',\)"):
+        check_attack(first_replica_scale, replica_params=("scale",))
 
 
 # --------------------------------------------------------------------------------------
