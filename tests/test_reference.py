@@ -164,6 +164,23 @@ def test_the_drawn_line_is_the_csv_mean(tmp_path, monkeypatch):
     assert _drawn(saved[0]) == {}
 
 
+def test_experiment_and_figure_commands_draw_it(tmp_path, monkeypatch):
+    from byzsim.cli import main as cli
+
+    path = write(tmp_path)
+    saved = []
+    capture = lambda fig, stem, *a, **k: saved.append(fig) or []  # noqa: E731
+    monkeypatch.setattr(plots, "save_figure", capture)
+    monkeypatch.setattr("byzsim.runs.save_figure", capture)
+    dirs = ["--store", str(tmp_path / "store")]
+    assert cli(["experiment", str(path), "--results", str(tmp_path / "res"), "--figures", str(tmp_path / "fig"),
+                "--quiet", *dirs]) == 0
+    assert cli(["figure", str(path), "--csv", str(tmp_path / "again.csv"), *dirs]) == 0
+    assert len(saved) == 2
+    for fig in saved:
+        assert {p: ys for p, (_, ys) in _drawn(fig).items()} == {"a": [0.625] * 2, "b": [0.1875] * 2}
+
+
 def test_plot_panels_draws_only_the_panels_given():
     fig = plot_panels(_rows(), panels=[("a", "a"), ("b", "b")], reference={"b": ("x*", 0.3)})
     assert _drawn(fig) == {"b": ("x*", [0.3, 0.3])}
