@@ -211,7 +211,7 @@ def reference_lines(reference, metric: str) -> dict[str, tuple[str, float]] | No
     to another metric than the one drawn."""
     if reference is None or reference.metric != metric:
         return None
-    return {p: (f"{reference.label}: {v:.4g} (mean of {reference.rows[p]} row{'s' * (reference.rows[p] > 1)})", v)
+    return {p: (f"{reference.label}: {v:.4g}, mean of {reference.rows[p]} row{'s' * (reference.rows[p] > 1)}", v)
             for p, v in reference.values.items()}
 
 

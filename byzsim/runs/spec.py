@@ -447,13 +447,12 @@ def parse_reference(raw: Any, panels: Sequence[str], metric: str, source: str = 
         mine = [(n, r) for n, r in picked if pcol is None or r[pcol] == p]
         if not mine:
             in_panel = f" and {pcol} = {p!r} (the panel's name)" if pcol else ""
-            raise _reference_error(source, "where", dict(where),
-                                   f"no row of {path} has {dict(where)}{in_panel}")
+            raise _reference_error(source, "where", dict(where), f"no row of {path} matches it{in_panel}")
         vals = []
         for n, r in mine:
             try:
                 v = float(r[column])
-            except ValueError:
+            except (TypeError, ValueError):  # a short row's missing cell is None
                 v = math.nan
             if not math.isfinite(v):
                 raise _reference_error(source, "column", column, f"line {n} of {path} (a matching row) holds "
