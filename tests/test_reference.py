@@ -192,7 +192,7 @@ def test_plot_panels_draws_only_the_panels_given():
 # --------------------------------------------------------------------------------------
 SPECS = sorted(p for p in (ROOT / "experiments").rglob("*.toml") if is_figure_spec(load_toml(p)))
 #: the softmax paper-B specs drawn with the ceiling x* (the MLP specs have no computable optimum)
-WITH_REFERENCE = {"fig4_6", "fig7", "fig7_batch1", "fig8", "fig9"}
+WITH_REFERENCE = {"fig4_6", "fig7", "fig7_batch1", "fig8", "fig9", "fig7_full", "fig8_full", "fig9_full"}
 
 
 def _load(path):
