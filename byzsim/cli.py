@@ -208,10 +208,11 @@ def _print_plan(entries, store) -> None:
 
 def cmd_figure(a) -> int:
     from .runs import RunEntry, default_sweep_name, load_entries, plot_panels, rows_from_store, save_figure, write_csv
+    from .runs.plots import reference_lines
 
     store = _store(a)
     files, overrides = _split_inputs(a.inputs)
-    panels = None
+    panels, reference = None, None
     if files or overrides:
         if a.sweep:
             raise ValueError("give either config files/overrides or --sweep, not both")
@@ -219,7 +220,7 @@ def cmd_figure(a) -> int:
         name = info.get("figure") or default_sweep_name(files, entries)
         title = info.get("title", name)
         metric = info.get("metric", "test_accuracy")
-        panels = info.get("panels")
+        panels, reference = info.get("panels"), info.get("reference")
     else:
         sweeps = store.sweeps()
         name = a.sweep or (sweeps[-1] if sweeps else None)
@@ -272,7 +273,8 @@ def cmd_figure(a) -> int:
     if line_fields is None and all(e.line is not None for e in entries):  # a spec's line order
         methods = [m for m in dict.fromkeys(e.line for e in entries) if m in found]
         methods += [m for m in found if m not in methods]
-    fig = plot_panels(rows, metric=metric, panels=panels, methods=methods, title=title, note=note, band=a.band)
+    fig = plot_panels(rows, metric=metric, panels=panels, methods=methods, title=title, note=note, band=a.band,
+                      reference=reference_lines(reference, metric))
     paths = save_figure(fig, Path(a.out) if a.out else Path("figures") / name)
     print(f"wrote {csv_path}, " + ", ".join(map(str, paths)), file=sys.stderr)
     return EXIT_OK

@@ -66,7 +66,7 @@ from . import theory
 from .config import Config
 
 __all__ = [
-    "CONVEX_MODELS", "Optimum", "Diagnosis", "PenalisedOptimum", "diagnose", "regular_optimum",
+    "CONVEX_MODELS", "Optimum", "Diagnosis", "PenalisedOptimum", "diagnose", "regular_optimum", "optimum_key",
     "penalised_objective", "penalised_optimum", "distance_to_optimum", "bound_at_end",
     "config_bound", "main",
 ]
@@ -330,6 +330,38 @@ def regular_optimum(cfg: Config, *, ridge: float = 0.0, tol: float | None = None
         raise ValueError(f"diagnose: ridge must be a finite number >= 0, got {ridge!r}")
     problem = _problem64(cfg)
     return _minimise(_objective_of(cfg, problem, ridge), tol)
+
+
+def optimum_key(cfg: Config, ridge: float = 0.0) -> str:
+    """sha256 (hex) of what ``x*``, ``σ²`` and ``δ²`` of ``cfg`` depend on, so that
+    configs with equal keys can share one :class:`Optimum` (``diagnose(…, optimum=…)``).
+
+    Hashed: the regular workers' data of the float64 problem as a multiset of workers,
+    each a multiset of its real rows (features as float64 and label; padding left out),
+    plus the family (which sets the objective), the model and its parameters,
+    ``server_l2`` and ``ridge``.  Order does not enter, so seeds that only reorder the
+    rows of a worker or permute whole workers share a key (a by-class split with one
+    worker per class and fixed Byzantine workers).  Seeds that draw other rows (the
+    truncated by-class split) or deal rows to other workers do not: ``f_i`` is the mean
+    over worker i's rows, so which rows share a worker enters ``δ²``, ``σ²`` and, with
+    ragged workers (weights ``1/J_i``), ``x*`` itself.  The minibatch size is not hashed
+    (``σ_b²`` depends on it, ``x*`` does not).  Cost: one sha256 per regular row.
+    """
+    import hashlib
+
+    pr = _problem64(cfg)
+    workers = []
+    for i in np.flatnonzero(pr.regular):
+        n = int(pr.counts[i])
+        X = np.ascontiguousarray(pr.X[i, :n], dtype=np.float64)
+        y = np.asarray(pr.y[i, :n], dtype=np.int64)
+        rows = sorted(hashlib.sha256(X[j].tobytes() + y[j].tobytes()).digest() for j in range(n))
+        workers.append(hashlib.sha256(b"".join(rows)).digest())
+    h = hashlib.sha256(repr((cfg.family, cfg.model, sorted(cfg.model_params.items()), float(cfg.server_l2),
+                             float(ridge))).encode())
+    for w in sorted(workers):
+        h.update(w)
+    return h.hexdigest()
 
 
 def distance_to_optimum(x: np.ndarray, x_star: np.ndarray) -> float:

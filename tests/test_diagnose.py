@@ -15,6 +15,7 @@ from byzsim.diagnose import (
     diagnose,
     distance_to_optimum,
     main,
+    optimum_key,
     penalised_objective,
     penalised_optimum,
 )
@@ -238,6 +239,26 @@ def test_penalised_objective_by_hand():
 # --------------------------------------------------------------------------------------
 # bad input
 # --------------------------------------------------------------------------------------
+def test_optimum_key_shares_exactly_what_x_star_depends_on():
+    base = cfg_of(method="byrd-saga", batch_size=4)
+    key = optimum_key(base, 0.1)
+    same = [base.replace(method="byrd-sgd"), base.replace(attack="sign_flipping"), base.replace(lr=0.01),
+            base.replace(batch_size=8), base.replace(dtype="float32")]  # the float64 problem is hashed
+    assert all(optimum_key(c, 0.1) == key for c in same)
+    other = [(base, 0.2), (base.replace(server_l2=0.1), 0.1), (base.replace(seed=1), 0.1),
+             (cfg_of(method="rsa", batch_size=4), 0.1), (base.replace(byzantine_indices=[4]), 0.1)]
+    assert len({key} | {optimum_key(c, r) for c, r in other}) == 1 + len(other)
+    # one worker per class: the seeds only reorder each worker's rows, so x* is shared
+    by_class = dict(partition="by_class", partition_params=dict(truncate=False), n_clients=3,
+                    byzantine_indices=[0], method="byrd-sgd")
+    c0, c1 = cfg_of(**by_class), cfg_of(**by_class, seed=1)
+    assert optimum_key(c0, 0.1) == optimum_key(c1, 0.1)
+    d0 = diagnose(c0, ridge=0.1)
+    assert diagnose(c1, ridge=0.1, optimum=d0.optimum).delta2 == pytest.approx(d0.delta2, rel=1e-9)
+    # two workers per class: each seed deals a class's rows to them anew
+    assert optimum_key(c0.replace(n_clients=6), 0.1) != optimum_key(c1.replace(n_clients=6), 0.1)
+
+
 def test_mlp_is_refused():
     cfg = cfg_of(method="byrd-saga", model="mlp", model_params=dict(hidden=[4]))
     with pytest.raises(ValueError, match="'mlp'.*non-convex.*softmax"):

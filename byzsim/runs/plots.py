@@ -6,6 +6,7 @@ method, the mean over seeds (at each round, over the seeds that reached it) with
 band when there are several seeds (``band``: the 95 % confidence interval of the mean
 over seeds, ``t_{0.975, k−1} s / √k`` with k the seeds at that round (the default);
 min–max; ± one standard deviation; or none).  A run recorded as diverged ends with an ``×`` at the round where it was stopped.
+A spec's ``[reference]`` is a dashed horizontal line per panel (:func:`reference_lines`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -24,6 +25,7 @@ __all__ = [
     "save_figure",
     "plot_spec",
     "plot_heatmap",
+    "reference_lines",
 ]
 
 LABELS = {
@@ -96,13 +98,16 @@ def plot_panels(
     title: str = "",
     note: str = "",
     band: str = "ci95",
+    reference: Mapping[str, tuple[str, float]] | None = None,
 ):
     """Draw the figure and return it (``matplotlib.figure.Figure``).
 
     ``panels``: ``[(name, title), …]`` in order (default: as found in ``rows``);
     ``methods``: line order (default: as found); ``band``: ``"ci95"`` (default: the
     95 % t-interval of the mean over seeds), ``"minmax"``, ``"std"`` (mean ± one standard
-    deviation) or ``"none"``, drawn with several seeds.
+    deviation) or ``"none"``, drawn with several seeds; ``reference``: panel name ->
+    ``(legend label, value)``, a dashed horizontal line in that panel
+    (:func:`reference_lines`).
     """
     if band not in BANDS:
         raise ValueError(f"unknown band {band!r}; valid choices: {', '.join(BANDS)}")
@@ -144,6 +149,9 @@ def plot_panels(
                     marked.add((px, py))
                     ax.annotate(f"diverged (round {div})", (px, py),
                                 color=c, fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if reference and pname in reference:
+            rlabel, rvalue = reference[pname]
+            ax.axhline(rvalue, ls="--", color="0.2", lw=1.2, label=rlabel, zorder=1.5)
         ax.set_title(ptitle, fontsize=10)
         ax.set_xlabel("iteration (round)")
         ax.set_ylabel(LABELS.get(metric, metric))
@@ -196,9 +204,21 @@ def _dataset_note(cfg) -> str:
         return ""
 
 
+def reference_lines(reference, metric: str) -> dict[str, tuple[str, float]] | None:
+    """A spec's :class:`byzsim.runs.spec.Reference` as :func:`plot_panels`'s
+    ``reference`` (panel name -> ``(legend label, value)``; the label states the value
+    and how many CSV rows it is the mean of), or None when there is none or it belongs
+    to another metric than the one drawn."""
+    if reference is None or reference.metric != metric:
+        return None
+    return {p: (f"{reference.label}: {v:.4g}, mean of {reference.rows[p]} row{'s' * (reference.rows[p] > 1)}", v)
+            for p, v in reference.values.items()}
+
+
 def plot_spec(spec, rows: Sequence[dict], figures_dir: Path, *, csv_path: Path | str | None = None,
               metric: str | None = None, band: str = "ci95") -> list[Path]:
-    """Draw a figure spec's rows and save ``<figure>.png`` and ``.pdf``; returns the paths."""
+    """Draw a figure spec's rows and save ``<figure>.png`` and ``.pdf``; returns the paths.
+    The spec's ``reference`` (if any, and of the metric drawn) is a dashed line per panel."""
     panels = [(str(p.get("name", "")), str(p.get("title", p.get("name", "")))) for p in spec.panels]
     found = list(dict.fromkeys(str(r["method"]) for r in rows))
     methods = [str(l["label"]) for l in spec.lines]
@@ -210,11 +230,15 @@ def plot_spec(spec, rows: Sequence[dict], figures_dir: Path, *, csv_path: Path |
     byz_text = f"{byz[0]} Byzantine" if len(byz) == 1 else "Byzantine per panel"
     note = (f"byzsim: {cfg.dataset}, {cfg.n_clients} clients ({byz_text}), "
             f"seeds {seeds}; data: {csv_path or f'results/{spec.figure}.csv'}")
+    metric = metric or spec.metric
+    reference = reference_lines(getattr(spec, "reference", None), metric)
+    if reference:
+        note += f"\n{spec.reference.source}"
     test_set = _dataset_note(cfg)
     if test_set:
         note += f"\n{test_set}"
-    fig = plot_panels(rows, metric=metric or spec.metric, panels=panels, methods=methods,
-                      title=spec.title, note=note, band=band)
+    fig = plot_panels(rows, metric=metric, panels=panels, methods=methods,
+                      title=spec.title, note=note, band=band, reference=reference)
     return save_figure(fig, Path(figures_dir) / spec.figure)
 
 

@@ -28,10 +28,23 @@ figure spec (data, in ``experiments/``)::
     [[lines]]                            # one curve per panel each: label + Config fields
     label = "AsynRSA-VR"
     method = "asynrsa-vr"
+    [reference]                          # optional: a dashed horizontal line in every panel
+    label  = "x* of the regular workers"  # its legend entry (the value and row count are appended)
+    csv    = "../results/b_theory_on_data.csv"   # relative to the spec file's directory
+    column = "test_accuracy"             # the CSV column averaged
+    where  = { spec = "fig7", line = "SGD" }     # optional: the rows used (cells compared as text)
+    panel_column = "panel"               # optional: each panel uses the rows whose cell is its name
+    metric = "test_accuracy"             # optional (default: the spec's metric): drawn only on it
 
 Every run's config is ``base | panel | line | {seed} | overrides``; all are validated
 (:func:`byzsim.config.make_config`, and :func:`byzsim.config.check_memory` against this
 machine's memory) before any simulation starts.
+
+``[reference]`` (a figure spec; :func:`parse_reference`): the line of a panel is the
+arithmetic mean of ``column`` over the CSV rows matching ``where`` (and, with
+``panel_column``, the panel's name), read when the spec is loaded, before any run; a
+missing file, column or matching row, or a matching cell that is not a finite number, is
+an error naming the field.  It only draws: no run's config or store key depends on it.
 
 ``keep_models`` (top level of a figure spec, a matrix spec or a flat config file; a
 boolean, default false) asks the store to keep each run's final server model
@@ -43,6 +56,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import math
 import os
 import re
 import tomllib
@@ -58,7 +72,8 @@ from .store import canonical_config, config_key
 from .tables import flatten_config, format_value
 
 __all__ = [
-    "Override", "OverrideError", "RunEntry", "RunSpec", "Spec", "SPEC_KEYS",
+    "Override", "OverrideError", "RunEntry", "RunSpec", "Spec", "SPEC_KEYS", "Reference", "REFERENCE_KEYS",
+    "parse_reference",
     "parse_value", "parse_override", "parse_overrides", "expand_grid", "set_path",
     "component_parameters", "check_component_params", "entries_from_dicts",
     "load_entries", "is_figure_spec", "default_sweep_name",
@@ -289,8 +304,9 @@ def load_entries(files: Sequence[str | os.PathLike], overrides: Sequence[str | O
     :func:`parse_spec`, :func:`parse_matrix`).  ``overrides`` apply last (a grid key on the command line
     replaces the file's).  Returns ``(entries, info)`` with ``info`` holding ``title``,
     ``metric``, ``figure`` (for a figure spec), ``panels`` (ordered ``(name, title)``) and
-    ``lines`` (ordered labels) when known, and ``keep_models`` (:func:`keep_models_field`
-    of any file).
+    ``lines`` (ordered labels) when known, ``reference`` (a figure spec's
+    :class:`Reference` or None), and ``keep_models`` (:func:`keep_models_field` of any
+    file).
     """
     ovs = parse_overrides(overrides)
     raws = [(str(f), load_toml(f)) for f in files]
@@ -307,12 +323,13 @@ def load_entries(files: Sequence[str | os.PathLike], overrides: Sequence[str | O
     if specs:
         if len(raws) != 1:
             raise ValueError(f"a figure spec ({specs[0][0]}) must be the only config file")
-        spec = parse_spec(specs[0][1], specs[0][0], overrides=ovs)
+        spec = parse_spec(specs[0][1], specs[0][0], overrides=ovs, base_dir=Path(specs[0][0]).parent)
         entries = [RunEntry.of(r.config, r.panel, r.label) for r in spec.runs]
         entries = list({e.key: e for e in entries}.values())
         info = {"figure": spec.figure, "title": spec.title, "metric": spec.metric,
                 "panels": [(str(p.get("name", "")), str(p.get("title", p.get("name", "")))) for p in spec.panels],
-                "lines": list(dict.fromkeys(e.line for e in entries)), "keep_models": keep}
+                "lines": list(dict.fromkeys(e.line for e in entries)), "keep_models": keep,
+                "reference": spec.reference}
         return entries, info
     base: dict[str, Any] = {}
     grid: dict[tuple[str, ...], Override] = {}
@@ -344,7 +361,9 @@ def default_sweep_name(files: Sequence[str | os.PathLike], entries: Sequence[Run
 # --------------------------------------------------------------------------- figure specs
 
 
-SPEC_KEYS = {"figure", "title", "metric", "seeds", "base", "panels", "lines", "notes", "keep_models"}
+SPEC_KEYS = {"figure", "title", "metric", "seeds", "base", "panels", "lines", "notes", "keep_models", "reference"}
+#: fields of a figure spec's ``[reference]`` table (``label``, ``csv`` and ``column`` required)
+REFERENCE_KEYS = ("label", "csv", "column", "where", "panel_column", "metric")
 
 
 def keep_models_field(raw: Mapping[str, Any], source: str = "<spec>") -> bool:
@@ -355,6 +374,99 @@ def keep_models_field(raw: Mapping[str, Any], source: str = "<spec>") -> bool:
     if not isinstance(v, bool):
         raise ValueError(f"{source}: invalid spec field 'keep_models' = {v!r}: expected true or false")
     return v
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A spec's ``[reference]``: one dashed horizontal line per panel, the mean of a
+    results-CSV column over the rows that match (plot only, never part of a run).
+
+    ``values`` and ``rows``: per panel name, the mean and the number of rows averaged;
+    ``source``: where the numbers come from, for the figure's note."""
+
+    label: str
+    metric: str
+    values: Mapping[str, float]
+    rows: Mapping[str, int]
+    source: str
+
+
+def _reference_error(source: str, field: str, value: Any, why: str) -> ValueError:
+    return ValueError(f"{source}: invalid spec field 'reference.{field}' = {value!r}: {why}")
+
+
+def parse_reference(raw: Any, panels: Sequence[str], metric: str, source: str = "<spec>",
+                    base_dir: str | Path | None = None) -> Reference:
+    """Read a ``[reference]`` table against its CSV (see the module docstring).
+
+    ``panels``: the spec's panel names; ``metric``: the spec's (the default of the
+    table's ``metric``); ``base_dir``: what a relative ``csv`` path is relative to (the
+    spec file's directory; default the working directory).  The value of a panel is the
+    arithmetic mean of ``column`` over the CSV rows whose cells equal every ``where``
+    value (compared as text) and, with ``panel_column``, whose cell in that column is
+    the panel's name.  A missing file, column or match, or a matching cell that is not
+    a finite number, is a ``ValueError`` naming the field."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{source}: invalid spec field 'reference' = {raw!r}: expected a table "
+                         f"with {', '.join(REFERENCE_KEYS)}")
+    unknown = sorted(set(raw) - set(REFERENCE_KEYS))
+    if unknown:
+        raise ValueError(f"{source}: unknown [reference] key(s) {unknown}; valid keys: {list(REFERENCE_KEYS)}")
+    for k in ("label", "csv", "column"):
+        if not (isinstance(raw.get(k), str) and raw[k].strip()):
+            raise _reference_error(source, k, raw.get(k), "required, a non-empty string")
+    for k in ("panel_column", "metric"):
+        if k in raw and not (isinstance(raw[k], str) and raw[k].strip()):
+            raise _reference_error(source, k, raw[k], "expected a non-empty string")
+    ref_metric = raw.get("metric", metric)
+    if ref_metric not in METRICS[1:]:
+        raise _reference_error(source, "metric", ref_metric, f"valid choices: {', '.join(METRICS[1:])}")
+    where = raw.get("where", {})
+    if not isinstance(where, Mapping) or not all(isinstance(v, (str, int, float)) for v in where.values()):
+        raise _reference_error(source, "where", where, "expected a table of column = value (strings or numbers)")
+    path = Path(raw["csv"])
+    if not path.is_absolute():
+        path = Path(base_dir if base_dir is not None else ".") / path
+    if not path.is_file():
+        raise _reference_error(source, "csv", raw["csv"], f"no such file {str(path)!r} (a relative path is "
+                               "relative to the spec file's directory)")
+    import csv
+
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = list(reader.fieldnames or [])
+        table = list(reader)
+    column, pcol = raw["column"], raw.get("panel_column")
+    for field, name in [("column", column), ("panel_column", pcol), *((f"where.{k}", k) for k in where)]:
+        if name is not None and name not in header:
+            raise _reference_error(source, field, name, f"not a column of {path}; columns: {header}")
+    # (line number in the file, row): the header is line 1
+    picked = [(i + 2, r) for i, r in enumerate(table) if all(r[k] == str(v) for k, v in where.items())]
+    values, counts = {}, {}
+    for p in panels:
+        mine = [(n, r) for n, r in picked if pcol is None or r[pcol] == p]
+        if not mine:
+            in_panel = f" and {pcol} = {p!r} (the panel's name)" if pcol else ""
+            raise _reference_error(source, "where", dict(where), f"no row of {path} matches it{in_panel}")
+        vals = []
+        for n, r in mine:
+            try:
+                v = float(r[column])
+            except (TypeError, ValueError):  # a short row's missing cell is None
+                v = math.nan
+            if not math.isfinite(v):
+                raise _reference_error(source, "column", column, f"line {n} of {path} (a matching row) holds "
+                                       f"{r[column]!r}, not a finite number; narrow 'where'")
+            vals.append(v)
+        values[p], counts[p] = math.fsum(vals) / len(vals), len(vals)
+    cond = ", ".join(f"{k} = {v}" for k, v in where.items())
+    try:
+        shown = path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        shown = path
+    text = (f"reference (dashed): mean of {column} over the rows of {shown}"
+            + (f" with {cond}" if cond else "") + (f", each panel's by its {pcol!r} column" if pcol else ""))
+    return Reference(str(raw["label"]), ref_metric, values, counts, text)
 
 
 @dataclass(frozen=True)
@@ -374,15 +486,18 @@ class Spec:
     lines: tuple[dict, ...]
     runs: tuple[RunSpec, ...]
     keep_models: bool = False  # store each run's final server model (not part of the key)
+    reference: Reference | None = None  # a dashed line per panel (plot only, not part of any key)
 
 
-
-def parse_spec(raw: dict[str, Any], source: str = "<spec>", overrides: Sequence = ()) -> Spec:
+def parse_spec(raw: dict[str, Any], source: str = "<spec>", overrides: Sequence = (),
+               base_dir: str | Path | None = None) -> Spec:
     """Validate a spec dict and expand it into runs (every config validated).
 
     ``overrides`` (``key=value`` strings or :class:`byzsim.sweep.Override`) apply to every
     run, after the spec's own fields; a grid override multiplies the runs, and its value
-    is appended to the line label (``seed`` excepted: seeds are the band of a line)."""
+    is appended to the line label (``seed`` excepted: seeds are the band of a line).
+    ``base_dir``: the directory a ``[reference]`` csv path is relative to (the spec
+    file's; default the working directory); the reference is read before any run."""
     unknown = set(raw) - SPEC_KEYS
     if unknown:
         raise ValueError(f"{source}: unknown spec key(s) {sorted(unknown)}; valid keys: {sorted(SPEC_KEYS)}")
@@ -407,6 +522,10 @@ def parse_spec(raw: dict[str, Any], source: str = "<spec>", overrides: Sequence 
                          "(each seed is one run of every line)")
     if any(o.path == ("seed",) for o in ovs):
         seeds = [None]  # the override sets the seeds
+    reference = None
+    if "reference" in raw:
+        reference = parse_reference(raw["reference"], [str(p.get("name", "")) for p in panels], metric,
+                                    source, base_dir)
     runs = []
     for panel in panels:
         pfields = {k: v for k, v in panel.items() if k not in ("name", "title")}
@@ -434,6 +553,7 @@ def parse_spec(raw: dict[str, Any], source: str = "<spec>", overrides: Sequence 
         lines=lines,
         runs=tuple(runs),
         keep_models=keep_models_field(raw, source),
+        reference=reference,
     )
 
 
@@ -444,7 +564,8 @@ def _get_path(d: Mapping, path: Sequence[str]) -> Any:
 
 
 def load_spec(path: str | Path, overrides: Sequence = ()) -> Spec:
-    return parse_spec(load_toml(path), str(path), overrides)
+    """:func:`parse_spec` of a TOML file (a ``[reference]`` csv relative to its directory)."""
+    return parse_spec(load_toml(path), str(path), overrides, base_dir=Path(path).parent)
 
 
 def spec_entries(spec: Spec) -> list[RunEntry]:

@@ -10,9 +10,9 @@ RS-Byrd-SAGA, Theorem 3 for Byrd-SGD / RS-Byrd-SGD; :func:`byzsim.diagnose.confi
 the same functions as :func:`byzsim.theory.paper_b_bounds`) with that (setting, seed)'s
 measured ``σ_b²`` (minibatch of the run), ``δ²``, ``μ`` and ``L``.
 
-* ``x*`` is computed once per regular data set: the key is the sha256 of the regular
-  workers' real rows (features, labels, counts; padding excluded), the l2 terms and the
-  ridge, so seeds or panels that give the same regular data share it.
+* ``x*`` is computed once per regular data set (:func:`byzsim.diagnose.optimum_key`: the
+  sha256 of the regular workers' real rows, padding excluded, the l2 terms and the
+  ridge), so seeds or panels that give the same regular data share it.
 * The paper-B configs have no l2 term, so their softmax minimiser need not exist.
   ``--ridge`` (default 0.001, as ``theory_on_data.py``) adds ``ridge/2 ‖x‖²`` for the
   diagnostic only: ``x*``, ``μ = ridge`` and the bounds are those of the ridge problem,
@@ -43,7 +43,6 @@ Usage: ``python experiments/paper_b/bounds_vs_runs.py [--store DIR] [--specs NAM
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import sys
 import time
@@ -54,7 +53,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from byzsim.config import TheoryWarning
-from byzsim.diagnose import CONVEX_MODELS, config_bound, diagnose, distance_to_optimum
+from byzsim.diagnose import CONVEX_MODELS, config_bound, diagnose, distance_to_optimum, optimum_key
 from byzsim.runs.spec import load_spec, spec_entries
 from byzsim.runs.store import Store, StoreError
 
@@ -75,28 +74,6 @@ FIELDS = ("figure", "spec", "panel", "method", "line", "seed", "key", "measured"
 # --------------------------------------------------------------------------------------
 # x* per regular data set
 # --------------------------------------------------------------------------------------
-def optimum_key(cfg, ridge: float) -> str:
-    """sha256 of what ``x*`` (and ``σ²``, ``δ²``) depend on: the regular workers' data as
-    a multiset of workers, each a multiset of its real rows (features as float64 and
-    label; padding left out), plus the model, its l2, ``server_l2`` and ``ridge``.  Order
-    does not enter, so seeds that only shuffle rows or workers share ``x*``."""
-    from byzsim.simulate import problem_for
-
-    pr = problem_for(cfg)
-    workers = []
-    for i in np.flatnonzero(pr.regular):
-        n = int(pr.counts[i])
-        X = np.ascontiguousarray(pr.X[i, :n], dtype=np.float64)
-        y = np.asarray(pr.y[i, :n], dtype=np.int64)
-        rows = sorted(hashlib.sha256(X[j].tobytes() + y[j].tobytes()).digest() for j in range(n))
-        workers.append(hashlib.sha256(b"".join(rows)).digest())
-    h = hashlib.sha256(repr((cfg.model, sorted(cfg.model_params.items()), float(cfg.server_l2),
-                             float(ridge))).encode())
-    for w in sorted(workers):
-        h.update(w)
-    return h.hexdigest()
-
-
 def gradient_config(cfg):
     """The config whose diagnosis is paper B's problem on ``cfg``'s data: ``cfg`` itself
     in the gradient family, else the same data under plain SGD (RSA's rows)."""
@@ -115,7 +92,7 @@ def gradient_config(cfg):
 
 class Diagnoses:
     """Diagnoses of paper B's problem, ``x*`` shared by equal regular data
-    (:func:`optimum_key`), the rest (σ_b² depends on the batch) per batch size."""
+    (:func:`byzsim.diagnose.optimum_key`), the rest (σ_b² depends on the batch) per batch size."""
 
     def __init__(self, ridge: float, log=None):
         self.ridge, self.optima, self.by_key, self.keys = ridge, {}, {}, {}

@@ -19,8 +19,19 @@ is a guarantee; the CSV's ``holds`` column says so).
 Drawing the bounds against a run's ``‖x − x*‖²`` needs the run's final server model:
 :func:`byzsim.diagnose.bound_at_end` takes it and the diagnosis.
 
-Writes ``results/b_theory_on_data.csv`` and ``figures/b_theory_on_data.png``.
-Usage: ``python experiments/paper_b/theory_on_data.py [--ridge R] [--results DIR] [--figures DIR]``.
+``x*`` (the L-BFGS solve, the expensive part) is computed once per distinct regular data
+set (:func:`byzsim.diagnose.optimum_key`) and shared by every seed, panel and spec with
+the same regular rows; the rest of the diagnosis is per data spec.  The CSV's
+``setting`` numbers the distinct regular data sets.  On the paper-B specs every seed is
+its own data set (the by-class split deals each class's rows to its three workers anew
+per seed, truncated or not), so x* is shared between specs and panels with the same data
+(Fig. 7 = Fig. 8 B = 6 = Fig. 9), not between seeds.
+
+Writes ``<results>/<out>.csv`` and ``<figures>/<out>.png``; ``--out`` defaults to
+``b_theory_on_data`` (the specs above), and ``--specs fig7_full fig8_full fig9_full --out
+b_theory_on_data_full`` gives the untruncated split's ceilings.
+Usage: ``python experiments/paper_b/theory_on_data.py [--specs NAME…] [--out NAME]
+[--ridge R] [--results DIR] [--figures DIR]``.
 """
 
 import argparse
@@ -32,22 +43,55 @@ from pathlib import Path
 
 import numpy as np
 
-from byzsim.config import TheoryWarning
-from byzsim.diagnose import CONVEX_MODELS, config_bound, diagnose
+from byzsim.config import TheoryWarning, load_toml
+from byzsim.diagnose import CONVEX_MODELS, config_bound, diagnose, optimum_key
+from byzsim.runs.spec import parse_spec, spec_entries
 from byzsim.simulate import _data_key
-from byzsim.runs.spec import load_entries
 
 HERE = Path(__file__).parent
 SPECS = ("fig4_6", "fig7", "fig8", "fig9", "fig10", "fig11")
+OUT = "b_theory_on_data"
 FIELDS = ("spec", "panel", "line", "method", "s", "B", "W", "ridge", "setting", "test_accuracy",
           "train_loss", "grad_norm", "tol", "sigma2", "sigma2_batch", "delta2", "mu", "L_bound", "L_local",
           "bound_name", "bound", "bound_formula", "holds", "outside", "note")
 
 
-def rows_for_spec(name: str, ridge: float, cache: dict) -> list[dict]:
+class Diagnoses:
+    """Diagnoses per data spec and batch size, ``x*`` shared by every data spec with the
+    same regular data (:func:`byzsim.diagnose.optimum_key`): L-BFGS runs once per distinct
+    regular data set; σ², δ², L and the accuracies are computed per data spec as before."""
+
+    def __init__(self, ridge: float):
+        self.ridge = ridge
+        self.keys: dict = {}  # (data spec, server_l2) -> optimum key (rows hashed once)
+        self.optima: dict = {}  # optimum key -> Optimum, in order of first use
+        self.by_spec: dict = {}  # (data spec, server_l2, batch) -> Diagnosis
+
+    def __call__(self, c, where: str):
+        """``(setting, diagnosis)`` of config ``c``: ``setting`` numbers the distinct
+        regular data sets in order of first use."""
+        spec = (_data_key(c), c.server_l2)
+        if spec not in self.keys:
+            self.keys[spec] = optimum_key(c, self.ridge)
+        okey = self.keys[spec]
+        key = (*spec, c.batch_size)
+        if key not in self.by_spec:
+            t0 = time.perf_counter()
+            shared = okey in self.optima
+            d = diagnose(c, ridge=self.ridge, optimum=self.optima.get(okey))
+            self.optima[okey] = d.optimum
+            self.by_spec[key] = d
+            print(f"  {where}: {'x* shared, ' if shared else 'x* '}{okey[:8]} in {time.perf_counter() - t0:.0f} s, "
+                  f"acc {d.test_accuracy:.4f}, σ² {d.sigma2:.4g}, δ² {d.delta2:.4g}", file=sys.stderr, flush=True)
+        return list(self.optima).index(okey), self.by_spec[key]
+
+
+def rows_for_spec(name: str, ridge: float, cache: Diagnoses) -> list[dict]:
+    path = HERE / f"{name}.toml"
+    raw = {k: v for k, v in load_toml(path).items() if k != "reference"}  # the line may read this CSV
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TheoryWarning)  # fig9's s = 3, 4: reported per row
-        entries, _ = load_entries([HERE / f"{name}.toml"], [])
+        entries = list({e.key: e for e in spec_entries(parse_spec(raw, str(path)))}.values())
     rows = []
     for e in entries:
         c = e.config
@@ -59,16 +103,9 @@ def rows_for_spec(name: str, ridge: float, cache: dict) -> list[dict]:
         if c.family != "gradient":
             rows.append({**base, "note": "penalty family (RSA): no bound in paper B"})
             continue
-        key = (_data_key(c), c.server_l2, c.batch_size)
-        if key not in cache:
-            t0 = time.perf_counter()
-            d = diagnose(c, ridge=ridge)
-            print(f"  {name} {e.panel}: x* in {time.perf_counter() - t0:.0f} s, acc {d.test_accuracy:.4f}, "
-                  f"σ² {d.sigma2:.4g}, δ² {d.delta2:.4g}", file=sys.stderr, flush=True)
-            cache[key] = d
-        d = cache[key]
+        setting, d = cache(c, f"{name} {e.panel} seed {c.seed}")
         b = config_bound(c, d)
-        m = dict(setting=list(cache).index(key), test_accuracy=d.test_accuracy, train_loss=d.train_loss, grad_norm=d.optimum.grad_norm,
+        m = dict(setting=setting, test_accuracy=d.test_accuracy, train_loss=d.train_loss, grad_norm=d.optimum.grad_norm,
                  tol=d.optimum.tol, sigma2=d.sigma2, sigma2_batch=d.sigma2_batch, delta2=d.delta2,
                  mu=d.mu, L_bound=d.L_bound, L_local=d.L_local)
         if b is None:
@@ -130,22 +167,25 @@ def plot(rows: list[dict], path: Path) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ridge", type=float, default=1e-3)
-    ap.add_argument("--specs", nargs="*", default=list(SPECS))
+    ap.add_argument("--specs", nargs="*", default=list(SPECS),
+                    help=f"spec names in experiments/paper_b/ (default: {' '.join(SPECS)})")
+    ap.add_argument("--out", default=OUT, help=f"output name: <results>/OUT.csv, <figures>/OUT.png (default {OUT})")
     ap.add_argument("--results", default="results")
     ap.add_argument("--figures", default="figures")
     a = ap.parse_args(argv)
-    rows, cache = [], {}
+    rows, cache = [], Diagnoses(a.ridge)
     for name in a.specs:
         rows += rows_for_spec(name, a.ridge, cache)
-    out = Path(a.results) / "b_theory_on_data.csv"
+    out = Path(a.results) / f"{a.out}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as fh:
         w = csv.DictWriter(fh, FIELDS)
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    plot(rows, Path(a.figures) / "b_theory_on_data.png")
-    print(f"wrote {out} and {Path(a.figures) / 'b_theory_on_data.png'}", file=sys.stderr)
+    fig = Path(a.figures) / f"{a.out}.png"
+    plot(rows, fig)
+    print(f"wrote {out} and {fig} ({len(cache.optima)} distinct regular data sets)", file=sys.stderr)
     return 0
 
 
