@@ -111,12 +111,15 @@ def _subset(problem, J: int, n_test: int, seed: int = 0):
     """``problem`` with a fixed random subset of ``J`` samples per client (all clients
     the same columns of their own rows; the evaluation set is the regular clients' kept
     samples) and of ``n_test`` test samples."""
+    if problem.ragged:
+        raise ValueError("_subset: the clients hold different numbers of samples (ragged); "
+                         "a common column subset would read padding")
     rng = np.random.default_rng(seed)
     cols = np.sort(rng.choice(problem.X.shape[1], size=J, replace=False))
     test = np.sort(rng.choice(problem.X_test.shape[0], size=n_test, replace=False))
     X, y = np.ascontiguousarray(problem.X[:, cols]), np.ascontiguousarray(problem.y[:, cols])
     reg = problem.regular
-    return dataclasses.replace(problem, X=X, y=y, X_eval=X[reg].reshape(-1, X.shape[-1]),
+    return dataclasses.replace(problem, X=X, y=y, counts=None, X_eval=X[reg].reshape(-1, X.shape[-1]),
                                y_eval=y[reg].ravel(), X_test=problem.X_test[test],
                                y_test=problem.y_test[test])
 
@@ -124,7 +127,7 @@ def _subset(problem, J: int, n_test: int, seed: int = 0):
 def _without_byzantine(problem):
     """The same regular clients and data with the Byzantine clients removed (q = 0)."""
     reg = problem.regular
-    return dataclasses.replace(problem, X=problem.X[reg], y=problem.y[reg],
+    return dataclasses.replace(problem, X=problem.X[reg], y=problem.y[reg], counts=problem.counts[reg],
                                byzantine=np.zeros(int(reg.sum()), bool))
 
 
@@ -263,8 +266,8 @@ def tail_means(rounds: np.ndarray, values: np.ndarray) -> tuple[float, float]:
     return float(values[last].mean()), float(values[prev].mean())
 
 
-def summarise(rows: list[dict]) -> list[dict]:
-    """Per setting and quantity (:data:`QUANTITIES`): the floor (time average over the
+def summarise(rows: list[dict], quantities: tuple[str, ...] = QUANTITIES) -> list[dict]:
+    """Per setting and quantity (``quantities``, the first one the suboptimality): the floor (time average over the
     last quarter of the rounds, mean over seeds) with its 95 % t half-width over the
     seeds, the same over the quarter before, and the flatness verdict on the
     suboptimality: the change between the two quarters is within their combined
@@ -273,11 +276,11 @@ def summarise(rows: list[dict]) -> list[dict]:
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["instance"], r["method"], r["q"], r["gamma"], r["alpha"]), {}) \
-            .setdefault(r["seed"], []).append([r["round"]] + [r[k] for k in QUANTITIES])
+            .setdefault(r["seed"], []).append([r["round"]] + [r[k] for k in quantities])
     out = []
     for (inst, meth, q, g, a), by_seed in groups.items():
         row = dict(instance=inst, method=meth, q=q, gamma=g, alpha=a, seeds=len(by_seed))
-        for j, k in enumerate(QUANTITIES, 1):
+        for j, k in enumerate(quantities, 1):
             tails = np.array([tail_means(np.array(p)[:, 0], np.array(p)[:, j]) for p in by_seed.values()])
             ml, hl = t_interval(tails[:, 0])
             mp, hp = t_interval(tails[:, 1])
@@ -436,15 +439,15 @@ def write_csv(path: Path, rows: list[dict], fields=None) -> None:
         w.writerows(rows)
 
 
-def _rows(res, cfgs, inst: str) -> list[dict]:
-    """Long-format rows of a batch's results."""
+def _rows(res, cfgs, inst: str, quantities: tuple[str, ...] = QUANTITIES) -> list[dict]:
+    """Long-format rows of a batch's results (the observed ``quantities``)."""
     rows = []
     for c, r in zip(cfgs, res):
         cols = r.columns
         for k in range(len(cols["round"])):
             rows.append(dict(instance=inst, method=None, q=None, gamma=c.participation, alpha=c.lr,
                              seed=c.seed, round=int(cols["round"][k]),
-                             **{q: float(cols[q][k]) for q in QUANTITIES},
+                             **{q: float(cols[q][k]) for q in quantities},
                              test_accuracy=float(cols["test_accuracy"][k])))
     return rows
 
@@ -532,14 +535,14 @@ def analyse(rows: list[dict], quick: bool, results: Path, figures: Path, log: li
     return fr
 
 
-def read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path, quantities: tuple[str, ...] = QUANTITIES) -> list[dict]:
     """The long-format CSV back as rows (numbers parsed)."""
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     for r in rows:
         for k in ("q", "seed", "round"):
             r[k] = int(r[k])
-        for k in ("gamma", "alpha", "test_accuracy") + QUANTITIES:
+        for k in ("gamma", "alpha", "test_accuracy") + quantities:
             r[k] = float(r[k])
     return rows
 
