@@ -217,7 +217,8 @@ def figure(summ: list[dict], path: Path) -> None:
                 ax.plot([s["gamma"] for s in ss], [s[pred] for s in ss], "k:", lw=1.5, label="x_eff (prediction)")
             ax.set_title(f"q = {q}: {label}", fontsize=9)
             ax.set_xlabel("participation γ (nominal)")
-            ax.set_yscale("symlog" if k == "shift" else "log", **({"linthresh": 1e-3} if k == "shift" else {}))
+            if k != "shift":
+                ax.set_yscale("log")
             ax.grid(True, which="both", alpha=0.3)
     axes[0, 0].legend(fontsize=5)
     axes[-1, 2].legend(fontsize=5)
