@@ -228,12 +228,12 @@ METHODS = {"RSA": dict(method="rsa"), "AsynRSA-VR": dict(method="asynrsa-vr"),
            "RSA full gradient": dict(method="rsa", batch_size=None)}
 
 
-def run_setting(inst, method, q, cfg, problem, opt, alphas, gammas, seeds, rounds):
+def run_setting(inst, method, q, cfg, problem, opt, alphas, gammas, seeds, rounds, n_evals=None):
     """One replica batch: every (α, γ, seed) of ``method`` at ``q``; long-format rows."""
     m = dict(METHODS[method])
     if m.get("batch_size", 1) is None:
         m["batch_size"] = problem.J
-    n_evals = N_EVALS if inst == "small" else N_EVALS_MNIST
+    n_evals = n_evals or (N_EVALS if inst == "small" else N_EVALS_MNIST)
     base = (cfg if q else _q0(cfg)).replace(rounds=rounds, eval_every=max(1, rounds // n_evals), **m)
     cfgs = [base.replace(lr=a, participation=g, seed=s) for a in alphas for g in gammas for s in seeds]
     res = run_batch(cfgs, problem=problem, observe=observer(cfg, opt))
@@ -296,6 +296,43 @@ def summarise(rows: list[dict], quantities: tuple[str, ...] = QUANTITIES) -> lis
                 row["flat"] = bool(abs(change) <= tol)
         out.append(row)
     return out
+
+
+def decay_fit(rounds: np.ndarray, values: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares fit of ``F(k) = F∞ + A·e^{−k/τ}`` to a curve from its first quarter
+    on (the start is not exponential); ``(F∞, A, τ)``, NaN when the fit fails."""
+    from scipy.optimize import curve_fit
+
+    k, v = np.asarray(rounds, np.float64), np.asarray(values, np.float64)
+    keep = k >= 0.25 * k.max()
+    k, v = k[keep], v[keep]
+    try:
+        p, _ = curve_fit(lambda k, f, a, t: f + a * np.exp(-k / t), k, v,
+                         p0=(v[-1], v[0] - v[-1], k.max() / 4), bounds=([-np.inf, -np.inf, 1.0], np.inf),
+                         maxfev=20000)
+    except (RuntimeError, ValueError):
+        return float("nan"), float("nan"), float("nan")
+    return float(p[0]), float(p[1]), float(p[2])
+
+
+def rounds_to_flat(f_inf: float, A: float, tau: float, tol: float = 0.05) -> float:
+    """The smallest total ``T`` (on a grid 1.05× apart from 100 to 10⁸) from which on
+    the fitted curve's last quarter mean differs from the quarter before by less than
+    ``tol`` of it (the relative part of :func:`summarise`'s flatness test; a slow decay
+    also passes it at T ≪ τ, where a short run barely moves, hence "from which on");
+    NaN when it fails at 10⁸ rounds or without a fit."""
+    if not np.isfinite([f_inf, A, tau]).all():
+        return float("nan")
+    T = np.geomspace(100, 1e8, 284)
+
+    def mean(a, b):  # time average of the fitted curve over [a, b]
+        return f_inf + A * tau * (np.exp(-a / tau) - np.exp(-b / tau)) / (b - a)
+
+    last, prev = mean(0.75 * T, T), mean(0.5 * T, 0.75 * T)
+    bad = np.flatnonzero(np.abs(last - prev) > tol * np.abs(last))
+    if bad.size == 0:
+        return float(T[0])
+    return float(T[bad[-1] + 1]) if bad[-1] + 1 < T.size else float("nan")
 
 
 def slope_fit(alphas, floors) -> tuple[float, float, float]:
@@ -547,6 +584,45 @@ def read_rows(path: Path, quantities: tuple[str, ...] = QUANTITIES) -> list[dict
     return rows
 
 
+FLATNESS_ALPHAS = (0.001, 0.003)
+N_EVALS_FLATNESS = 40
+
+
+def mnist_flatness(budgets, results: Path, out: Path, quick: bool = False) -> list[dict]:
+    """Are the MNIST-subset runs at the small steps flat with more rounds?  For each
+    budget (total rounds), q ∈ {0, 5}, γ = 1, α ∈ :data:`FLATNESS_ALPHAS`, the three
+    methods (5 seeds; full-gradient RSA one, as it has no randomness at γ = 1) as replica
+    batches: :func:`summarise`'s floors and flatness, and per setting the fit of the
+    seed-mean F − F* curve (:func:`decay_fit`) with the rounds it needs to be flat by 5 %
+    (:func:`rounds_to_flat`).  Writes the long rows to ``results/`` and the summary to
+    ``out``."""
+    cfg, P5, P0 = instance("mnist", quick)
+    opt = optimum("mnist", cfg, P5, results)
+    seeds = SEEDS[:2] if quick else SEEDS
+    summary = []
+    for T in budgets:
+        rows, t0 = [], time.perf_counter()
+        for q in QS:
+            for meth in METHODS:
+                sds = seeds[:1] if meth == "RSA full gradient" else seeds
+                rows += run_setting("mnist", meth, q, cfg, P5 if q else P0, opt, FLATNESS_ALPHAS, (1.0,),
+                                    sds, T, N_EVALS_FLATNESS)[0]
+        secs = time.perf_counter() - t0
+        write_csv(results / f"a_stationary_mnist_flatness_{T}.csv", rows, FIELDS)
+        for s in summarise(rows):
+            pts = [r for r in rows if (r["method"], r["q"], r["alpha"]) == (s["method"], s["q"], s["alpha"])]
+            k = np.array(sorted({r["round"] for r in pts}))
+            mean = np.array([np.mean([r["suboptimality"] for r in pts if r["round"] == kk]) for kk in k])
+            f_inf, A, tau = decay_fit(k, mean)
+            summary.append(dict(rounds=T, **{c: s[c] for c in ("method", "q", "gamma", "alpha", "seeds", "floor",
+                                                               "floor_ci", "rel_change", "flat")},
+                                f_inf=f_inf, tau=tau, rounds_to_flat=rounds_to_flat(f_inf, A, tau),
+                                seconds=secs))
+        print(f"mnist flatness, {T} rounds: {secs:.1f} s", flush=True)
+    write_csv(out, summary)
+    return summary
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--instances", default="small,mnist")
@@ -558,8 +634,18 @@ def main(argv=None) -> int:
                     help="no runs: summary, fits and figure from the existing results/a_stationary.csv")
     ap.add_argument("--mnist-grid", default="reduced", choices=("reduced", "full"),
                     help="reduced: q = 5, γ = 1 only on MNIST")
+    ap.add_argument("--mnist-flatness", default=None, metavar="ROUNDS,...",
+                    help="only the MNIST flatness check at these total rounds (q = 0, 5; γ = 1; "
+                         "α = 0.001, 0.003), summary to --flatness-csv")
+    ap.add_argument("--flatness-csv", default="results/a_stationary_mnist_flatness.csv")
     args = ap.parse_args(argv)
     results, figures = Path(args.results), Path(args.figures)
+    if args.mnist_flatness:
+        budgets = [int(x) for x in args.mnist_flatness.split(",") if x]
+        if not budgets or min(budgets) < 8:
+            raise ValueError(f"--mnist-flatness: rounds must be integers ≥ 8, got {args.mnist_flatness!r}")
+        mnist_flatness(budgets, results, Path(args.flatness_csv), args.quick)
+        return 0
     instances = [s for s in args.instances.split(",") if s]
     for i in instances:
         if i not in INSTANCES:
