@@ -224,10 +224,7 @@ def figure(summ: list[dict], path: Path) -> None:
     axes[-1, 2].legend(fontsize=5)
     fig.suptitle("AsynRSA-VR at (γ, λ) against γ = 1 at penalty γλ and the mean-field twin (f0/γ, step γα); "
                  "small instance, tail means, 95 % t-bands over seeds", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    st.save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------

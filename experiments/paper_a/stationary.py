@@ -399,6 +399,16 @@ def _band(ax, x, m, h, colour, label, style="o-"):
     ax.fill_between(x, np.maximum(m - h, m * 1e-3), m + h, color=colour, alpha=0.2)
 
 
+def save_figure(fig, path: Path) -> None:
+    """Lay out, write (creating the directory) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def figure(summary, theory_rows, sweep, path: Path, instances):
     """Top row: the stationary F − F* of (3) against α (× marks a setting whose tail is
     not flat); bottom row: the stacked ``‖x − x*‖²`` with Theorem 1's Δ1; last column:
@@ -460,10 +470,7 @@ def figure(summary, theory_rows, sweep, path: Path, instances):
             ax.legend(fontsize=6)
     fig.suptitle("Paper A at stationarity: tail means over the last quarter of the rounds, 95 % t-bands "
                  "over seeds (× = tail not flat)", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------
