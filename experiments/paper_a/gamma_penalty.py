@@ -109,7 +109,7 @@ def observer(cfg, opt, refs: dict):
     mean over the regular clients of ``‖x_i − x_i*‖²``, the distances to per-replica
     references ``refs = {name: (x0 (S, d), X (S, R, d))}`` (``dist2_<name>``,
     ``dist2_stacked_<name>``) and the shift ``1ᵀx0/d`` of the server model along 1."""
-    base = st.observer(cfg, opt)
+    base = st.observer(cfg, opt, shift=True)
     X_star = np.asarray(opt["X"])
 
     def observe(problems, slot, state):
@@ -122,7 +122,6 @@ def observer(cfg, opt, refs: dict):
             d0 = np.sum((x - r0) ** 2, axis=1)
             out[f"dist2_{name}"] = d0
             out[f"dist2_stacked_{name}"] = d0 + np.sum((Xr - rX) ** 2, axis=(1, 2))
-        out["shift"] = x.mean(axis=1)
         return out
 
     return observe

@@ -32,6 +32,9 @@ flatness, Theorem 1's numbers), ``results/a_stationary_fits.csv`` (slopes),
 noise-free reference's), ``results/a_stationary_log.txt`` (x*'s certificate, μ, L, the
 rounds and why, times) and ``figures/a_stationary.png``.  ``--quick`` runs a tiny grid
 (seconds); ``--from-csv`` redoes the analysis from the long CSV without running.
+``--mnist-flatness 2000,12000 --flatness-csv experiments/results/a_stationary_mnist_flatness.csv``
+runs only the MNIST subset at α = 0.001, 0.003 (q = 0, 5; γ = 1) at those budgets and
+fits each curve's decay (:func:`mnist_flatness`).
 """
 
 from __future__ import annotations
@@ -178,9 +181,10 @@ def optimum(name: str, cfg, problem, results: Path):
     return out
 
 
-def observer(cfg, opt):
+def observer(cfg, opt, shift: bool = False):
     """``observe`` for :func:`run_batch`: the suboptimality of (3), ``‖x0 − x0*‖²`` and
-    the stacked ``‖x − x*‖² = ‖x0 − x0*‖² + Σ_{i∈R} ‖x_i − x_i*‖²``."""
+    the stacked ``‖x − x*‖² = ‖x0 − x0*‖² + Σ_{i∈R} ‖x_i − x_i*‖²``; with ``shift``
+    also ``1ᵀx0/d``, the server model's mean coordinate (softmax's loss is flat along 1)."""
     x_star, X_star, F_star = np.asarray(opt["x0"]), np.asarray(opt["X"]), float(opt["objective"])
 
     def observe(problems, slot, state):
@@ -189,8 +193,11 @@ def observer(cfg, opt):
         Xr = W[:, P.regular].astype(np.float64)
         F = penalised_objective(P, x, Xr, cfg.penalty, cfg.p, cfg.server_l2)
         d0 = np.sum((x.astype(np.float64) - x_star) ** 2, axis=1)
-        return {"suboptimality": F - F_star, "dist2": d0,
-                "dist2_stacked": d0 + np.sum((Xr - X_star) ** 2, axis=(1, 2))}
+        out = {"suboptimality": F - F_star, "dist2": d0,
+               "dist2_stacked": d0 + np.sum((Xr - X_star) ** 2, axis=(1, 2))}
+        if shift:
+            out["shift"] = x.astype(np.float64).mean(axis=1)
+        return out
 
     return observe
 
@@ -228,16 +235,18 @@ METHODS = {"RSA": dict(method="rsa"), "AsynRSA-VR": dict(method="asynrsa-vr"),
            "RSA full gradient": dict(method="rsa", batch_size=None)}
 
 
-def run_setting(inst, method, q, cfg, problem, opt, alphas, gammas, seeds, rounds, n_evals=None):
-    """One replica batch: every (α, γ, seed) of ``method`` at ``q``; long-format rows."""
+def run_setting(inst, method, q, cfg, problem, opt, alphas, gammas, seeds, rounds, n_evals=None,
+                shift=False):
+    """One replica batch: every (α, γ, seed) of ``method`` at ``q``; long-format rows
+    (with ``shift``: also the server model's mean coordinate, see :func:`observer`)."""
     m = dict(METHODS[method])
     if m.get("batch_size", 1) is None:
         m["batch_size"] = problem.J
     n_evals = n_evals or (N_EVALS if inst == "small" else N_EVALS_MNIST)
     base = (cfg if q else _q0(cfg)).replace(rounds=rounds, eval_every=max(1, rounds // n_evals), **m)
     cfgs = [base.replace(lr=a, participation=g, seed=s) for a in alphas for g in gammas for s in seeds]
-    res = run_batch(cfgs, problem=problem, observe=observer(cfg, opt))
-    rows = [dict(r, method=method, q=q) for r in _rows(res, cfgs, inst)]
+    res = run_batch(cfgs, problem=problem, observe=observer(cfg, opt, shift))
+    rows = [dict(r, method=method, q=q) for r in _rows(res, cfgs, inst, QUANTITIES + (("shift",) if shift else ()))]
     return rows, sum(r.seconds for r in res)
 
 
@@ -601,8 +610,12 @@ def mnist_flatness(budgets, results: Path, out: Path, quick: bool = False) -> li
     methods (5 seeds; full-gradient RSA one, as it has no randomness at γ = 1) as replica
     batches: :func:`summarise`'s floors and flatness, and per setting the fit of the
     seed-mean F − F* curve (:func:`decay_fit`) with the rounds it needs to be flat by 5 %
-    (:func:`rounds_to_flat`).  Writes the long rows to ``results/`` and the summary to
-    ``out``."""
+    (:func:`rounds_to_flat`), and the drift of the server model's mean coordinate per
+    round over the second half against ``αλq/(R + 1)``: at consensus the penalty terms
+    cancel in the sum of the R + 1 models' updates, the same-value attack adds ``αλq``
+    per coordinate, and along 1 the MNIST ``f_i`` (no l2) are flat, so only
+    ``server_l2 · x0`` (small while the shift is) holds the models back.  Writes the long
+    rows to ``results/`` and the summary to ``out``."""
     cfg, P5, P0 = instance("mnist", quick)
     opt = optimum("mnist", cfg, P5, results)
     seeds = SEEDS[:2] if quick else SEEDS
@@ -613,17 +626,21 @@ def mnist_flatness(budgets, results: Path, out: Path, quick: bool = False) -> li
             for meth in METHODS:
                 sds = seeds[:1] if meth == "RSA full gradient" else seeds
                 rows += run_setting("mnist", meth, q, cfg, P5 if q else P0, opt, FLATNESS_ALPHAS, (1.0,),
-                                    sds, T, N_EVALS_FLATNESS)[0]
+                                    sds, T, N_EVALS_FLATNESS, shift=True)[0]
         secs = time.perf_counter() - t0
-        write_csv(results / f"a_stationary_mnist_flatness_{T}.csv", rows, FIELDS)
+        write_csv(results / f"a_stationary_mnist_flatness_{T}.csv", rows, FIELDS + ("shift",))
         for s in summarise(rows):
             pts = [r for r in rows if (r["method"], r["q"], r["alpha"]) == (s["method"], s["q"], s["alpha"])]
             k = np.array(sorted({r["round"] for r in pts}))
             mean = np.array([np.mean([r["suboptimality"] for r in pts if r["round"] == kk]) for kk in k])
+            shift = np.array([np.mean([r["shift"] for r in pts if r["round"] == kk]) for kk in k])
             f_inf, A, tau = decay_fit(k, mean)
+            half = k >= k.max() / 2
             summary.append(dict(rounds=T, **{c: s[c] for c in ("method", "q", "gamma", "alpha", "seeds", "floor",
                                                                "floor_ci", "rel_change", "flat")},
                                 f_inf=f_inf, tau=tau, rounds_to_flat=rounds_to_flat(f_inf, A, tau),
+                                shift=shift[-1], drift=float(np.polyfit(k[half], shift[half], 1)[0]),
+                                pred_drift=s["alpha"] * cfg.penalty * s["q"] / (int(P5.regular.sum()) + 1),
                                 seconds=secs))
         print(f"mnist flatness, {T} rounds: {secs:.1f} s", flush=True)
     write_csv(out, summary)
