@@ -84,3 +84,9 @@ clean:
 .PHONY: a-stationary
 a-stationary: $(STAMP)
 	$(PY) experiments/paper_a/stationary.py --jobs $(JOBS)
+
+## why AsynRSA-VR's stationary floor rises with γ: AsynRSA-VR at (γ, λ) against γ = 1 at penalty γλ
+## and the mean-field twin (f0/γ, step γα): experiments/results/a_gamma_penalty.csv, figures/a_gamma_penalty.png
+.PHONY: a-gamma-penalty
+a-gamma-penalty: $(STAMP)
+	$(PY) experiments/paper_a/gamma_penalty.py --results experiments/results

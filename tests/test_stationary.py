@@ -150,3 +150,23 @@ def test_the_tail_and_the_slope_on_known_series():
     sl, hw, _ = st.slope_fit(a, 5 * a)
     assert sl == pytest.approx(1.0) and hw == pytest.approx(0.0, abs=1e-9)
     assert np.isnan(st.slope_fit(a, a - 0.002)[0])  # a floor ≤ 0 has no log
+
+
+def test_the_decay_fit_and_the_rounds_to_flatness_on_a_known_exponential():
+    st = _study()
+    k = np.arange(0, 2001, 50)
+    f_inf, A, tau = st.decay_fit(k, 17.0 + 25.0 * np.exp(-k / 1500.0))
+    assert (f_inf, A, tau) == pytest.approx((17.0, 25.0, 1500.0), rel=1e-4)
+    T = st.rounds_to_flat(f_inf, A, tau)
+
+    def rel_change(T):  # the quarters' means of the fitted curve, integrated numerically
+        t = np.linspace(0.5 * T, T, 20001)
+        v = f_inf + A * np.exp(-t / tau)
+        prev, last = v[:10000].mean(), v[10001:].mean()
+        return abs(last - prev) / last
+
+    # flat (5 %) from T on, not just below it: a short run that barely moves is not enough
+    assert 1500 < T < 20000
+    assert all(rel_change(x) <= 0.05 for x in (T, 1.5 * T, 4 * T))
+    assert rel_change(T / 1.1) > 0.05
+    assert np.isnan(st.rounds_to_flat(float("nan"), A, tau))

@@ -32,6 +32,9 @@ flatness, Theorem 1's numbers), ``results/a_stationary_fits.csv`` (slopes),
 noise-free reference's), ``results/a_stationary_log.txt`` (x*'s certificate, μ, L, the
 rounds and why, times) and ``figures/a_stationary.png``.  ``--quick`` runs a tiny grid
 (seconds); ``--from-csv`` redoes the analysis from the long CSV without running.
+``--mnist-flatness 2000,12000 --flatness-csv experiments/results/a_stationary_mnist_flatness.csv``
+runs only the MNIST subset at α = 0.001, 0.003 (q = 0, 5; γ = 1) at those budgets and
+fits each curve's decay (:func:`mnist_flatness`).
 """
 
 from __future__ import annotations
@@ -111,12 +114,15 @@ def _subset(problem, J: int, n_test: int, seed: int = 0):
     """``problem`` with a fixed random subset of ``J`` samples per client (all clients
     the same columns of their own rows; the evaluation set is the regular clients' kept
     samples) and of ``n_test`` test samples."""
+    if problem.ragged:
+        raise ValueError("_subset: the clients hold different numbers of samples (ragged); "
+                         "a common column subset would read padding")
     rng = np.random.default_rng(seed)
     cols = np.sort(rng.choice(problem.X.shape[1], size=J, replace=False))
     test = np.sort(rng.choice(problem.X_test.shape[0], size=n_test, replace=False))
     X, y = np.ascontiguousarray(problem.X[:, cols]), np.ascontiguousarray(problem.y[:, cols])
     reg = problem.regular
-    return dataclasses.replace(problem, X=X, y=y, X_eval=X[reg].reshape(-1, X.shape[-1]),
+    return dataclasses.replace(problem, X=X, y=y, counts=None, X_eval=X[reg].reshape(-1, X.shape[-1]),
                                y_eval=y[reg].ravel(), X_test=problem.X_test[test],
                                y_test=problem.y_test[test])
 
@@ -124,7 +130,7 @@ def _subset(problem, J: int, n_test: int, seed: int = 0):
 def _without_byzantine(problem):
     """The same regular clients and data with the Byzantine clients removed (q = 0)."""
     reg = problem.regular
-    return dataclasses.replace(problem, X=problem.X[reg], y=problem.y[reg],
+    return dataclasses.replace(problem, X=problem.X[reg], y=problem.y[reg], counts=problem.counts[reg],
                                byzantine=np.zeros(int(reg.sum()), bool))
 
 
@@ -175,9 +181,10 @@ def optimum(name: str, cfg, problem, results: Path):
     return out
 
 
-def observer(cfg, opt):
+def observer(cfg, opt, shift: bool = False):
     """``observe`` for :func:`run_batch`: the suboptimality of (3), ``‖x0 − x0*‖²`` and
-    the stacked ``‖x − x*‖² = ‖x0 − x0*‖² + Σ_{i∈R} ‖x_i − x_i*‖²``."""
+    the stacked ``‖x − x*‖² = ‖x0 − x0*‖² + Σ_{i∈R} ‖x_i − x_i*‖²``; with ``shift``
+    also ``1ᵀx0/d``, the server model's mean coordinate (softmax's loss is flat along 1)."""
     x_star, X_star, F_star = np.asarray(opt["x0"]), np.asarray(opt["X"]), float(opt["objective"])
 
     def observe(problems, slot, state):
@@ -186,8 +193,11 @@ def observer(cfg, opt):
         Xr = W[:, P.regular].astype(np.float64)
         F = penalised_objective(P, x, Xr, cfg.penalty, cfg.p, cfg.server_l2)
         d0 = np.sum((x.astype(np.float64) - x_star) ** 2, axis=1)
-        return {"suboptimality": F - F_star, "dist2": d0,
-                "dist2_stacked": d0 + np.sum((Xr - X_star) ** 2, axis=(1, 2))}
+        out = {"suboptimality": F - F_star, "dist2": d0,
+               "dist2_stacked": d0 + np.sum((Xr - X_star) ** 2, axis=(1, 2))}
+        if shift:
+            out["shift"] = x.astype(np.float64).mean(axis=1)
+        return out
 
     return observe
 
@@ -225,16 +235,18 @@ METHODS = {"RSA": dict(method="rsa"), "AsynRSA-VR": dict(method="asynrsa-vr"),
            "RSA full gradient": dict(method="rsa", batch_size=None)}
 
 
-def run_setting(inst, method, q, cfg, problem, opt, alphas, gammas, seeds, rounds):
-    """One replica batch: every (α, γ, seed) of ``method`` at ``q``; long-format rows."""
+def run_setting(inst, method, q, cfg, problem, opt, alphas, gammas, seeds, rounds, n_evals=None,
+                shift=False):
+    """One replica batch: every (α, γ, seed) of ``method`` at ``q``; long-format rows
+    (with ``shift``: also the server model's mean coordinate, see :func:`observer`)."""
     m = dict(METHODS[method])
     if m.get("batch_size", 1) is None:
         m["batch_size"] = problem.J
-    n_evals = N_EVALS if inst == "small" else N_EVALS_MNIST
+    n_evals = n_evals or (N_EVALS if inst == "small" else N_EVALS_MNIST)
     base = (cfg if q else _q0(cfg)).replace(rounds=rounds, eval_every=max(1, rounds // n_evals), **m)
     cfgs = [base.replace(lr=a, participation=g, seed=s) for a in alphas for g in gammas for s in seeds]
-    res = run_batch(cfgs, problem=problem, observe=observer(cfg, opt))
-    rows = [dict(r, method=method, q=q) for r in _rows(res, cfgs, inst)]
+    res = run_batch(cfgs, problem=problem, observe=observer(cfg, opt, shift))
+    rows = [dict(r, method=method, q=q) for r in _rows(res, cfgs, inst, QUANTITIES + (("shift",) if shift else ()))]
     return rows, sum(r.seconds for r in res)
 
 
@@ -263,8 +275,8 @@ def tail_means(rounds: np.ndarray, values: np.ndarray) -> tuple[float, float]:
     return float(values[last].mean()), float(values[prev].mean())
 
 
-def summarise(rows: list[dict]) -> list[dict]:
-    """Per setting and quantity (:data:`QUANTITIES`): the floor (time average over the
+def summarise(rows: list[dict], quantities: tuple[str, ...] = QUANTITIES) -> list[dict]:
+    """Per setting and quantity (``quantities``, the first one the suboptimality): the floor (time average over the
     last quarter of the rounds, mean over seeds) with its 95 % t half-width over the
     seeds, the same over the quarter before, and the flatness verdict on the
     suboptimality: the change between the two quarters is within their combined
@@ -273,11 +285,11 @@ def summarise(rows: list[dict]) -> list[dict]:
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["instance"], r["method"], r["q"], r["gamma"], r["alpha"]), {}) \
-            .setdefault(r["seed"], []).append([r["round"]] + [r[k] for k in QUANTITIES])
+            .setdefault(r["seed"], []).append([r["round"]] + [r[k] for k in quantities])
     out = []
     for (inst, meth, q, g, a), by_seed in groups.items():
         row = dict(instance=inst, method=meth, q=q, gamma=g, alpha=a, seeds=len(by_seed))
-        for j, k in enumerate(QUANTITIES, 1):
+        for j, k in enumerate(quantities, 1):
             tails = np.array([tail_means(np.array(p)[:, 0], np.array(p)[:, j]) for p in by_seed.values()])
             ml, hl = t_interval(tails[:, 0])
             mp, hp = t_interval(tails[:, 1])
@@ -293,6 +305,43 @@ def summarise(rows: list[dict]) -> list[dict]:
                 row["flat"] = bool(abs(change) <= tol)
         out.append(row)
     return out
+
+
+def decay_fit(rounds: np.ndarray, values: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares fit of ``F(k) = F∞ + A·e^{−k/τ}`` to a curve from its first quarter
+    on (the start is not exponential); ``(F∞, A, τ)``, NaN when the fit fails."""
+    from scipy.optimize import curve_fit
+
+    k, v = np.asarray(rounds, np.float64), np.asarray(values, np.float64)
+    keep = k >= 0.25 * k.max()
+    k, v = k[keep], v[keep]
+    try:
+        p, _ = curve_fit(lambda k, f, a, t: f + a * np.exp(-k / t), k, v,
+                         p0=(v[-1], v[0] - v[-1], k.max() / 4), bounds=([-np.inf, -np.inf, 1.0], np.inf),
+                         maxfev=20000)
+    except (RuntimeError, ValueError):
+        return float("nan"), float("nan"), float("nan")
+    return float(p[0]), float(p[1]), float(p[2])
+
+
+def rounds_to_flat(f_inf: float, A: float, tau: float, tol: float = 0.05) -> float:
+    """The smallest total ``T`` (on a grid 1.05× apart from 100 to 10⁸) from which on
+    the fitted curve's last quarter mean differs from the quarter before by less than
+    ``tol`` of it (the relative part of :func:`summarise`'s flatness test; a slow decay
+    also passes it at T ≪ τ, where a short run barely moves, hence "from which on");
+    NaN when it fails at 10⁸ rounds or without a fit."""
+    if not np.isfinite([f_inf, A, tau]).all():
+        return float("nan")
+    T = np.geomspace(100, 1e8, 284)
+
+    def mean(a, b):  # time average of the fitted curve over [a, b]
+        return f_inf + A * tau * (np.exp(-a / tau) - np.exp(-b / tau)) / (b - a)
+
+    last, prev = mean(0.75 * T, T), mean(0.5 * T, 0.75 * T)
+    bad = np.flatnonzero(np.abs(last - prev) > tol * np.abs(last))
+    if bad.size == 0:
+        return float(T[0])
+    return float(T[bad[-1] + 1]) if bad[-1] + 1 < T.size else float("nan")
 
 
 def slope_fit(alphas, floors) -> tuple[float, float, float]:
@@ -359,6 +408,16 @@ def _band(ax, x, m, h, colour, label, style="o-"):
     ax.fill_between(x, np.maximum(m - h, m * 1e-3), m + h, color=colour, alpha=0.2)
 
 
+def save_figure(fig, path: Path) -> None:
+    """Lay out, write (creating the directory) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def figure(summary, theory_rows, sweep, path: Path, instances):
     """Top row: the stationary F − F* of (3) against α (× marks a setting whose tail is
     not flat); bottom row: the stacked ``‖x − x*‖²`` with Theorem 1's Δ1; last column:
@@ -420,10 +479,7 @@ def figure(summary, theory_rows, sweep, path: Path, instances):
             ax.legend(fontsize=6)
     fig.suptitle("Paper A at stationarity: tail means over the last quarter of the rounds, 95 % t-bands "
                  "over seeds (× = tail not flat)", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------
@@ -436,15 +492,15 @@ def write_csv(path: Path, rows: list[dict], fields=None) -> None:
         w.writerows(rows)
 
 
-def _rows(res, cfgs, inst: str) -> list[dict]:
-    """Long-format rows of a batch's results."""
+def _rows(res, cfgs, inst: str, quantities: tuple[str, ...] = QUANTITIES) -> list[dict]:
+    """Long-format rows of a batch's results (the observed ``quantities``)."""
     rows = []
     for c, r in zip(cfgs, res):
         cols = r.columns
         for k in range(len(cols["round"])):
             rows.append(dict(instance=inst, method=None, q=None, gamma=c.participation, alpha=c.lr,
                              seed=c.seed, round=int(cols["round"][k]),
-                             **{q: float(cols[q][k]) for q in QUANTITIES},
+                             **{q: float(cols[q][k]) for q in quantities},
                              test_accuracy=float(cols["test_accuracy"][k])))
     return rows
 
@@ -532,16 +588,63 @@ def analyse(rows: list[dict], quick: bool, results: Path, figures: Path, log: li
     return fr
 
 
-def read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path, quantities: tuple[str, ...] = QUANTITIES) -> list[dict]:
     """The long-format CSV back as rows (numbers parsed)."""
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     for r in rows:
         for k in ("q", "seed", "round"):
             r[k] = int(r[k])
-        for k in ("gamma", "alpha", "test_accuracy") + QUANTITIES:
+        for k in ("gamma", "alpha", "test_accuracy") + quantities:
             r[k] = float(r[k])
     return rows
+
+
+FLATNESS_ALPHAS = (0.001, 0.003)
+N_EVALS_FLATNESS = 40
+
+
+def mnist_flatness(budgets, results: Path, out: Path, quick: bool = False) -> list[dict]:
+    """Are the MNIST-subset runs at the small steps flat with more rounds?  For each
+    budget (total rounds), q ∈ {0, 5}, γ = 1, α ∈ :data:`FLATNESS_ALPHAS`, the three
+    methods (5 seeds; full-gradient RSA one, as it has no randomness at γ = 1) as replica
+    batches: :func:`summarise`'s floors and flatness, and per setting the fit of the
+    seed-mean F − F* curve (:func:`decay_fit`) with the rounds it needs to be flat by 5 %
+    (:func:`rounds_to_flat`), and the drift of the server model's mean coordinate per
+    round over the second half against ``αλq/(R + 1)``: at consensus the penalty terms
+    cancel in the sum of the R + 1 models' updates, the same-value attack adds ``αλq``
+    per coordinate, and along 1 the MNIST ``f_i`` (no l2) are flat, so only
+    ``server_l2 · x0`` (small while the shift is) holds the models back.  Writes the long
+    rows to ``results/`` and the summary to ``out``."""
+    cfg, P5, P0 = instance("mnist", quick)
+    opt = optimum("mnist", cfg, P5, results)
+    seeds = SEEDS[:2] if quick else SEEDS
+    summary = []
+    for T in budgets:
+        rows, t0 = [], time.perf_counter()
+        for q in QS:
+            for meth in METHODS:
+                sds = seeds[:1] if meth == "RSA full gradient" else seeds
+                rows += run_setting("mnist", meth, q, cfg, P5 if q else P0, opt, FLATNESS_ALPHAS, (1.0,),
+                                    sds, T, N_EVALS_FLATNESS, shift=True)[0]
+        secs = time.perf_counter() - t0
+        write_csv(results / f"a_stationary_mnist_flatness_{T}.csv", rows, FIELDS + ("shift",))
+        for s in summarise(rows):
+            pts = [r for r in rows if (r["method"], r["q"], r["alpha"]) == (s["method"], s["q"], s["alpha"])]
+            k = np.array(sorted({r["round"] for r in pts}))
+            mean = np.array([np.mean([r["suboptimality"] for r in pts if r["round"] == kk]) for kk in k])
+            shift = np.array([np.mean([r["shift"] for r in pts if r["round"] == kk]) for kk in k])
+            f_inf, A, tau = decay_fit(k, mean)
+            half = k >= k.max() / 2
+            summary.append(dict(rounds=T, **{c: s[c] for c in ("method", "q", "gamma", "alpha", "seeds", "floor",
+                                                               "floor_ci", "rel_change", "flat")},
+                                f_inf=f_inf, tau=tau, rounds_to_flat=rounds_to_flat(f_inf, A, tau),
+                                shift=shift[-1], drift=float(np.polyfit(k[half], shift[half], 1)[0]),
+                                pred_drift=s["alpha"] * cfg.penalty * s["q"] / (int(P5.regular.sum()) + 1),
+                                seconds=secs))
+        print(f"mnist flatness, {T} rounds: {secs:.1f} s", flush=True)
+    write_csv(out, summary)
+    return summary
 
 
 def main(argv=None) -> int:
@@ -555,8 +658,18 @@ def main(argv=None) -> int:
                     help="no runs: summary, fits and figure from the existing results/a_stationary.csv")
     ap.add_argument("--mnist-grid", default="reduced", choices=("reduced", "full"),
                     help="reduced: q = 5, γ = 1 only on MNIST")
+    ap.add_argument("--mnist-flatness", default=None, metavar="ROUNDS,...",
+                    help="only the MNIST flatness check at these total rounds (q = 0, 5; γ = 1; "
+                         "α = 0.001, 0.003), summary to --flatness-csv")
+    ap.add_argument("--flatness-csv", default="results/a_stationary_mnist_flatness.csv")
     args = ap.parse_args(argv)
     results, figures = Path(args.results), Path(args.figures)
+    if args.mnist_flatness:
+        budgets = [int(x) for x in args.mnist_flatness.split(",") if x]
+        if not budgets or min(budgets) < 8:
+            raise ValueError(f"--mnist-flatness: rounds must be integers ≥ 8, got {args.mnist_flatness!r}")
+        mnist_flatness(budgets, results, Path(args.flatness_csv), args.quick)
+        return 0
     instances = [s for s in args.instances.split(",") if s]
     for i in instances:
         if i not in INSTANCES:
