@@ -208,6 +208,19 @@ def render_table(table: Mapping[str, Any], results: Results) -> str:
     return "\n".join(lines)
 
 
+def _group_cell(values: Sequence[str], column: str, key: tuple, where: str, digits: int) -> str:
+    """Mean ± 95 % t-interval of one group's ``values``; "—" when the column is empty in
+    every row of the group (a quantity that does not exist for it, e.g. a bound a method
+    does not have); an error when it is empty in some rows only."""
+    empty = [v in ("", None) for v in values]
+    if all(empty):
+        return "—"
+    if any(empty):
+        raise ManifestError(f"{where}: column {column!r} is empty in {sum(empty)} of the {len(values)} rows "
+                            f"of group {key}")
+    return summary([float(v) for v in values]).format(digits)
+
+
 def render_rows_table(table: Mapping[str, Any], results: Results) -> str:
     """A Markdown table of rows of a committed CSV that is not a figure's long CSV (a
     script's summary): ``source`` (the CSV's stem), ``where`` (column = value filters),
@@ -234,7 +247,7 @@ def render_rows_table(table: Mapping[str, Any], results: Results) -> str:
             groups.setdefault(tuple(r[g] for g in group), []).append(r)
         lines = ["| " + " | ".join(table.get("labels", cols)) + " |", "|" + "---|" * len(cols)]
         for key, rs in groups.items():
-            cells = [dict(zip(group, key))[c] if c in group else summary([float(r[c]) for r in rs]).format(digits)
+            cells = [dict(zip(group, key))[c] if c in group else _group_cell([r[c] for r in rs], c, key, where, digits)
                      for c in cols]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)

@@ -151,6 +151,24 @@ def test_rows_table_shows_a_summary_csv_with_its_intervals():
         render_rows_table({**t, "columns": ["nope"]}, res)
 
 
+def test_grouped_rows_table_means_over_seeds_and_dashes_a_quantity_a_group_lacks():
+    from byzsim.reproduction import render_rows_table
+
+    res = Results({"b": [{"method": "Byrd-SGD", "seed": "0", "measured": "1.0", "bound": "10"},
+                         {"method": "Byrd-SGD", "seed": "1", "measured": "3.0", "bound": "10"},
+                         {"method": "SGD", "seed": "0", "measured": "2.0", "bound": ""},
+                         {"method": "SGD", "seed": "1", "measured": "2.0", "bound": ""}]}, "test")
+    t = {"name": "g", "source": "b", "group": ["method"], "columns": ["method", "measured", "bound"], "digits": 3}
+    lines = render_rows_table(t, res).splitlines()
+    # two seeds: mean 2, t(0.975, 1) = 12.706 times the standard error 1
+    assert lines[2] == f"| Byrd-SGD | {summary([1.0, 3.0]).format(3)} | {summary([10.0, 10.0]).format(3)} |"
+    assert summary([1.0, 3.0]).half_width == pytest.approx(12.706, abs=1e-3)
+    assert lines[3].endswith("| — |")
+    res.rows["b"][0]["bound"] = ""  # empty in one row of a group only: an error, not a dropped seed
+    with pytest.raises(ManifestError, match="'bound' is empty in 1 of the 2 rows"):
+        render_rows_table(t, res)
+
+
 def test_a_figure_the_manifest_will_run_is_pending_and_an_unknown_one_an_error(tmp_path):
     from byzsim.reproduction import render
 
