@@ -1,6 +1,8 @@
 """REPRODUCTION.md's generated tables and claims: statistics by hand, checks, markers, and the
 committed document against the committed CSVs."""
 
+from pathlib import Path
+
 import pytest
 
 from byzsim.reproduction import (
@@ -184,3 +186,25 @@ def test_a_figure_the_manifest_will_run_is_pending_and_an_unknown_one_an_error(t
     manifest["claims"][0]["figure"] = "typo"
     with pytest.raises(ManifestError, match="figure 'typo' is not in the results"):
         render(manifest, res)
+
+
+def test_script_args_fill_every_placeholder_and_name_an_unknown_one():
+    from byzsim.reproduction import script_args
+
+    sc = {"path": "s.py", "output": "o.csv", "args": ["--store", "{store}", "{output}", "{results}/x", "{figures}"]}
+    assert script_args(sc, results="res", figures="fig", store="/st") == [
+        "--store", "/st", str(Path("res") / "o.csv"), "res/x", "fig"]
+    assert script_args({"path": "s.py", "output": "o.csv"}, results="r", figures="f", store="s") == [
+        str(Path("r") / "o.csv")]
+    with pytest.raises(ManifestError, match=r"unknown placeholder 'stor'.*\{store\}"):
+        script_args({**sc, "args": ["{stor}"]}, results="r", figures="f", store="s")
+
+
+def test_the_manifest_gives_bounds_vs_runs_the_reproduction_store_and_strict():
+    from byzsim.reproduction import load_manifest, script_args
+
+    root = Path(__file__).parents[1]
+    manifest = load_manifest(root / "experiments" / "reproduction.toml")
+    sc = next(s for s in manifest["scripts"] if s["path"].endswith("bounds_vs_runs.py"))
+    args = script_args(sc, results="r", figures="f", store="/the/store")
+    assert args[args.index("--store") + 1] == "/the/store" and "--strict" in args

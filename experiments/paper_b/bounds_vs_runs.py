@@ -32,12 +32,14 @@ per method, mean over seeds with the 95 % t-interval, against the bounds in rang
 scale).
 
 Runs missing from the store or stored without a model: the script writes nothing and
-says which (so that ``make reproduction`` does not freeze a CSV made before the runs);
-``--partial`` writes the CSV anyway, those rows holding a ``note`` and no measurement.
+says which (so that ``make reproduction`` does not freeze a CSV made before the runs),
+exiting 0; ``--strict`` (what ``experiments/reproduction.toml`` passes) makes that, or a
+missing store, exit 1 with every such run named; ``--partial`` writes the CSV anyway,
+those rows holding a ``note`` and no measurement.
 
 Usage: ``python experiments/paper_b/bounds_vs_runs.py [--store DIR] [--specs NAME…]
-[--ridge R] [--results DIR] [--figures DIR] [--partial]`` (store: ``$BYZSIM_STORE`` or
-``results/store`` by default).
+[--ridge R] [--results DIR] [--figures DIR] [--partial | --strict]`` (store:
+``$BYZSIM_STORE`` or ``results/store`` by default).
 """
 
 from __future__ import annotations
@@ -283,8 +285,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ridge", type=float, default=RIDGE, help="diagnostic ridge/2 ‖x‖² (default 0.001)")
     ap.add_argument("--results", default="results")
     ap.add_argument("--figures", default="figures")
-    ap.add_argument("--partial", action="store_true",
-                    help="write the CSV even when some runs have no stored model (their rows say so)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--partial", action="store_true",
+                      help="write the CSV even when some runs have no stored model (their rows say so)")
+    mode.add_argument("--strict", action="store_true",
+                      help="exit 1, naming them, when some runs have no stored model (or there is no store)")
     a = ap.parse_args(argv)
     paths = []
     for s in a.specs:
@@ -300,12 +305,15 @@ def main(argv=None) -> int:
         store = Store(a.store, create=False)
     except StoreError as e:
         print(f"{e}: nothing to measure, nothing written", file=sys.stderr)
-        return 2 if a.store is not None else 0
+        return 2 if a.store is not None or a.strict else 0
     missing = without_model(paths, store)
     if missing and not a.partial:
         print(f"{len(missing)} runs have no stored final model in {store.root}, e.g. {missing[0]}: run "
               "their specs with `byzsim experiment SPEC --keep-models` (or pass --partial); nothing "
               "written", file=sys.stderr)
+        if a.strict:
+            print("error: no stored final model for:\n" + "\n".join(f"  {m}" for m in missing), file=sys.stderr)
+            return 1
         return 0
     rows, out, fig = run(paths, store, ridge=a.ridge, results=Path(a.results), figures=Path(a.figures))
     if missing:
