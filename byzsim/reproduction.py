@@ -557,8 +557,9 @@ def regenerate(document: str | Path, manifest: Mapping[str, Any], results_dir: s
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m byzsim.reproduction``: run the manifest's specs (what the store holds is
-    not run again), write their CSVs to the results directory and their figures, and
-    rebuild REPRODUCTION.md's tables and claims.  ``--check``: only compare, exit 1 when the document is stale."""
+    not run again) and write their CSVs to the results directory, run the scripts whose
+    CSV is missing, draw the specs' figures (their ``[reference]`` lines read only now, as
+    a script may make their CSV), and rebuild REPRODUCTION.md's tables and claims.  ``--check``: only compare, exit 1 when the document is stale."""
     import argparse
     import subprocess
     import sys
@@ -579,22 +580,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest = load_manifest(a.manifest)
         if not (a.no_run or a.check):
             from .runs import load_spec, plot_spec, run_spec
+            from .runs.spec import load_reference
             from .runs.store import default_store_dir
 
             store = a.store if a.store is not None else default_store_dir()
-
-            specs = [load_spec(p) for p in manifest.get("specs", [])]  # all validated first
+            # all validated first; a [reference] is read only for drawing, after the
+            # scripts, one of which may make its CSV
+            paths = list(manifest.get("specs", []))
+            specs = [load_spec(p, reference=False) for p in paths]
+            ran = []
             for spec in specs:
                 rows, report = run_spec(spec, jobs=a.jobs, results_dir=a.results, store=store, quiet=True)
                 if report.failures:
                     print(f"error: {spec.figure}: {len(report.failures)} run(s) failed", file=sys.stderr)
                     return 1
-                plot_spec(spec, rows, Path(a.figures), csv_path=Path(a.results) / f"{spec.figure}.csv")
+                ran.append(rows)
             for sc in manifest.get("scripts", []):  # diagnostics with their own CSV
                 out = Path(a.results) / sc["output"]
                 if a.rerun_scripts or not out.exists():
                     args = script_args(sc, results=a.results, figures=a.figures, store=store)
                     subprocess.run([sys.executable, sc["path"], *args], check=True)
+            for path, spec, rows in zip(paths, specs, ran):
+                plot_spec(load_reference(spec, path), rows, Path(a.figures),
+                          csv_path=Path(a.results) / f"{spec.figure}.csv")
         old, new = regenerate(a.document, manifest, a.results)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -208,3 +208,52 @@ def test_the_manifest_gives_bounds_vs_runs_the_reproduction_store_and_strict():
     sc = next(s for s in manifest["scripts"] if s["path"].endswith("bounds_vs_runs.py"))
     args = script_args(sc, results="r", figures="f", store="/the/store")
     assert args[args.index("--store") + 1] == "/the/store" and "--strict" in args
+
+
+TINY_SPEC = """
+figure = "tiny_ref"
+seeds = [0]
+[base]
+dataset = "digits"
+n_clients = 4
+n_byzantine = 0
+method = "sgd"
+batch_size = 8
+rounds = 2
+eval_every = 2
+train_eval_samples = 0
+[[lines]]
+label = "SGD"
+[reference]
+label = "made by the script"
+csv = "results/ref.csv"
+column = "test_accuracy"
+"""
+
+MAKE_REF = """
+import sys
+from pathlib import Path
+Path(sys.argv[1]).parent.mkdir(parents=True, exist_ok=True)
+Path(sys.argv[1]).write_text("test_accuracy\\n0.5\\n")
+"""
+
+
+def test_a_reference_csv_made_by_a_manifest_script_works_from_a_clean_results_dir(tmp_path):
+    from byzsim.reproduction import main
+    from byzsim.runs import load_spec
+
+    spec, script = tmp_path / "tiny.toml", tmp_path / "make_ref.py"
+    spec.write_text(TINY_SPEC)
+    script.write_text(MAKE_REF)
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(f'specs = ["{spec}"]\n[[scripts]]\npath = "{script}"\noutput = "ref.csv"\n')
+    doc = tmp_path / "DOC.md"
+    doc.write_text("no generated blocks\n")
+    with pytest.raises(ValueError, match=r"reference\.csv"):  # what failed before any run
+        load_spec(spec)
+    args = ["--manifest", str(manifest), "--document", str(doc), "--results", str(tmp_path / "results"),
+            "--figures", str(tmp_path / "figures"), "--store", str(tmp_path / "store"), "--jobs", "1"]
+    assert main(args) == 0
+    assert (tmp_path / "results" / "ref.csv").is_file() and (tmp_path / "results" / "tiny_ref.csv").is_file()
+    assert (tmp_path / "figures" / "tiny_ref.png").is_file()
+    assert load_spec(spec).reference.values == {"": 0.5}

@@ -127,7 +127,7 @@ def rows_for_spec(spec_path: str | Path, store: Store, diagnoses: Diagnoses) -> 
     """One row per run of the spec (see the module docstring and :data:`FIELDS`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TheoryWarning)  # fig9's s = 3, 4: reported per row
-        spec = load_spec(spec_path)
+        spec = load_spec(spec_path, reference=False)  # drawn by the spec's own figure only
     name = Path(spec_path).stem
     rows, warned = [], set()
     for e in spec_entries(spec):
@@ -253,7 +253,7 @@ def without_model(specs: Sequence[str | Path], store: Store) -> list[str]:
     for path in specs:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TheoryWarning)
-            spec = load_spec(path)
+            spec = load_spec(path, reference=False)
         for e in spec_entries(spec):
             if e.config.model in CONVEX_MODELS and not store.has_model(e.key):
                 out.append(f"{spec.figure} {e.panel or ''} {e.line} seed {e.config.seed}")

@@ -43,9 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-from byzsim.config import TheoryWarning, load_toml
+from byzsim.config import TheoryWarning
 from byzsim.diagnose import CONVEX_MODELS, config_bound, diagnose, optimum_key
-from byzsim.runs.spec import parse_spec, spec_entries
+from byzsim.runs.spec import load_spec, spec_entries
 from byzsim.simulate import _data_key
 
 HERE = Path(__file__).parent
@@ -88,10 +88,10 @@ class Diagnoses:
 
 def rows_for_spec(name: str, ridge: float, cache: Diagnoses) -> list[dict]:
     path = HERE / f"{name}.toml"
-    raw = {k: v for k, v in load_toml(path).items() if k != "reference"}  # the line may read this CSV
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TheoryWarning)  # fig9's s = 3, 4: reported per row
-        entries = list({e.key: e for e in spec_entries(parse_spec(raw, str(path)))}.values())
+        spec = load_spec(path, reference=False)  # the reference line may read this script's CSV
+        entries = list({e.key: e for e in spec_entries(spec)}.values())
     rows = []
     for e in entries:
         c = e.config
