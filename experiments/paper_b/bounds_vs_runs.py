@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -55,7 +54,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from byzsim.config import TheoryWarning
-from byzsim.diagnose import CONVEX_MODELS, config_bound, diagnose, distance_to_optimum, optimum_key
+from byzsim.diagnose import CONVEX_MODELS, Diagnoses, config_bound, distance_to_optimum
 from byzsim.runs.spec import load_spec, spec_entries
 from byzsim.runs.store import Store, StoreError
 
@@ -92,34 +91,6 @@ def gradient_config(cfg):
         return make_config(**{**d, "method": "sgd"})
 
 
-class Diagnoses:
-    """Diagnoses of paper B's problem, ``x*`` shared by equal regular data
-    (:func:`byzsim.diagnose.optimum_key`), the rest (σ_b² depends on the batch) per batch size."""
-
-    def __init__(self, ridge: float, log=None):
-        self.ridge, self.optima, self.by_key, self.keys = ridge, {}, {}, {}
-        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-
-    def __call__(self, cfg):
-        from byzsim.simulate import _data_key
-
-        g = gradient_config(cfg)
-        spec = (_data_key(g), g.server_l2)  # equal data specs: no need to hash the rows again
-        if spec not in self.keys:
-            self.keys[spec] = optimum_key(g, self.ridge)
-        okey = self.keys[spec]
-        key = (okey, g.batch_size)
-        if key not in self.by_key:
-            t0 = time.perf_counter()
-            d = diagnose(g, ridge=self.ridge, optimum=self.optima.get(okey))
-            self.optima[okey] = d.optimum
-            self.by_key[key] = d
-            self.log(f"  x* {okey[:8]} (seed {cfg.seed}): {time.perf_counter() - t0:.0f} s, ‖∇F‖ "
-                     f"{d.optimum.grad_norm:.2g}, acc {d.test_accuracy:.4f}, σ_b² {d.sigma2_batch:.4g}, "
-                     f"δ² {d.delta2:.4g}")
-        return list(self.optima).index(okey), self.by_key[key]
-
-
 # --------------------------------------------------------------------------------------
 # rows
 # --------------------------------------------------------------------------------------
@@ -143,7 +114,7 @@ def rows_for_spec(spec_path: str | Path, store: Store, diagnoses: Diagnoses) -> 
             rows.append({**base, "note": "not in the store" if run is None else
                          "stored without its final model: rerun the spec with --keep-models"})
             continue
-        setting, d = diagnoses(c)
+        setting, d = diagnoses(gradient_config(c), f"{spec.figure} {e.panel or ''} seed {c.seed}")
         measured = distance_to_optimum(model, d.optimum.x) if np.isfinite(model).all() else math.nan
         b = config_bound(c, d) if c.family == "gradient" else None
         row = {**base, "measured": measured, "setting": setting, "sigma2_batch": d.sigma2_batch,
@@ -242,8 +213,7 @@ def write_csv(rows: Sequence[dict], path: Path) -> Path:
     """The rows as :data:`FIELDS`, floats to 6 significant digits (written atomically)."""
     from byzsim.runs.tables import write_csv as write
 
-    return write(path, [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
-                 FIELDS)
+    return write(path, rows, FIELDS, floats=".6g")
 
 
 def without_model(specs: Sequence[str | Path], store: Store) -> list[str]:
