@@ -53,12 +53,17 @@ penalty = 0.1
 """
 
 
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("bounds_vs_runs", SCRIPT)
+def load_script(path: Path):
+    """The experiment script at ``path`` as a module (the experiments are not a package)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script(SCRIPT)
 
 
 def make_spec(tmp_path, name="tiny.toml", keep="true", model="softmax"):
