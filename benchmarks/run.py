@@ -511,6 +511,31 @@ def main() -> int:
     return 0
 
 
+#: other processes' 1-minute load (the load average less this benchmark's own process)
+#: from which a section says the machine was shared
+SHARED_LOAD = 0.5
+
+
+def load_note(load, cpus: int) -> str:
+    """One sentence on the machine's load during a section, from its 1-minute load
+    averages ``load`` (``[before, after]``, :func:`os.getloadavg`): the numbers, and
+    whether other processes shared the machine.  The benchmark itself runs one thread
+    (load about 1), so the machine counts as shared when ``max(load) − 1 ≥``
+    :data:`SHARED_LOAD`; a quiet section does not claim contention.  ``""`` without
+    measurements.
+
+    >>> print(load_note([0.9, 1.1], 2))
+    Load average of the 2-core machine before/after: 0.9 / 1.1, about this benchmark's own process: no other load measured.
+    """
+    if not load:
+        return ""
+    nums = f"Load average of the {cpus}-core machine before/after: {load[0]:.1f} / {load[-1]:.1f}"
+    if max(load) - 1.0 < SHARED_LOAD:
+        return nums + ", about this benchmark's own process: no other load measured."
+    return (nums + ", above this benchmark's own process: the machine was shared with other processes, "
+            "which inflates the absolute times.")
+
+
 def replica_table(res: dict) -> list[str]:
     """The replica axis: per-run cost at S = 1, 4, 8, 16 and the targets (generated)."""
     rep = dict(res.get("replicas") or {})
@@ -525,9 +550,8 @@ def replica_table(res: dict) -> list[str]:
         "data set (as runs with equal data do) and draw from S distinct streams; medians of "
         "interleaved blocks, one BLAS thread. Memory: traced peak per extra replica (state, "
         "tables, round buffers; the data set excluded), the data set, and "
-        "`simulate.replica_bytes` (one replica with its own data)."
-        + (f" Load average of the {res['machine']['cpus']}-core machine before/after this section: "
-           f"{load[0]:.1f} / {load[-1]:.1f} (other processes ran meanwhile)." if load else ""), "",
+        "`simulate.replica_bytes` (one replica with its own data). "
+        + load_note(load, res["machine"]["cpus"]), "",
         "| workload | " + " | ".join(f"S = {S}" for S in Ss) + " | target | status | MB / replica (state) | data MB | replica_bytes MB |",
         "|---|" + "---|" * (len(Ss) + 5),
     ]
@@ -560,10 +584,8 @@ def scale_sweep_table(res: dict) -> list[str]:
         "that declaration each value had its own key and the sweep ran run by run. ms per "
         "run-round of the S runs stepped as one batch (one step / S) and stepped one by one, "
         "in interleaved blocks of the same process (medians, IQR), and the whole sweep end to "
-        "end (`run_batch` vs `run` per config: setup, 200 rounds, 6 evaluations). The ratios are "
-        "the numbers to read: the machine was shared with long evidence runs"
-        + (f" (load average of the {res['machine']['cpus']}-core machine before/after: "
-           f"{load[0]:.1f} / {load[-1]:.1f})" if load else "") + ", which inflates the absolute times.", "",
+        "end (`run_batch` vs `run` per config: setup, 200 rounds, 6 evaluations). "
+        + load_note(load, res["machine"]["cpus"]), "",
         "| sweep | S | stacked ms / run-round (IQR) | run by run ms / run-round (IQR) | ratio | "
         "end to end: run_batch s | runs s | ratio |",
         "|---|---|---|---|---|---|---|---|",

@@ -68,7 +68,7 @@ from .config import Config
 __all__ = [
     "CONVEX_MODELS", "Optimum", "Diagnosis", "PenalisedOptimum", "diagnose", "regular_optimum", "optimum_key",
     "penalised_objective", "penalised_optimum", "distance_to_optimum", "bound_at_end",
-    "config_bound", "main",
+    "config_bound", "Diagnoses", "main",
 ]
 
 #: models whose regular-worker problem has a unique optimum this module can compute
@@ -591,6 +591,54 @@ def diagnose(cfg: Config, *, ridge: float = 0.0, tol: float | None = None,
     )
     _warn_outside(diag)
     return diag
+
+
+class Diagnoses:
+    """A cache of :func:`diagnose` over many configs: ``x*`` (the L-BFGS solve, the
+    expensive part) once per regular data set (:func:`optimum_key`), the rest of the
+    diagnosis (``σ_b²`` depends on the minibatch) once per data spec and batch size.
+
+    ``cache(cfg, where)`` returns ``(setting, diagnosis)``: ``setting`` numbers the
+    distinct regular data sets in order of first use (equal for configs sharing ``x*``),
+    ``diagnosis`` is ``cfg``'s :class:`Diagnosis` with ``ridge``.  Each new diagnosis is
+    logged as one line (``log``, default stderr) starting with ``where``.
+
+    Attributes: ``optima`` (optimum key -> :class:`Optimum`, in order of first use),
+    ``keys`` (data spec -> optimum key: the rows are hashed once per data spec),
+    ``by_spec`` ((data spec, batch size) -> :class:`Diagnosis`).
+    """
+
+    def __init__(self, ridge: float, log=None):
+        self.ridge = ridge
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.keys: dict = {}
+        self.optima: dict[str, Optimum] = {}
+        self.by_spec: dict = {}
+
+    @staticmethod
+    def _spec(cfg: Config) -> tuple:
+        """What :func:`optimum_key` hashes, as config fields: the data spec, family, model and l2."""
+        from .simulate import _data_key
+
+        return (_data_key(cfg), cfg.family, cfg.model, repr(sorted(cfg.model_params.items())),
+                float(cfg.server_l2))
+
+    def __call__(self, cfg: Config, where: str = "") -> tuple[int, "Diagnosis"]:
+        spec = self._spec(cfg)
+        if spec not in self.keys:
+            self.keys[spec] = optimum_key(cfg, self.ridge)
+        okey = self.keys[spec]
+        key = (spec, cfg.batch_size)
+        if key not in self.by_spec:
+            t0 = time.perf_counter()
+            shared = okey in self.optima
+            d = diagnose(cfg, ridge=self.ridge, optimum=self.optima.get(okey))
+            self.optima[okey] = d.optimum
+            self.by_spec[key] = d
+            self.log(f"  {where or f'seed {cfg.seed}'}: {'x* shared, ' if shared else 'x* '}{okey[:8]} in "
+                     f"{time.perf_counter() - t0:.0f} s, ‖∇F‖ {d.optimum.grad_norm:.2g}, acc {d.test_accuracy:.4f}, "
+                     f"σ² {d.sigma2:.4g}, σ_b² {d.sigma2_batch:.4g}, δ² {d.delta2:.4g}")
+        return list(self.optima).index(okey), self.by_spec[key]
 
 
 def config_bound(cfg: Config, diag: "Diagnosis", *, warn: bool = False) -> theory.Bound | None:

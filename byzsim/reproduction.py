@@ -8,8 +8,8 @@ round, <metrics>, diverged``) are committed under ``experiments/results/``.  A m
   round (default: each run's last evaluation) and metric;
 - ``[[claims]]``: one claim a paper makes about a figure, with a check that decides it;
 - ``[[scripts]]``: diagnostics that write a CSV of their own (``path``, ``output``, and
-  ``args``, default ``["{output}"]``, with ``{output}``, ``{results}``, ``{figures}``
-  filled in), run when that CSV is missing.
+  ``args``, default ``["{output}"]``, with the placeholders of :data:`SCRIPT_PLACEHOLDERS`
+  filled in by :func:`script_args`), run when that CSV is missing.
 
 :func:`render` turns the manifest and the CSVs into Markdown blocks, and
 :func:`update_document` writes each block between its markers in REPRODUCTION.md::
@@ -49,7 +49,7 @@ from .registry import Registry
 __all__ = [
     "ALPHA", "Summary", "Results", "summary", "welch_p", "load_results", "render",
     "render_table", "render_claims", "update_document", "CHECKS", "ManifestError",
-    "load_manifest", "regenerate", "main",
+    "load_manifest", "regenerate", "main", "SCRIPT_PLACEHOLDERS", "script_args",
 ]
 
 #: significance level of every "different" in the generated text
@@ -522,6 +522,33 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+#: what a ``[[scripts]]`` entry's ``args`` may name, and what each becomes
+SCRIPT_PLACEHOLDERS = {
+    "output": "the script's CSV: <results>/<output>",
+    "results": "the results directory (--results)",
+    "figures": "the figures directory (--figures)",
+    "store": "the result store the reproduction runs the specs into (--store, else $BYZSIM_STORE "
+             "or results/store)",
+}
+
+
+def script_args(script: Mapping[str, Any], *, results: str | Path, figures: str | Path,
+                store: str | Path) -> list[str]:
+    """The command-line arguments of a ``[[scripts]]`` entry: its ``args`` (default
+    ``["{output}"]``) with every ``{name}`` of :data:`SCRIPT_PLACEHOLDERS` filled in.
+    An unknown placeholder is a :class:`ManifestError` naming it and the valid ones."""
+    values = {"output": Path(results) / script["output"], "results": results, "figures": figures,
+              "store": store}
+    out = []
+    for x in script.get("args", ["{output}"]):
+        try:
+            out.append(str(x).format(**values))
+        except (KeyError, IndexError) as e:
+            raise ManifestError(f"reproduction.toml, script {script['path']!r}: unknown placeholder {e} in "
+                                f"{x!r}; valid placeholders: {', '.join('{' + k + '}' for k in values)}") from None
+    return out
+
+
 def regenerate(document: str | Path, manifest: Mapping[str, Any], results_dir: str | Path) -> tuple[str, str]:
     """``(old, new)`` text of ``document`` with its generated blocks rebuilt from the CSVs."""
     old = Path(document).read_text()
@@ -530,8 +557,9 @@ def regenerate(document: str | Path, manifest: Mapping[str, Any], results_dir: s
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m byzsim.reproduction``: run the manifest's specs (what the store holds is
-    not run again), write their CSVs to the results directory and their figures, and
-    rebuild REPRODUCTION.md's tables and claims.  ``--check``: only compare, exit 1 when the document is stale."""
+    not run again) and write their CSVs to the results directory, run the scripts whose
+    CSV is missing, draw the specs' figures (their ``[reference]`` lines read only now, as
+    a script may make their CSV), and rebuild REPRODUCTION.md's tables and claims.  ``--check``: only compare, exit 1 when the document is stale."""
     import argparse
     import subprocess
     import sys
@@ -552,20 +580,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest = load_manifest(a.manifest)
         if not (a.no_run or a.check):
             from .runs import load_spec, plot_spec, run_spec
+            from .runs.spec import load_reference
+            from .runs.store import default_store_dir
 
-            specs = [load_spec(p) for p in manifest.get("specs", [])]  # all validated first
+            store = a.store if a.store is not None else default_store_dir()
+            # all validated first; a [reference] is read only for drawing, after the
+            # scripts, one of which may make its CSV
+            paths = list(manifest.get("specs", []))
+            specs = [load_spec(p, reference=False) for p in paths]
+            ran = []
             for spec in specs:
-                rows, report = run_spec(spec, jobs=a.jobs, results_dir=a.results, store=a.store, quiet=True)
+                rows, report = run_spec(spec, jobs=a.jobs, results_dir=a.results, store=store, quiet=True)
                 if report.failures:
                     print(f"error: {spec.figure}: {len(report.failures)} run(s) failed", file=sys.stderr)
                     return 1
-                plot_spec(spec, rows, Path(a.figures), csv_path=Path(a.results) / f"{spec.figure}.csv")
+                ran.append(rows)
             for sc in manifest.get("scripts", []):  # diagnostics with their own CSV
                 out = Path(a.results) / sc["output"]
                 if a.rerun_scripts or not out.exists():
-                    args = [str(x).format(output=out, results=a.results, figures=a.figures)
-                            for x in sc.get("args", ["{output}"])]
+                    args = script_args(sc, results=a.results, figures=a.figures, store=store)
                     subprocess.run([sys.executable, sc["path"], *args], check=True)
+            for path, spec, rows in zip(paths, specs, ran):
+                plot_spec(load_reference(spec, path), rows, Path(a.figures),
+                          csv_path=Path(a.results) / f"{spec.figure}.csv")
         old, new = regenerate(a.document, manifest, a.results)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -53,12 +53,17 @@ penalty = 0.1
 """
 
 
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("bounds_vs_runs", SCRIPT)
+def load_script(path: Path):
+    """The experiment script at ``path`` as a module (the experiments are not a package)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script(SCRIPT)
 
 
 def make_spec(tmp_path, name="tiny.toml", keep="true", model="softmax"):
@@ -156,3 +161,20 @@ def test_command_line_writes_nothing_until_every_model_is_stored(tmp_path, scrip
         warnings.simplefilter("ignore", TheoryWarning)
         assert script.main(args + ["--partial"]) == 0
     assert (tmp_path / "out" / "b_bounds_vs_runs.csv").is_file()
+
+
+def test_strict_exits_non_zero_naming_the_runs_without_a_model(tmp_path, script, capsys, monkeypatch):
+    path, spec = make_spec(tmp_path, keep="false")
+    store = Store(tmp_path / "store")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TheoryWarning)
+        run_spec(spec, results_dir=tmp_path / "res", store=store, quiet=True)
+    args = ["--specs", str(path), "--results", str(tmp_path / "out"), "--figures", str(tmp_path / "fig"), "--strict"]
+    assert script.main(["--store", str(store.root), *args]) == 1
+    err = capsys.readouterr().err
+    assert all(f"tiny_bounds a {r.label} seed {r.seed}" in err for r in spec.runs)
+    assert not (tmp_path / "out").exists()
+    # the default store missing: an error under --strict, not a silent success
+    monkeypatch.setenv("BYZSIM_STORE", str(tmp_path / "nowhere"))
+    assert script.main(args[:-1]) == 0
+    assert script.main(args) == 2

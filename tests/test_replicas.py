@@ -5,7 +5,8 @@ Each replica draws from its own seed's streams, and every operation of a round a
 each replica's slice alone, so a replica's metrics must not depend on which other runs
 share its array.  The property test draws small configs (both families, SGD and SAGA,
 softmax and MLP, float64 and float32, random and deterministic attacks, a resampled, a
-bucketed and a clipped aggregator, partial participation) and batch compositions (the
+bucketed and a clipped aggregator, the stateful momentum centered clipping, partial
+participation) and batch compositions (the
 same structure with other seeds, step sizes, penalties, server l2, participation, and
 attack scales and aggregator radii (the components' declared ``replica_params``), in
 random order) and compares every replica with the same run made alone: its metrics to
@@ -51,6 +52,9 @@ STRUCTURES = {
                          preaggregators=[{"name": "bucketing", "s": 2}], lr=0.05),
     "clipped-cc": dict(method="sgd", aggregator="centered_clipping", aggregator_params={"tau": 1.0},
                        preaggregators=[{"name": "clipping", "c": 2.0}], lr=0.05),
+    # stateful: each replica keeps its own center, clipped at its own tau
+    "cc-momentum": dict(method="sgd", aggregator="centered_clipping_momentum", aggregator_params={"tau": 1.0},
+                        lr=0.05),
 }
 ATTACKS = {
     "none": dict(attack="none"),
@@ -129,6 +133,19 @@ def test_each_replica_is_the_run_made_alone(cfgs):
     tol = 1e-10 if cfgs[0].dtype == "float64" else 1e-5
     assert worst_relative_gap(cfgs) <= tol
     assert _states_equal_alone(cfgs, 4)  # stronger, and what is measured: bit for bit
+
+
+def test_momentum_centered_clipping_with_per_replica_tau_is_each_run_alone():
+    """The stateful rule in one batch: each replica keeps its own center and clips at its
+    own ``tau``; bit for bit the run made alone, and the radii do make the runs differ."""
+    base = make_config(**{**STRUCTURES["cc-momentum"], **DIGITS}, n_clients=6, n_byzantine=1, rounds=8,
+                       eval_every=4, attack="sign_flipping", attack_params={"c": -5.0}, participation=0.7)
+    cfgs = [with_replica_params(base.replace(seed=1), {("aggregator_params", "tau"): tau}) for tau in (0.5, 1.0, 3.0)]
+    assert group_replicas(cfgs) == [[0, 1, 2]]
+    batch = run_batch(cfgs)
+    assert worst_relative_gap(cfgs, batch) == 0.0 and _states_equal_alone(cfgs, 4)
+    finals = [b.columns["train_loss"][-1] for b in batch]
+    assert len(set(finals)) == 3
 
 
 def test_the_check_catches_replicas_sharing_one_random_stream(monkeypatch):

@@ -1,6 +1,8 @@
 """REPRODUCTION.md's generated tables and claims: statistics by hand, checks, markers, and the
 committed document against the committed CSVs."""
 
+from pathlib import Path
+
 import pytest
 
 from byzsim.reproduction import (
@@ -184,3 +186,74 @@ def test_a_figure_the_manifest_will_run_is_pending_and_an_unknown_one_an_error(t
     manifest["claims"][0]["figure"] = "typo"
     with pytest.raises(ManifestError, match="figure 'typo' is not in the results"):
         render(manifest, res)
+
+
+def test_script_args_fill_every_placeholder_and_name_an_unknown_one():
+    from byzsim.reproduction import script_args
+
+    sc = {"path": "s.py", "output": "o.csv", "args": ["--store", "{store}", "{output}", "{results}/x", "{figures}"]}
+    assert script_args(sc, results="res", figures="fig", store="/st") == [
+        "--store", "/st", str(Path("res") / "o.csv"), "res/x", "fig"]
+    assert script_args({"path": "s.py", "output": "o.csv"}, results="r", figures="f", store="s") == [
+        str(Path("r") / "o.csv")]
+    with pytest.raises(ManifestError, match=r"unknown placeholder 'stor'.*\{store\}"):
+        script_args({**sc, "args": ["{stor}"]}, results="r", figures="f", store="s")
+
+
+def test_the_manifest_gives_bounds_vs_runs_the_reproduction_store_and_strict():
+    from byzsim.reproduction import load_manifest, script_args
+
+    root = Path(__file__).parents[1]
+    manifest = load_manifest(root / "experiments" / "reproduction.toml")
+    sc = next(s for s in manifest["scripts"] if s["path"].endswith("bounds_vs_runs.py"))
+    args = script_args(sc, results="r", figures="f", store="/the/store")
+    assert args[args.index("--store") + 1] == "/the/store" and "--strict" in args
+
+
+TINY_SPEC = """
+figure = "tiny_ref"
+seeds = [0]
+[base]
+dataset = "digits"
+n_clients = 4
+n_byzantine = 0
+method = "sgd"
+batch_size = 8
+rounds = 2
+eval_every = 2
+train_eval_samples = 0
+[[lines]]
+label = "SGD"
+[reference]
+label = "made by the script"
+csv = "results/ref.csv"
+column = "test_accuracy"
+"""
+
+MAKE_REF = """
+import sys
+from pathlib import Path
+Path(sys.argv[1]).parent.mkdir(parents=True, exist_ok=True)
+Path(sys.argv[1]).write_text("test_accuracy\\n0.5\\n")
+"""
+
+
+def test_a_reference_csv_made_by_a_manifest_script_works_from_a_clean_results_dir(tmp_path):
+    from byzsim.reproduction import main
+    from byzsim.runs import load_spec
+
+    spec, script = tmp_path / "tiny.toml", tmp_path / "make_ref.py"
+    spec.write_text(TINY_SPEC)
+    script.write_text(MAKE_REF)
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(f'specs = ["{spec}"]\n[[scripts]]\npath = "{script}"\noutput = "ref.csv"\n')
+    doc = tmp_path / "DOC.md"
+    doc.write_text("no generated blocks\n")
+    with pytest.raises(ValueError, match=r"reference\.csv"):  # what failed before any run
+        load_spec(spec)
+    args = ["--manifest", str(manifest), "--document", str(doc), "--results", str(tmp_path / "results"),
+            "--figures", str(tmp_path / "figures"), "--store", str(tmp_path / "store"), "--jobs", "1"]
+    assert main(args) == 0
+    assert (tmp_path / "results" / "ref.csv").is_file() and (tmp_path / "results" / "tiny_ref.csv").is_file()
+    assert (tmp_path / "figures" / "tiny_ref.png").is_file()
+    assert load_spec(spec).reference.values == {"": 0.5}

@@ -45,6 +45,11 @@ arithmetic mean of ``column`` over the CSV rows matching ``where`` (and, with
 ``panel_column``, the panel's name), read when the spec is loaded, before any run; a
 missing file, column or matching row, or a matching cell that is not a finite number, is
 an error naming the field.  It only draws: no run's config or store key depends on it.
+A relative ``csv`` is relative to the spec file's directory, never to a results
+directory: a run with ``--results DIR`` elsewhere still draws the value of the CSV the
+spec names (the committed one).  ``load_spec(path, reference=False)`` loads a spec
+without reading its reference (for running, or when a later step makes that CSV), and
+:func:`load_reference` reads it afterwards, for drawing.
 
 ``keep_models`` (top level of a figure spec, a matrix spec or a flat config file; a
 boolean, default false) asks the store to keep each run's final server model
@@ -54,6 +59,7 @@ boolean, default false) asks the store to keep each run's final server model
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -77,7 +83,7 @@ __all__ = [
     "parse_value", "parse_override", "parse_overrides", "expand_grid", "set_path",
     "component_parameters", "check_component_params", "entries_from_dicts",
     "load_entries", "is_figure_spec", "default_sweep_name",
-    "parse_spec", "load_spec", "spec_entries", "keep_models_field",
+    "parse_spec", "load_spec", "load_reference", "spec_entries", "keep_models_field",
     "MatrixSpec", "MATRIX_KEYS", "TINY", "is_matrix_spec", "parse_matrix", "load_matrix",
 ]
 
@@ -563,9 +569,28 @@ def _get_path(d: Mapping, path: Sequence[str]) -> Any:
     return d
 
 
-def load_spec(path: str | Path, overrides: Sequence = ()) -> Spec:
-    """:func:`parse_spec` of a TOML file (a ``[reference]`` csv relative to its directory)."""
-    return parse_spec(load_toml(path), str(path), overrides, base_dir=Path(path).parent)
+def load_spec(path: str | Path, overrides: Sequence = (), *, reference: bool = True) -> Spec:
+    """:func:`parse_spec` of a TOML file (a ``[reference]`` csv relative to its directory).
+
+    ``reference=False``: the ``[reference]`` table is not read (``spec.reference`` is
+    None): the runs do not depend on it, and its CSV may not exist yet;
+    :func:`load_reference` reads it when the spec is drawn."""
+    raw = load_toml(path)
+    if not reference:
+        raw = {k: v for k, v in raw.items() if k != "reference"}
+    return parse_spec(raw, str(path), overrides, base_dir=Path(path).parent)
+
+
+def load_reference(spec: Spec, path: str | Path) -> Spec:
+    """``spec`` (loaded from ``path``) with the ``[reference]`` of that file read now,
+    against the spec's panels and metric (:func:`parse_reference`, a relative csv path
+    relative to the file's directory); ``spec`` itself when the file has none."""
+    raw = load_toml(path)
+    if "reference" not in raw:
+        return spec
+    ref = parse_reference(raw["reference"], [str(p.get("name", "")) for p in spec.panels], spec.metric,
+                          str(path), Path(path).parent)
+    return dataclasses.replace(spec, reference=ref)
 
 
 def spec_entries(spec: Spec) -> list[RunEntry]:

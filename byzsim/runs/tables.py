@@ -148,9 +148,13 @@ def csv_text(rows: Sequence[dict], columns: Sequence[str] = CSV_COLUMNS) -> str:
     return buf.getvalue()
 
 
-def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] = CSV_COLUMNS) -> Path:
-    """Write ``rows`` (the ``columns`` of each) atomically."""
+def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] = CSV_COLUMNS, *,
+              floats: str | None = None) -> Path:
+    """Write ``rows`` (the ``columns`` of each) atomically; ``floats``: a format spec for
+    the float cells (``".6g"``: 6 significant digits), default ``str``."""
     path = Path(path)
+    if floats is not None:
+        rows = [{k: (format(v, floats) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
     atomic_write_text(path, csv_text(rows, columns))
     return path
 

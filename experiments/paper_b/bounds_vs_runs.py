@@ -32,12 +32,14 @@ per method, mean over seeds with the 95 % t-interval, against the bounds in rang
 scale).
 
 Runs missing from the store or stored without a model: the script writes nothing and
-says which (so that ``make reproduction`` does not freeze a CSV made before the runs);
-``--partial`` writes the CSV anyway, those rows holding a ``note`` and no measurement.
+says which (so that ``make reproduction`` does not freeze a CSV made before the runs),
+exiting 0; ``--strict`` (what ``experiments/reproduction.toml`` passes) makes that, or a
+missing store, exit 1 with every such run named; ``--partial`` writes the CSV anyway,
+those rows holding a ``note`` and no measurement.
 
 Usage: ``python experiments/paper_b/bounds_vs_runs.py [--store DIR] [--specs NAME…]
-[--ridge R] [--results DIR] [--figures DIR] [--partial]`` (store: ``$BYZSIM_STORE`` or
-``results/store`` by default).
+[--ridge R] [--results DIR] [--figures DIR] [--partial | --strict]`` (store:
+``$BYZSIM_STORE`` or ``results/store`` by default).
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -53,7 +54,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from byzsim.config import TheoryWarning
-from byzsim.diagnose import CONVEX_MODELS, config_bound, diagnose, distance_to_optimum, optimum_key
+from byzsim.diagnose import CONVEX_MODELS, Diagnoses, config_bound, distance_to_optimum
 from byzsim.runs.spec import load_spec, spec_entries
 from byzsim.runs.store import Store, StoreError
 
@@ -90,34 +91,6 @@ def gradient_config(cfg):
         return make_config(**{**d, "method": "sgd"})
 
 
-class Diagnoses:
-    """Diagnoses of paper B's problem, ``x*`` shared by equal regular data
-    (:func:`byzsim.diagnose.optimum_key`), the rest (σ_b² depends on the batch) per batch size."""
-
-    def __init__(self, ridge: float, log=None):
-        self.ridge, self.optima, self.by_key, self.keys = ridge, {}, {}, {}
-        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-
-    def __call__(self, cfg):
-        from byzsim.simulate import _data_key
-
-        g = gradient_config(cfg)
-        spec = (_data_key(g), g.server_l2)  # equal data specs: no need to hash the rows again
-        if spec not in self.keys:
-            self.keys[spec] = optimum_key(g, self.ridge)
-        okey = self.keys[spec]
-        key = (okey, g.batch_size)
-        if key not in self.by_key:
-            t0 = time.perf_counter()
-            d = diagnose(g, ridge=self.ridge, optimum=self.optima.get(okey))
-            self.optima[okey] = d.optimum
-            self.by_key[key] = d
-            self.log(f"  x* {okey[:8]} (seed {cfg.seed}): {time.perf_counter() - t0:.0f} s, ‖∇F‖ "
-                     f"{d.optimum.grad_norm:.2g}, acc {d.test_accuracy:.4f}, σ_b² {d.sigma2_batch:.4g}, "
-                     f"δ² {d.delta2:.4g}")
-        return list(self.optima).index(okey), self.by_key[key]
-
-
 # --------------------------------------------------------------------------------------
 # rows
 # --------------------------------------------------------------------------------------
@@ -125,7 +98,7 @@ def rows_for_spec(spec_path: str | Path, store: Store, diagnoses: Diagnoses) -> 
     """One row per run of the spec (see the module docstring and :data:`FIELDS`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TheoryWarning)  # fig9's s = 3, 4: reported per row
-        spec = load_spec(spec_path)
+        spec = load_spec(spec_path, reference=False)  # drawn by the spec's own figure only
     name = Path(spec_path).stem
     rows, warned = [], set()
     for e in spec_entries(spec):
@@ -141,7 +114,7 @@ def rows_for_spec(spec_path: str | Path, store: Store, diagnoses: Diagnoses) -> 
             rows.append({**base, "note": "not in the store" if run is None else
                          "stored without its final model: rerun the spec with --keep-models"})
             continue
-        setting, d = diagnoses(c)
+        setting, d = diagnoses(gradient_config(c), f"{spec.figure} {e.panel or ''} seed {c.seed}")
         measured = distance_to_optimum(model, d.optimum.x) if np.isfinite(model).all() else math.nan
         b = config_bound(c, d) if c.family == "gradient" else None
         row = {**base, "measured": measured, "setting": setting, "sigma2_batch": d.sigma2_batch,
@@ -240,8 +213,7 @@ def write_csv(rows: Sequence[dict], path: Path) -> Path:
     """The rows as :data:`FIELDS`, floats to 6 significant digits (written atomically)."""
     from byzsim.runs.tables import write_csv as write
 
-    return write(path, [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
-                 FIELDS)
+    return write(path, rows, FIELDS, floats=".6g")
 
 
 def without_model(specs: Sequence[str | Path], store: Store) -> list[str]:
@@ -251,7 +223,7 @@ def without_model(specs: Sequence[str | Path], store: Store) -> list[str]:
     for path in specs:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TheoryWarning)
-            spec = load_spec(path)
+            spec = load_spec(path, reference=False)
         for e in spec_entries(spec):
             if e.config.model in CONVEX_MODELS and not store.has_model(e.key):
                 out.append(f"{spec.figure} {e.panel or ''} {e.line} seed {e.config.seed}")
@@ -283,8 +255,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ridge", type=float, default=RIDGE, help="diagnostic ridge/2 ‖x‖² (default 0.001)")
     ap.add_argument("--results", default="results")
     ap.add_argument("--figures", default="figures")
-    ap.add_argument("--partial", action="store_true",
-                    help="write the CSV even when some runs have no stored model (their rows say so)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--partial", action="store_true",
+                      help="write the CSV even when some runs have no stored model (their rows say so)")
+    mode.add_argument("--strict", action="store_true",
+                      help="exit 1, naming them, when some runs have no stored model (or there is no store)")
     a = ap.parse_args(argv)
     paths = []
     for s in a.specs:
@@ -300,12 +275,15 @@ def main(argv=None) -> int:
         store = Store(a.store, create=False)
     except StoreError as e:
         print(f"{e}: nothing to measure, nothing written", file=sys.stderr)
-        return 2 if a.store is not None else 0
+        return 2 if a.store is not None or a.strict else 0
     missing = without_model(paths, store)
     if missing and not a.partial:
         print(f"{len(missing)} runs have no stored final model in {store.root}, e.g. {missing[0]}: run "
               "their specs with `byzsim experiment SPEC --keep-models` (or pass --partial); nothing "
               "written", file=sys.stderr)
+        if a.strict:
+            print("error: no stored final model for:\n" + "\n".join(f"  {m}" for m in missing), file=sys.stderr)
+            return 1
         return 0
     rows, out, fig = run(paths, store, ridge=a.ridge, results=Path(a.results), figures=Path(a.figures))
     if missing:

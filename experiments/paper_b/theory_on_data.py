@@ -35,18 +35,16 @@ Usage: ``python experiments/paper_b/theory_on_data.py [--specs NAME…] [--out N
 """
 
 import argparse
-import csv
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from byzsim.config import TheoryWarning, load_toml
-from byzsim.diagnose import CONVEX_MODELS, config_bound, diagnose, optimum_key
-from byzsim.runs.spec import parse_spec, spec_entries
-from byzsim.simulate import _data_key
+from byzsim.config import TheoryWarning
+from byzsim.diagnose import CONVEX_MODELS, Diagnoses, config_bound
+from byzsim.runs.spec import load_spec, spec_entries
+from byzsim.runs.tables import write_csv
 
 HERE = Path(__file__).parent
 SPECS = ("fig4_6", "fig7", "fig8", "fig9", "fig10", "fig11")
@@ -56,42 +54,12 @@ FIELDS = ("spec", "panel", "line", "method", "s", "B", "W", "ridge", "setting", 
           "bound_name", "bound", "bound_formula", "holds", "outside", "note")
 
 
-class Diagnoses:
-    """Diagnoses per data spec and batch size, ``x*`` shared by every data spec with the
-    same regular data (:func:`byzsim.diagnose.optimum_key`): L-BFGS runs once per distinct
-    regular data set; σ², δ², L and the accuracies are computed per data spec as before."""
-
-    def __init__(self, ridge: float):
-        self.ridge = ridge
-        self.keys: dict = {}  # (data spec, server_l2) -> optimum key (rows hashed once)
-        self.optima: dict = {}  # optimum key -> Optimum, in order of first use
-        self.by_spec: dict = {}  # (data spec, server_l2, batch) -> Diagnosis
-
-    def __call__(self, c, where: str):
-        """``(setting, diagnosis)`` of config ``c``: ``setting`` numbers the distinct
-        regular data sets in order of first use."""
-        spec = (_data_key(c), c.server_l2)
-        if spec not in self.keys:
-            self.keys[spec] = optimum_key(c, self.ridge)
-        okey = self.keys[spec]
-        key = (*spec, c.batch_size)
-        if key not in self.by_spec:
-            t0 = time.perf_counter()
-            shared = okey in self.optima
-            d = diagnose(c, ridge=self.ridge, optimum=self.optima.get(okey))
-            self.optima[okey] = d.optimum
-            self.by_spec[key] = d
-            print(f"  {where}: {'x* shared, ' if shared else 'x* '}{okey[:8]} in {time.perf_counter() - t0:.0f} s, "
-                  f"acc {d.test_accuracy:.4f}, σ² {d.sigma2:.4g}, δ² {d.delta2:.4g}", file=sys.stderr, flush=True)
-        return list(self.optima).index(okey), self.by_spec[key]
-
-
 def rows_for_spec(name: str, ridge: float, cache: Diagnoses) -> list[dict]:
     path = HERE / f"{name}.toml"
-    raw = {k: v for k, v in load_toml(path).items() if k != "reference"}  # the line may read this CSV
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TheoryWarning)  # fig9's s = 3, 4: reported per row
-        entries = list({e.key: e for e in spec_entries(parse_spec(raw, str(path)))}.values())
+        spec = load_spec(path, reference=False)  # the reference line may read this script's CSV
+        entries = list({e.key: e for e in spec_entries(spec)}.values())
     rows = []
     for e in entries:
         c = e.config
@@ -176,13 +144,7 @@ def main(argv=None) -> int:
     rows, cache = [], Diagnoses(a.ridge)
     for name in a.specs:
         rows += rows_for_spec(name, a.ridge, cache)
-    out = Path(a.results) / f"{a.out}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as fh:
-        w = csv.DictWriter(fh, FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    out = write_csv(Path(a.results) / f"{a.out}.csv", rows, FIELDS, floats=".6g")  # atomic
     fig = Path(a.figures) / f"{a.out}.png"
     plot(rows, fig)
     print(f"wrote {out} and {fig} ({len(cache.optima)} distinct regular data sets)", file=sys.stderr)
