@@ -209,11 +209,11 @@ def render_table(table: Mapping[str, Any], results: Results) -> str:
 
 
 def _group_cell(values: Sequence[str], column: str, key: tuple, where: str, digits: int) -> str:
-    """Mean ± 95 % t-interval of one group's ``values``; "—" when the column is empty in
-    every row of the group (a quantity that does not exist for it, e.g. a bound a method
-    does not have); an error when it is empty in some rows only."""
+    """Mean ± 95 % t-interval of one group's ``values``; "—" when the column is empty (or
+    NaN) in every row of the group (a quantity that does not exist for it, e.g. a bound a
+    method does not have); an error when it is empty in some rows only."""
     empty = [v in ("", None) for v in values]
-    if all(empty):
+    if all(e or str(v).strip().lower() == "nan" for e, v in zip(empty, values)):
         return "—"
     if any(empty):
         raise ManifestError(f"{where}: column {column!r} is empty in {sum(empty)} of the {len(values)} rows "

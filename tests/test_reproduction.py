@@ -159,7 +159,7 @@ def test_grouped_rows_table_means_over_seeds_and_dashes_a_quantity_a_group_lacks
     res = Results({"b": [{"method": "Byrd-SGD", "seed": "0", "measured": "1.0", "bound": "10"},
                          {"method": "Byrd-SGD", "seed": "1", "measured": "3.0", "bound": "10"},
                          {"method": "SGD", "seed": "0", "measured": "2.0", "bound": ""},
-                         {"method": "SGD", "seed": "1", "measured": "2.0", "bound": ""}]}, "test")
+                         {"method": "SGD", "seed": "1", "measured": "2.0", "bound": "nan"}]}, "test")
     t = {"name": "g", "source": "b", "group": ["method"], "columns": ["method", "measured", "bound"], "digits": 3}
     lines = render_rows_table(t, res).splitlines()
     # two seeds: mean 2, t(0.975, 1) = 12.706 times the standard error 1
