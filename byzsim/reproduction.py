@@ -78,8 +78,9 @@ class Summary:
     def format(self, digits: int = 4) -> str:
         if self.n == 0:
             return "–"
-        s = f"{self.mean:.{digits}f}"
-        s += f" ± {self.half_width:.{digits}f}" if self.n > 1 else " (1 seed)"
+        fmt = "g" if abs(self.mean) >= 1e4 else "f"  # large values: significant digits
+        s = f"{self.mean:.{digits}{fmt}}"
+        s += f" ± {self.half_width:.{digits}{fmt}}" if self.n > 1 else " (1 seed)"
         if self.diverged:
             s += f" ({self.diverged} div.)"
         return s

@@ -153,6 +153,11 @@ def test_rows_table_shows_a_summary_csv_with_its_intervals():
         render_rows_table({**t, "columns": ["nope"]}, res)
 
 
+def test_large_means_are_shown_with_significant_digits():
+    assert summary([2.0e7, 2.2e7]).format(3) == "2.1e+07 ± 1.27e+07"
+    assert summary([1.0, 3.0]).format(2) == "2.00 ± 12.71"
+
+
 def test_grouped_rows_table_means_over_seeds_and_dashes_a_quantity_a_group_lacks():
     from byzsim.reproduction import render_rows_table
 
