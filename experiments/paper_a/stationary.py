@@ -32,7 +32,7 @@ flatness, Theorem 1's numbers), ``results/a_stationary_fits.csv`` (slopes),
 noise-free reference's), ``results/a_stationary_log.txt`` (x*'s certificate, μ, L, the
 rounds and why, times) and ``figures/a_stationary.png``.  ``--quick`` runs a tiny grid
 (seconds); ``--from-csv`` redoes the analysis from the long CSV without running.
-``--mnist-flatness 2000,12000 --flatness-csv experiments/results/a_stationary_mnist_flatness.csv``
+``--mnist-flatness 2000,12000,24000 --flatness-csv experiments/results/a_stationary_mnist_flatness.csv``
 runs only the MNIST subset at α = 0.001, 0.003 (q = 0, 5; γ = 1) at those budgets and
 fits each curve's decay (:func:`mnist_flatness`).
 """
