@@ -46,7 +46,7 @@ from typing import Callable, Sequence
 from ..config import Config
 from .progress import Progress
 from .spec import MatrixSpec, RunEntry, Spec, spec_entries
-from .store import Store
+from .store import Store, timestamp
 from .tables import MATRIX_COLUMNS, matrix_rows, rows_from_store, write_csv
 
 __all__ = [
@@ -344,7 +344,7 @@ def execute(
     if not isinstance(jobs, int) or isinstance(jobs, bool) or not (jobs >= 1 or jobs == -1):
         raise ValueError(f"jobs must be an integer >= 1, or -1 for all cores, got {jobs!r}")
     t0 = time.perf_counter()
-    since = _now()
+    since = timestamp()  # failures recorded after this are this pass's (compared as strings)
     report = SweepReport(total=len(entries))
     todo: list[RunEntry] = []
     from .. import __version__
@@ -445,12 +445,6 @@ def execute(
         prog.close()
     report.wall = time.perf_counter() - t0
     return report
-
-
-def _now() -> str:
-    import datetime as _dt
-
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 #: seconds between two looks at the runs another sweep is simulating

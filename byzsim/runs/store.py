@@ -315,7 +315,9 @@ def _marker_sums(text: str) -> dict[str, str]:
     return out
 
 
-def _now() -> str:
+def timestamp() -> str:
+    """Now, in UTC, ISO 8601 to the millisecond: the store's one time format
+    (``stored_at``, ``failed_at``), so that two stamps compare as strings."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
@@ -575,7 +577,7 @@ class Store:
             "numpy_version": np.__version__,
             "python_version": platform.python_version(),
             "host": socket.gethostname(),
-            "stored_at": _now(),
+            "stored_at": timestamp(),
             **({"plugins": _jsonable(list(plugins))} if plugins else {}),
             **_jsonable(dict(extra or {})),
         }
@@ -631,7 +633,7 @@ class Store:
         atomic_write_text(path, json.dumps({
             "store_format": FORMAT_VERSION, "key": key, "config": canonical_config(cfg),
             "error": error, "traceback": traceback, "byzsim_version": _version(),
-            "failed_at": _now(), "host": socket.gethostname(),
+            "failed_at": timestamp(), "host": socket.gethostname(),
         }, indent=2, sort_keys=True) + "\n")
         return path
 
