@@ -256,16 +256,21 @@ def _eval_subset(Xc: np.ndarray, yc: np.ndarray, counts: np.ndarray | None, regu
     return Xc[reg[r], j], yc[reg[r], j]
 
 
+def _set_at(tree, path: tuple, value) -> None:
+    """Put ``value`` at ``path`` (keys and list indices, as :func:`replica_params`
+    gives them) in the nested dicts and lists ``tree``."""
+    for key in path[:-1]:
+        tree = tree[key]
+    tree[path[-1]] = value
+
+
 def _with_params(cfg: Config, params: dict | None) -> tuple[dict, dict, list]:
     """``(attack_params, aggregator_params, preaggregators)`` of ``cfg`` (copies), with
     the values ``params`` (``{path: value}``, paths as :func:`replica_params`) put in."""
     tables = {"attack_params": dict(cfg.attack_params), "aggregator_params": dict(cfg.aggregator_params),
               "preaggregators": [dict(p) for p in cfg.preaggregators]}
     for path, value in (params or {}).items():
-        node = tables[path[0]]
-        for key in path[1:-1]:
-            node = node[key]
-        node[path[-1]] = value
+        _set_at(tables, path, value)
     return tables["attack_params"], tables["aggregator_params"], tables["preaggregators"]
 
 
@@ -393,10 +398,7 @@ def _structure(cfg: Config) -> dict:
     :func:`replica_params` value replaced by one marker: what replicas must share."""
     d = {k: v for k, v in copy.deepcopy(cfg.to_dict()).items() if k not in REPLICA_FIELDS}
     for path in replica_params(cfg):
-        node = d
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = _PER_REPLICA
+        _set_at(d, path, _PER_REPLICA)
     return d
 
 
